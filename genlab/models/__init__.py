@@ -1,0 +1,1 @@
+"""Plain nn.Modules: the VAE (encoder/decoder), the GAN built from them, the feature classifier."""

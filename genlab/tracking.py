@@ -1,0 +1,264 @@
+"""Everything that talks to MLflow: the tracking store, runs and nested runs, batched metrics, images, models,
+the registry, and reading runs back. A leaf module: it imports nothing else from genlab.
+
+Run lifecycle: ``start_run`` is a context manager that ends the run FINISHED, KILLED (Ctrl-C / SIGTERM) or
+FAILED (any other error, with the reason as tag ``genlab.failure``) so no run is ever left RUNNING by an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+import mlflow  # noqa: E402
+from mlflow.entities import RunStatus  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PIP_REQUIREMENTS = ["torch==2.13.0", "numpy==2.4.6"]  # explicit: inferring them costs seconds per model
+
+
+class TrackingError(Exception):
+    """A run, model or artifact that the user named cannot be used (message is one line)."""
+
+
+# ---------------------------------------------------------------- store
+
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<project root>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def init_store() -> str:
+    """Point MLflow at the store and create it now (two processes creating one SQLite file at once crash)."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    MlflowClient().search_experiments(max_results=1)
+    return uri
+
+
+def code_version() -> str:
+    """The git commit of the project (with ``-dirty`` for local changes), or ``unknown``."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# ---------------------------------------------------------------- runs
+
+class Run:
+    """The active run of this process, as the training loops see it: log once per epoch, images, models."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """One batched call. Refuses non-finite values: a NaN metric is never logged silently."""
+        bad = [k for k, v in metrics.items() if not math.isfinite(float(v))]
+        if bad:
+            raise ValueError(f"non-finite metric(s) {', '.join(bad)} at step {step}")
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, synchronous=True)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log params not yet on the run (a resumed run, or one that `mlflow run` created, has some already)."""
+        existing = mlflow.get_run(self.run_id).data.params
+        new = {k: str(v) for k, v in params.items() if k not in existing}
+        if new:
+            mlflow.log_params(new, synchronous=True)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_image(self, image: Any, artifact_file: str) -> None:
+        """A uint8 (H, W) or (H, W, 3) array as a PNG artifact."""
+        mlflow.log_image(image, artifact_file=artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        mlflow.log_figure(figure, artifact_file)
+
+    def log_dict(self, data: dict | list, artifact_file: str) -> None:
+        mlflow.log_dict(data, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        mlflow.log_text(text, artifact_file)
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        mlflow.log_artifact(str(local_path), artifact_path)
+
+    def log_dataset(self, name: str, source: str, digest: str, context: str, n_images: int) -> None:
+        """Record what the run saw, for the UI's Datasets column (no data is copied)."""
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
+
+        dataset = MetaDataset(LocalArtifactDatasetSource(source), name=f"{name}-{context}", digest=digest)
+        mlflow.log_input(dataset, context=context, tags={"images": str(n_images)})
+
+    def log_model(self, module: Any, name: str, input_example: Any) -> str:
+        """Log a torch module (a decoder, generator or encoder returning one tensor) as an MLflow model."""
+        info = mlflow.pytorch.log_model(module, name=name, input_example=input_example,
+                                        pip_requirements=PIP_REQUIREMENTS)
+        return info.model_uri
+
+
+@contextlib.contextmanager
+def start_run(experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, Any],
+              resume_run_id: str | None = None, parent_run_id: str | None = None) -> Iterator[Run]:
+    """Start (or resume, or adopt the one `mlflow run` made) a run; end it FINISHED, KILLED or FAILED."""
+    init_store()
+    if resume_run_id:
+        active = mlflow.start_run(run_id=resume_run_id)
+    elif os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run`: that run is ours
+        active = mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"])
+        mlflow.set_tag("mlflow.runName", run_name)
+    else:
+        experiment_id = _experiment_id(experiment)
+        active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id)
+    run = Run(active.info.run_id)
+    try:
+        run.set_tags({"genlab.code_version": code_version(), **tags})
+        run.log_params(params)
+        yield run
+    except KeyboardInterrupt:
+        _end(run, "KILLED", "interrupted")
+        raise
+    except BaseException as e:
+        _end(run, "FAILED", f"{type(e).__name__}: {e}")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def _end(run: Run, status: str, reason: str) -> None:
+    try:
+        mlflow.set_tag("genlab.failure", reason.splitlines()[0][:500] if reason else status)
+    finally:
+        mlflow.end_run(status)
+
+
+def _experiment_id(name: str) -> str:
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:  # another process created it meanwhile
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def mark_run(run_id: str, status: str, reason: str = "") -> None:
+    """End a run that this process does not hold (a crashed worker's trial, say)."""
+    client = MlflowClient()
+    if reason:
+        client.set_tag(run_id, "genlab.failure", reason[:500])
+    client.set_terminated(run_id, status)
+
+
+# ---------------------------------------------------------------- reading runs back
+
+def get_run(run_id: str) -> mlflow.entities.Run:
+    """The run, or TrackingError naming it."""
+    init_store()
+    try:
+        return MlflowClient().get_run(run_id)
+    except MlflowException:
+        raise TrackingError(f"run '{run_id}' not found in {tracking_uri()}") from None
+
+
+def run_status(run_id: str) -> str:
+    return get_run(run_id).info.status
+
+
+def download_artifact(run_id: str, path: str, dst: str | Path | None = None) -> Path:
+    """Fetch one artifact of a run to a local path, or TrackingError."""
+    try:
+        dst = str(dst) if dst else tempfile.mkdtemp(prefix="genlab-")
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=dst))
+    except (MlflowException, OSError) as e:
+        raise TrackingError(f"run '{run_id}' has no artifact '{path}' ({str(e).splitlines()[0][:200]})") from None
+
+
+def load_state_dict(model_uri: str) -> dict:
+    """The state dict of a logged PyTorch model (``runs:/…``, ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``)."""
+    init_store()
+    try:
+        model = mlflow.pytorch.load_model(model_uri)
+    except (MlflowException, OSError) as e:
+        raise TrackingError(f"cannot load model '{model_uri}' ({str(e).splitlines()[0][:200]})") from None
+    return dict(model.state_dict())
+
+
+def resolve_model_run(model_uri: str) -> str:
+    """The run id that produced a registered model version (``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``)."""
+    init_store()
+    client = MlflowClient()
+    spec = model_uri.removeprefix("models:/")
+    try:
+        if "@" in spec:
+            name, alias = spec.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = spec.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+    except (MlflowException, ValueError):
+        raise TrackingError(f"registered model '{model_uri}' not found in {tracking_uri()}") from None
+    return version.run_id
+
+
+def register_model(run_id: str, artifact_name: str, model_name: str, alias: str | None = None) -> str:
+    """Register a run's logged model; optionally point an alias at the new version. Returns the version."""
+    client = MlflowClient()
+    with contextlib.suppress(MlflowException):
+        client.create_registered_model(model_name)
+    model_uri = _logged_model_uri(run_id, artifact_name)
+    version = client.create_model_version(model_name, model_uri, run_id=run_id)
+    if alias:
+        client.set_registered_model_alias(model_name, alias, version.version)
+    return version.version
+
+
+def _logged_model_uri(run_id: str, name: str) -> str:
+    """``models:/<model_id>`` of the model logged under ``name`` by a run (MLflow 3 logged models)."""
+    run = get_run(run_id)
+    for output in (run.outputs.model_outputs if run.outputs else []) or []:
+        model = mlflow.get_logged_model(output.model_id)
+        if model.name == name:
+            return f"models:/{model.model_id}"
+    return f"runs:/{run_id}/{name}"
+
+
+def search_runs(experiment_names: list[str] | None = None, filter_string: str = "") -> Any:
+    """Runs as a pandas DataFrame (all experiments when none are named)."""
+    init_store()
+    if experiment_names:
+        names = [n for n in experiment_names if mlflow.get_experiment_by_name(n) is not None]
+        if not names:
+            import pandas as pd
+            return pd.DataFrame()
+        return mlflow.search_runs(experiment_names=names, filter_string=filter_string)
+    return mlflow.search_runs(search_all_experiments=True, filter_string=filter_string)
+
+
+def log_json(run: Run, data: Any, artifact_file: str) -> None:
+    run.log_text(json.dumps(data, indent=2, sort_keys=True), artifact_file)
+
+
+RUN_STATUSES = [RunStatus.to_string(s) for s in RunStatus.all_status()]

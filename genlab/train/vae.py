@@ -1,0 +1,295 @@
+"""Train the VAE and track it: one config of plain values, one loop, one checkpoint per epoch.
+
+Read top to bottom: config -> validate -> evaluate -> train (the loop) -> main (the MLflow run around it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genlab import data, images, losses, metrics
+from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
+from genlab.models.vae import ARCHS, VAE, param_count, reparameterize
+
+ESTIMATORS = ("reparam", "score")
+PRECISIONS = ("fp32", "bf16")
+SAMPLE_SEED = 1234  # the fixed prior draws behind every samples/ grid: same images across epochs and runs
+N_GRID = 64
+
+
+@dataclass
+class VAEConfig:
+    dataset: str = "fashion-mnist"
+    latent_dim: int = 16
+    beta: float = 1.0
+    arch: str = "conv"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    kl_warmup_epochs: int = 0
+    estimator: str = "reparam"  # reparam | score (REINFORCE with a running-mean baseline, for P1Q1)
+    precision: str = "fp32"  # fp32 | bf16 (CPU/GPU autocast)
+    limit: int = 0
+    seed: int = 0
+    device: str = "auto"
+    experiment: str = "genlab-vae"
+
+
+def validate(cfg: VAEConfig) -> None:
+    """Raise ConfigError (one line) for any invalid value; called before any run is created."""
+    check_choice("dataset", cfg.dataset, data.DATASETS)
+    check_int("latent_dim", cfg.latent_dim, 1)
+    check_positive("beta", cfg.beta, allow_zero=True)
+    check_choice("arch", cfg.arch, ARCHS)
+    check_int("epochs", cfg.epochs, 1)
+    check_int("batch_size", cfg.batch_size, 1)
+    check_positive("lr", cfg.lr)
+    check_int("kl_warmup_epochs", cfg.kl_warmup_epochs, 0)
+    check_choice("estimator", cfg.estimator, ESTIMATORS)
+    check_choice("precision", cfg.precision, PRECISIONS)
+    check_int("limit", cfg.limit, 0)
+    check_int("seed", cfg.seed, 0)
+    check_choice("device", cfg.device, ("auto", "cpu", "cuda"))
+    check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
+
+
+def run_name(cfg: VAEConfig) -> str:
+    """``vae z16 b1.0 s0`` (plus the arch / estimator when not the default)."""
+    extra = "".join(f" {v}" for v, default in ((cfg.arch, "conv"), (cfg.estimator, "reparam")) if v != default)
+    return f"vae{extra} z{cfg.latent_dim} b{cfg.beta:g}{'.0' if float(cfg.beta).is_integer() else ''} s{cfg.seed}"
+
+
+def params_of(cfg: VAEConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_params(params: dict[str, str]) -> VAEConfig:
+    """Rebuild a config from a run's logged params (strings)."""
+    casts = {"int": int, "float": float, "str": str}
+    return VAEConfig(**{f.name: casts[f.type](params[f.name])
+                        for f in dataclasses.fields(VAEConfig) if f.name in params})
+
+
+def check_data(cfg: VAEConfig, splits: data.Splits) -> None:
+    if cfg.batch_size > len(splits.train_x):
+        raise ConfigError(f"batch_size must be <= the {len(splits.train_x)} training images, got {cfg.batch_size}")
+
+
+# ---------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def evaluate(model: VAE, x: torch.Tensor, device: torch.device, seed: int, batch_size: int = 500,
+             ) -> dict[str, float]:
+    """Mean ``recon``, ``kl``, ``neg_elbo`` (nats/image, one posterior sample each, fixed noise) and
+    ``active_units`` on uint8 images ``x``."""
+    model.eval()
+    noise = torch.Generator(device=device).manual_seed(seed)
+    sums = torch.zeros(3, dtype=torch.float64)
+    z_means = []
+    for xb in data.batches(x, batch_size, device=device):
+        logits, _, z_mean, z_log_var = model(xb, noise)
+        terms = losses.vae_terms(logits, xb, z_mean, z_log_var, beta=1.0)
+        sums += torch.stack([terms["recon"].sum(), terms["kl"].sum(), terms["neg_elbo"].sum()]).double().cpu()
+        z_means.append(z_mean.float().cpu())
+    model.train()
+    recon, kl, neg_elbo = (sums / len(x)).tolist()
+    return {"recon": recon, "kl": kl, "neg_elbo": neg_elbo,
+            "active_units": metrics.active_units(torch.cat(z_means).numpy())}
+
+
+@torch.no_grad()
+def prior_samples(model: VAE, n: int = N_GRID, seed: int = SAMPLE_SEED) -> torch.Tensor:
+    """Decoder means for fixed prior draws z ~ N(0, I): (n, 1, 28, 28) in [0, 1]."""
+    z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    device = next(model.parameters()).device
+    return torch.sigmoid(model.decoder(z.to(device))).cpu()
+
+
+# ---------------------------------------------------------------- checkpoints
+
+CHECKPOINT_KEYS = {"model", "optimizer", "epoch", "shuffle_rng", "noise_rng", "baseline", "config"}
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint safely (weights_only) and check it is one of ours; ConfigError otherwise."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a corrupt file
+        raise ConfigError(f"checkpoint {path} is unreadable ({type(e).__name__})") from None
+    if not isinstance(state, dict) or not CHECKPOINT_KEYS <= set(state):
+        raise ConfigError(f"checkpoint {path} is not a genlab VAE checkpoint")
+    return state
+
+
+# ---------------------------------------------------------------- the loop
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite (the run fails with this one-line reason)."""
+
+
+def train(cfg: VAEConfig, splits: data.Splits, run=None, resume: dict | None = None,
+          on_epoch: EpochCallback | None = None, log_models: bool = True) -> tuple[VAE, dict[str, float]]:
+    """Train; log per epoch to ``run`` (a tracking.Run, or None for no tracking). Returns the model and the
+    final metrics. ``on_epoch(epoch, metrics)`` may raise to stop (Optuna pruning)."""
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = VAE(cfg.latent_dim, cfg.arch).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    shuffle_rng = torch.Generator().manual_seed(cfg.seed)
+    noise_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    baseline = torch.zeros((), device=device)  # running mean of recon, for the score-function estimator
+    start_epoch = 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        shuffle_rng.set_state(resume["shuffle_rng"])
+        noise_rng.set_state(resume["noise_rng"])
+        baseline = resume["baseline"].to(device)
+        start_epoch = int(resume["epoch"]) + 1
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    steps_per_epoch = -(-len(splits.train_x) // cfg.batch_size)
+    fixed_val = data.to_float(splits.val_x[:32])
+    last: dict[str, float] = {}
+    if run is not None and start_epoch == 1:
+        run.log_metrics({"param_count": param_count(model)}, step=0)
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        sums = torch.zeros(3, dtype=torch.float64)
+        progress = _progress(steps_per_epoch, epoch, cfg.epochs)
+        for step, xb in enumerate(data.batches(splits.train_x, cfg.batch_size, shuffle_rng, device)):
+            global_step = (epoch - 1) * steps_per_epoch + step
+            beta = cfg.beta * (min(1.0, global_step / (cfg.kl_warmup_epochs * steps_per_epoch))
+                               if cfg.kl_warmup_epochs else 1.0)
+            with autocast:
+                z_mean, z_log_var = model.encoder.encode(xb)
+                if cfg.estimator == "reparam":
+                    z = reparameterize(z_mean, z_log_var, noise_rng)
+                else:  # z drawn without the trick: the encoder learns only through log q(z|x)
+                    z = reparameterize(z_mean, z_log_var, noise_rng).detach()
+                logits = model.decoder(z)
+            terms = losses.vae_terms(logits, xb, z_mean, z_log_var, beta)
+            if cfg.estimator == "reparam":
+                objective = terms["loss"]
+            else:
+                log_q = losses.gaussian_log_prob(z, z_mean.float(), z_log_var.float())
+                objective = losses.score_function_surrogate(terms["recon"], log_q, baseline) + beta * terms["kl"]
+                baseline = 0.9 * baseline + 0.1 * terms["recon"].detach().mean()
+            loss = objective.mean()
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"VAE loss became {loss.item()} at epoch {epoch}, step {step} "
+                                    f"(lr={cfg.lr} may be too large)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sums += torch.stack([terms["recon"].sum(), terms["kl"].sum(), terms["neg_elbo"].sum()]).detach().double()
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss.item():.1f}", refresh=False)
+        train_seconds = time.perf_counter() - t0
+        if progress is not None:
+            progress.close()
+        train_recon, train_kl, train_neg_elbo = (sums / len(splits.train_x)).tolist()
+        val = evaluate(model, splits.val_x, device, cfg.seed)
+        last = {"train_recon": train_recon, "train_kl": train_kl, "train_neg_elbo": train_neg_elbo,
+                "val_recon": val["recon"], "val_kl": val["kl"], "val_neg_elbo": val["neg_elbo"],
+                "active_units": val["active_units"], "beta_effective": beta,
+                "epoch_seconds": time.perf_counter() - t0,
+                "images_per_second": len(splits.train_x) / train_seconds}
+        if not all(np.isfinite(v) for v in last.values()):
+            raise NonFiniteLoss(f"VAE validation metrics became non-finite at epoch {epoch}")
+        if progress is None:
+            print(f"epoch {epoch}/{cfg.epochs}  train_neg_elbo {train_neg_elbo:.2f}  val_neg_elbo "
+                  f"{val['neg_elbo']:.2f}  kl {val['kl']:.2f}  active {val['active_units']}  "
+                  f"{last['images_per_second']:.0f} img/s", file=sys.stderr, flush=True)
+        if run is not None:
+            run.log_metrics(last, step=epoch)
+            _log_epoch_artifacts(run, model, fixed_val, epoch, device, cfg.seed)
+            _save_checkpoint(run, model, optimizer, epoch, shuffle_rng, noise_rng, baseline, cfg)
+        if on_epoch is not None:
+            on_epoch(epoch, last)
+
+    final = dict(last)
+    test = evaluate(model, splits.test_x, device, cfg.seed)
+    train_eval = evaluate(model, splits.train_x[:len(splits.val_x)], device, cfg.seed)
+    final.update({f"test_{k}": v for k, v in test.items() if k != "active_units"})
+    final.update({f"train_eval_{k}": v for k, v in train_eval.items() if k != "active_units"})
+    if run is not None:
+        run.log_metrics({k: final[k] for k in final if k.startswith(("test_", "train_eval_"))}, step=cfg.epochs)
+        if log_models:
+            model.cpu().eval()
+            run.log_model(model.decoder, "decoder", np.zeros((2, cfg.latent_dim), np.float32))
+            run.log_model(model.encoder, "encoder", np.zeros((2, 1, 28, 28), np.float32))
+    return model, final
+
+
+def _progress(total: int, epoch: int, epochs: int):
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False)
+
+
+def _log_epoch_artifacts(run, model: VAE, fixed_val: torch.Tensor, epoch: int, device: torch.device,
+                         seed: int) -> None:
+    with torch.no_grad():
+        model.eval()
+        z_mean, _ = model.encoder.encode(fixed_val.to(device))
+        recon = torch.sigmoid(model.decoder(z_mean)).cpu()
+        model.train()
+    run.log_image(images.grid(prior_samples(model)), f"samples/epoch_{epoch:03d}.png")
+    run.log_image(images.side_by_side(fixed_val, recon), f"reconstructions/epoch_{epoch:03d}.png")
+
+
+def _save_checkpoint(run, model, optimizer, epoch, shuffle_rng, noise_rng, baseline, cfg) -> None:
+    import tempfile
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+             "shuffle_rng": shuffle_rng.get_state(), "noise_rng": noise_rng.get_state(),
+             "baseline": baseline.detach().cpu(), "config": dataclasses.asdict(cfg)}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "last.pt"
+        torch.save(state, path)
+        run.log_artifact(path, "checkpoint")
+
+
+# ---------------------------------------------------------------- the run around the loop
+
+def main(cfg: VAEConfig, resume_run_id: str | None = None, on_epoch: EpochCallback | None = None,
+         parent_run_id: str | None = None, tags: dict | None = None, splits: data.Splits | None = None,
+         ) -> tuple[str, dict[str, float]]:
+    """Validate, load data, then train inside one MLflow run. Errors before the run starts create nothing."""
+    from genlab import tracking
+
+    resume = None
+    if resume_run_id:
+        previous = tracking.get_run(resume_run_id)
+        if previous.data.tags.get("genlab.kind") != "vae":
+            raise ConfigError(f"run '{resume_run_id}' is not a genlab VAE run")
+        cfg = config_from_params(previous.data.params)
+        path = tracking.download_artifact(resume_run_id, "checkpoint/last.pt")
+        resume = load_checkpoint(path)
+        if int(resume["epoch"]) >= cfg.epochs and previous.info.status == "FINISHED":
+            raise ConfigError(f"run '{resume_run_id}' already finished all {cfg.epochs} epochs")
+    validate(cfg)
+    splits = splits or data.load(cfg.dataset, cfg.limit)
+    check_data(cfg, splits)
+    all_tags = {"genlab.kind": "vae", **(tags or {})}
+    with tracking.start_run(cfg.experiment, run_name(cfg), params_of(cfg), all_tags,
+                            resume_run_id=resume_run_id, parent_run_id=parent_run_id) as run:
+        if resume is None:
+            for split in ("train", "val", "test"):
+                run.log_dataset(splits.name, splits.source, splits.digest(split), split,
+                                len(getattr(splits, f"{split}_x")))
+        _, final = train(cfg, splits, run, resume=resume, on_epoch=on_epoch)
+        return run.run_id, final

@@ -1,0 +1,37 @@
+import math
+
+import torch
+
+from genlab import losses
+
+
+def test_recon_matches_hand_computation():
+    x = torch.tensor([0.0, 1.0, 0.25]).view(1, 1, 1, 3)
+    logits = torch.tensor([0.0, 2.0, -1.0]).view(1, 1, 1, 3)
+    p = torch.sigmoid(logits).flatten()
+    expected = -sum(xi * math.log(pi) + (1 - xi) * math.log(1 - pi) for xi, pi in zip([0, 1, 0.25], p.tolist(), strict=False))
+    assert torch.allclose(losses.recon_nats(logits, x), torch.tensor([expected]), atol=1e-6)
+
+
+def test_kl_is_zero_at_prior_and_matches_formula():
+    zeros = torch.zeros(2, 3)
+    assert torch.all(losses.kl_per_dim(zeros, zeros) == 0)
+    mean, log_var = torch.tensor([[1.0]]), torch.tensor([[math.log(4.0)]])
+    # KL(N(1, 4) || N(0, 1)) = 0.5 * (4 + 1 - 1 - ln 4)
+    assert abs(losses.kl_per_dim(mean, log_var).item() - 0.5 * (4 - math.log(4))) < 1e-6
+
+
+def test_neg_elbo_is_unweighted_and_loss_weighted():
+    logits, x = torch.zeros(4, 1, 28, 28), torch.full((4, 1, 28, 28), 0.5)
+    mean, log_var = torch.ones(4, 2), torch.zeros(4, 2)
+    terms = losses.vae_terms(logits, x, mean, log_var, beta=3.0)
+    assert torch.allclose(terms["kl"], torch.full((4,), 1.0))
+    assert torch.allclose(terms["recon"], torch.full((4,), 784 * math.log(2)), atol=1e-3)
+    assert torch.allclose(terms["neg_elbo"], terms["recon"] + 1.0)
+    assert torch.allclose(terms["loss"], terms["recon"] + 3.0)
+
+
+def test_gaussian_log_prob():
+    z, mean, log_var = torch.tensor([[0.5]]), torch.tensor([[0.0]]), torch.tensor([[0.0]])
+    expected = -0.5 * math.log(2 * math.pi) - 0.125
+    assert abs(losses.gaussian_log_prob(z, mean, log_var).item() - expected) < 1e-6
