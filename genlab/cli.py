@@ -53,6 +53,30 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_gan(args: argparse.Namespace) -> int:
+    from genlab.train import gan
+
+    cfg = config_from_args(args, gan.GANConfig)
+    if not args.resume:
+        gan.validate(cfg)  # before any import of the tracking store or data
+    run_id, final = gan.main(cfg, resume_run_id=args.resume)
+    quality = f", fid_proxy {final['fid_proxy']:.2f}" if "fid_proxy" in final else ""
+    print(f"run {run_id} finished: d_loss {final['d_loss']:.3f}, g_loss {final['g_loss']:.3f}, "
+          f"d_real {final['d_real']:.3f}, d_fake {final['d_fake']:.3f}{quality}")
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from genlab import probe
+
+    cfg = config_from_args(args, probe.ProbeConfig)
+    probe.validate(cfg)
+    run_id, result = probe.main(cfg)
+    print(f"run {run_id} finished: linear probe accuracy encoder {result['encoder_probe_accuracy']:.3f}, "
+          f"discriminator {result['discriminator_probe_accuracy']:.3f}, raw pixels {result['encoder_probe_accuracy_raw']:.3f}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from genlab import data
 
@@ -74,6 +98,20 @@ def build_parser() -> Parser:
     p.add_argument("--resume", metavar="RUN_ID", help="continue this run from its last checkpoint "
                    "(its logged params are used)")
     p.set_defaults(func=cmd_train_vae)
+
+    from genlab.train.gan import GANConfig
+
+    p = sub.add_parser("train-gan", help="train a DCGAN (generator = the VAE decoder) as one MLflow run")
+    add_config_arguments(p, GANConfig)
+    p.add_argument("--resume", metavar="RUN_ID", help="continue this run from its last checkpoint "
+                   "(its logged params are used)")
+    p.set_defaults(func=cmd_train_gan)
+
+    from genlab.probe import ProbeConfig
+
+    p = sub.add_parser("probe", help="encoder vs discriminator: linear probes, output semantics (one run)")
+    add_config_arguments(p, ProbeConfig)
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("data", help="locate or download a data set")
     p.add_argument("action", choices=("download", "path"))

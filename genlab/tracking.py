@@ -19,6 +19,7 @@ from typing import Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # downloads: keep stderr one line
 
 import mlflow  # noqa: E402
 from mlflow.entities import RunStatus  # noqa: E402
@@ -204,6 +205,11 @@ def load_state_dict(model_uri: str) -> dict:
     except (MlflowException, OSError) as e:
         raise TrackingError(f"cannot load model '{model_uri}' ({str(e).splitlines()[0][:200]})") from None
     return dict(model.state_dict())
+
+
+def logged_model_state_dict(run_id: str, name: str) -> dict:
+    """The state dict of the model a run logged under ``name`` (``decoder``, ``encoder``, ``generator``)."""
+    return load_state_dict(_logged_model_uri(run_id, name))
 
 
 def resolve_model_run(model_uri: str) -> str:

@@ -1,0 +1,416 @@
+"""Train the DCGAN (generator = the VAE decoder class) and track it: one config, one loop, one checkpoint per epoch.
+
+The lab's question "can a VAE decoder serve as a GAN generator?" is answered by ``init_from``: the generator
+starts from a trained VAE decoder (a run id or a registered model), and the step-0 evaluation, logged before any
+GAN update, shows its head start over a random one. ``init_discriminator=encoder`` also starts the discriminator
+from the same VAE's encoder trunk.
+
+Read top to bottom: config -> validate -> init source -> evaluation -> train (the loop) -> main (the run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from genlab import data, images, metrics
+from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
+from genlab.models.gan import Discriminator, Generator, generate
+from genlab.models.vae import ARCHS, param_count
+from genlab.train.vae import N_GRID, SAMPLE_SEED
+
+LOSSES = ("ns", "hinge")
+INIT_DISCRIMINATORS = ("none", "encoder")
+EVAL_SEED = 4321  # the fixed noise behind every evaluation (independent of the run seed, like SAMPLE_SEED)
+DIVERSITY_SAMPLES = 500  # images behind sample_diversity (500*499/2 pairs)
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+MODEL_URI = re.compile(r"^models:/[^/@]+(/[0-9]+|@[A-Za-z0-9_\-]+)$")
+
+
+@dataclass
+class GANConfig:
+    dataset: str = "fashion-mnist"
+    latent_dim: int = 16
+    arch: str = "conv"
+    epochs: int = 10
+    batch_size: int = 128
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5  # Adam's first-moment decay (DCGAN)
+    loss: str = "ns"  # ns (non-saturating BCE) | hinge
+    init_from: str = "none"  # none | a VAE run id | models:/NAME/VERSION | models:/NAME@ALIAS
+    init_discriminator: str = "none"  # none | encoder (the trunk of the init_from VAE's encoder)
+    eval_every: int = 1  # epochs between sample-quality evaluations (also at step 0 and at the end)
+    eval_samples: int = 10000  # generated images scored per evaluation (0 = skip the sample-quality scorer)
+    limit: int = 0
+    seed: int = 0
+    device: str = "auto"
+    experiment: str = "genlab-gan"
+
+
+def validate(cfg: GANConfig) -> None:
+    """Raise ConfigError (one line) for any invalid value; called before any run is created."""
+    check_choice("dataset", cfg.dataset, data.DATASETS)
+    check_int("latent_dim", cfg.latent_dim, 1)
+    check_choice("arch", cfg.arch, ARCHS)
+    check_int("epochs", cfg.epochs, 1)
+    check_int("batch_size", cfg.batch_size, 1)
+    check_positive("lr_g", cfg.lr_g)
+    check_positive("lr_d", cfg.lr_d)
+    check(isinstance(cfg.beta1, (int, float)) and 0 <= cfg.beta1 < 1, "beta1", cfg.beta1, "a number in [0, 1)")
+    check_choice("loss", cfg.loss, LOSSES)
+    check(cfg.init_from == "none" or bool(RUN_ID.match(cfg.init_from) or MODEL_URI.match(cfg.init_from)),
+          "init_from", cfg.init_from, "none, a VAE run id (32 hex digits), models:/NAME/VERSION or models:/NAME@ALIAS")
+    check_choice("init_discriminator", cfg.init_discriminator, INIT_DISCRIMINATORS)
+    check(cfg.init_discriminator == "none" or cfg.init_from != "none", "init_discriminator", cfg.init_discriminator,
+          "none when init_from is none (the encoder comes from the init_from VAE)")
+    check_int("eval_every", cfg.eval_every, 1)
+    check_int("eval_samples", cfg.eval_samples, 0)
+    check_int("limit", cfg.limit, 0)
+    check_int("seed", cfg.seed, 0)
+    check_choice("device", cfg.device, ("auto", "cpu", "cuda"))
+    check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
+
+
+def run_name(cfg: GANConfig) -> str:
+    """``gan z16 init=decoder s0`` (plus the arch / loss when not the default, ``+encoder`` for the discriminator)."""
+    extra = "".join(f" {v}" for v, default in ((cfg.arch, "conv"), (cfg.loss, "ns")) if v != default)
+    init = "random" if cfg.init_from == "none" else "decoder"
+    if cfg.init_discriminator == "encoder":
+        init += "+encoder"
+    return f"gan{extra} z{cfg.latent_dim} init={init} s{cfg.seed}"
+
+
+def params_of(cfg: GANConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_params(params: dict[str, str]) -> GANConfig:
+    """Rebuild a config from a run's logged params (strings)."""
+    casts = {"int": int, "float": float, "str": str}
+    return GANConfig(**{f.name: casts[f.type](params[f.name])
+                        for f in dataclasses.fields(GANConfig) if f.name in params})
+
+
+def check_data(cfg: GANConfig, splits: data.Splits) -> None:
+    if cfg.batch_size > len(splits.train_x):
+        raise ConfigError(f"batch_size must be <= the {len(splits.train_x)} training images, got {cfg.batch_size}")
+
+
+# ---------------------------------------------------------------- where the initial weights come from
+
+@dataclass
+class InitSource:
+    """Weights taken from a finished VAE run: its decoder, and optionally its encoder's trunk."""
+
+    run_id: str
+    decoder: dict[str, torch.Tensor]
+    trunk: dict[str, torch.Tensor] | None = None
+
+
+def resolve_init(cfg: GANConfig) -> InitSource | None:
+    """Find and check the ``init_from`` VAE before any run starts: ConfigError (one line) for an unknown run or
+    model, a run that is not a finished VAE, or a latent_dim / arch that differs from this GAN's."""
+    if cfg.init_from == "none":
+        return None
+    from genlab import tracking
+
+    try:
+        if cfg.init_from.startswith("models:/"):
+            run_id, model_uri = tracking.resolve_model_run(cfg.init_from), cfg.init_from
+        else:
+            run_id, model_uri = cfg.init_from, None
+        source = tracking.get_run(run_id)
+    except tracking.TrackingError as e:
+        raise ConfigError(f"init_from: {e}") from None
+    kind = source.data.tags.get("genlab.kind")
+    if kind != "vae":
+        raise ConfigError(f"init_from must name a VAE run, but run '{run_id}' is a {kind or 'non-genlab'} run")
+    if source.info.status != "FINISHED":
+        raise ConfigError(f"init_from: VAE run '{run_id}' is {source.info.status}; only a FINISHED run has logged "
+                          f"its decoder")
+    for name in ("latent_dim", "arch"):
+        theirs, ours = source.data.params.get(name), str(getattr(cfg, name))
+        if theirs != ours:
+            raise ConfigError(f"init_from: VAE run '{run_id}' has {name}={theirs} but this GAN has {name}={ours}")
+    try:
+        decoder = (tracking.load_state_dict(model_uri) if model_uri
+                   else tracking.logged_model_state_dict(run_id, "decoder"))
+        trunk = None
+        if cfg.init_discriminator == "encoder":
+            encoder = tracking.logged_model_state_dict(run_id, "encoder")
+            trunk = {k.removeprefix("trunk."): v for k, v in encoder.items() if k.startswith("trunk.")}
+    except tracking.TrackingError as e:
+        raise ConfigError(f"init_from: {e}") from None
+    init = InitSource(run_id, decoder, trunk)
+    try:
+        build_models(cfg, init)
+    except RuntimeError:  # load_state_dict: missing keys or shapes that differ
+        raise ConfigError(f"init_from: '{cfg.init_from}' is not a {cfg.arch} decoder/encoder with latent_dim "
+                          f"{cfg.latent_dim}") from None
+    return init
+
+
+def build_models(cfg: GANConfig, init: InitSource | None) -> tuple[Generator, Discriminator]:
+    """A fresh generator and discriminator (seeded by the caller), with the init source's weights loaded exactly."""
+    generator, discriminator = Generator(cfg.latent_dim, cfg.arch), Discriminator(cfg.arch)
+    if init is not None:
+        generator.load_state_dict(init.decoder)
+        if init.trunk is not None:
+            discriminator.trunk.load_state_dict(init.trunk)
+    return generator, discriminator
+
+
+# ---------------------------------------------------------------- evaluation
+
+def fixed_noise(n: int, latent_dim: int, seed: int = SAMPLE_SEED) -> torch.Tensor:
+    """Noise z ~ N(0, I) that depends only on ``seed``: the VAE's ``prior_samples`` draws the same for SAMPLE_SEED,
+    so a decoder-initialised generator's step-0 grid equals the VAE's last samples grid."""
+    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def generate_fixed(generator: Generator, n: int, seed: int, device: torch.device, batch_size: int = 500,
+                   ) -> torch.Tensor:
+    """``n`` images (n, 1, 28, 28) in [0, 1], on CPU, from fixed noise."""
+    generator.eval()
+    z = fixed_noise(n, generator.latent_dim, seed)
+    out = torch.cat([generate(generator, zb.to(device)).cpu() for zb in z.split(batch_size)])
+    generator.train()
+    return out
+
+
+def find_scorer(dataset: str, device: torch.device) -> Any | None:
+    """The sample-quality scorer of ``genlab.train.classifier`` (FID-proxy and friends), or None while that module
+    is absent. Called before the GAN run starts: getting it may train and register the classifier (its own run)."""
+    if importlib.util.find_spec("genlab.train.classifier") is None:
+        return None
+    return importlib.import_module("genlab.train.classifier").get_scorer(dataset, device)
+
+
+def evaluate(generator: Generator, cfg: GANConfig, device: torch.device, scorer: Any | None) -> dict[str, float]:
+    """The evaluation hook (step 0, every ``eval_every`` epochs, the end): the scorer's metrics on ``eval_samples``
+    images from fixed noise, plus ``eval_seconds``. Empty without a scorer or with ``eval_samples=0``."""
+    if scorer is None or cfg.eval_samples == 0:
+        return {}
+    t0 = time.perf_counter()
+    fakes = generate_fixed(generator, cfg.eval_samples, EVAL_SEED, device)
+    result = dict(scorer.score(fakes))
+    result["eval_seconds"] = time.perf_counter() - t0
+    return result
+
+
+def diversity(generator: Generator, device: torch.device) -> float:
+    """``sample_diversity`` of DIVERSITY_SAMPLES images from fixed noise (mean pairwise L2 distance, pixels)."""
+    return metrics.sample_diversity(generate_fixed(generator, DIVERSITY_SAMPLES, EVAL_SEED, device).numpy())
+
+
+# ---------------------------------------------------------------- losses
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, loss: str) -> torch.Tensor:
+    """ns: binary cross-entropy (real -> 1, fake -> 0); hinge: mean relu(1 - real) + mean relu(1 + fake)."""
+    if loss == "hinge":
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def generator_loss(fake_logits: torch.Tensor, loss: str) -> torch.Tensor:
+    """ns: -log D(G(z)) (non-saturating); hinge: -mean logit."""
+    if loss == "hinge":
+        return -fake_logits.mean()
+    return F.softplus(-fake_logits).mean()
+
+
+# ---------------------------------------------------------------- checkpoints
+
+CHECKPOINT_KEYS = {"generator", "discriminator", "opt_g", "opt_d", "epoch", "shuffle_rng", "noise_rng", "config"}
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint safely (weights_only) and check it is a GAN one; ConfigError otherwise."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a corrupt file
+        raise ConfigError(f"checkpoint {path} is unreadable ({type(e).__name__})") from None
+    if not isinstance(state, dict) or not CHECKPOINT_KEYS <= set(state):
+        raise ConfigError(f"checkpoint {path} is not a genlab GAN checkpoint")
+    return state
+
+
+# ---------------------------------------------------------------- the loop
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss became NaN or infinite (the run fails with this one-line reason)."""
+
+
+def train(cfg: GANConfig, splits: data.Splits, run=None, init: InitSource | None = None, resume: dict | None = None,
+          scorer: Any | None = None, on_epoch: EpochCallback | None = None,
+          ) -> tuple[Generator, Discriminator, dict[str, float]]:
+    """Train; log per epoch to ``run`` (a tracking.Run, or None). Returns both networks and the last epoch's
+    metrics. ``on_epoch(epoch, metrics)`` may raise to stop."""
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    generator, discriminator = build_models(cfg, init)
+    generator.to(device)
+    discriminator.to(device)
+    betas = (cfg.beta1, 0.999)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=betas)
+    shuffle_rng = torch.Generator().manual_seed(cfg.seed)
+    noise_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    start_epoch = 1
+    if resume is not None:
+        generator.load_state_dict(resume["generator"])
+        discriminator.load_state_dict(resume["discriminator"])
+        opt_g.load_state_dict(resume["opt_g"])
+        opt_d.load_state_dict(resume["opt_d"])
+        shuffle_rng.set_state(resume["shuffle_rng"])
+        noise_rng.set_state(resume["noise_rng"])
+        start_epoch = int(resume["epoch"]) + 1
+    steps_per_epoch = -(-len(splits.train_x) // cfg.batch_size)
+    last: dict[str, float] = {}
+
+    if run is not None and start_epoch == 1:  # step 0: before any update, so an initialisation's head start shows
+        real = data.to_float(splits.test_x[:DIVERSITY_SAMPLES]).numpy()
+        run.log_metrics({"sample_diversity": diversity(generator, device),
+                         "real_sample_diversity": metrics.sample_diversity(real),
+                         "generator_param_count": param_count(generator),
+                         "discriminator_param_count": param_count(discriminator),
+                         **evaluate(generator, cfg, device, scorer)}, step=0)
+        _log_samples(run, generator, 0, device)
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        sums = torch.zeros(4, dtype=torch.float64, device=device)  # d_loss, g_loss, d_real, d_fake (x batch size)
+        progress = _progress(steps_per_epoch, epoch, cfg.epochs)
+        for step, real in enumerate(data.batches(splits.train_x, cfg.batch_size, shuffle_rng, device)):
+            z = torch.randn(len(real), cfg.latent_dim, generator=noise_rng, device=device)
+            fake = generate(generator, z)
+            # discriminator step: the fakes are detached, so only D moves
+            real_logits, fake_logits = discriminator(real), discriminator(fake.detach())
+            d_loss = discriminator_loss(real_logits, fake_logits, cfg.loss)
+            if not torch.isfinite(d_loss):
+                raise NonFiniteLoss(f"discriminator loss became {d_loss.item()} at epoch {epoch}, step {step} "
+                                    f"(lr_d={cfg.lr_d} may be too large)")
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            # generator step against the updated discriminator
+            g_loss = generator_loss(discriminator(fake), cfg.loss)
+            if not torch.isfinite(g_loss):
+                raise NonFiniteLoss(f"generator loss became {g_loss.item()} at epoch {epoch}, step {step} "
+                                    f"(lr_g={cfg.lr_g} may be too large)")
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            with torch.no_grad():
+                sums += len(real) * torch.stack([d_loss, g_loss, torch.sigmoid(real_logits).mean(),
+                                                 torch.sigmoid(fake_logits).mean()]).double()
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(d_loss=f"{d_loss.item():.3f}", g_loss=f"{g_loss.item():.3f}", refresh=False)
+        train_seconds = time.perf_counter() - t0
+        if progress is not None:
+            progress.close()
+        d_loss_mean, g_loss_mean, d_real, d_fake = (sums / len(splits.train_x)).tolist()
+        last = {"d_loss": d_loss_mean, "g_loss": g_loss_mean, "d_real": d_real, "d_fake": d_fake,
+                "sample_diversity": diversity(generator, device),
+                "images_per_second": len(splits.train_x) / train_seconds}
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            last.update(evaluate(generator, cfg, device, scorer))
+        last["epoch_seconds"] = time.perf_counter() - t0
+        if progress is None:
+            quality = f"  fid_proxy {last['fid_proxy']:.2f}" if "fid_proxy" in last else ""
+            print(f"epoch {epoch}/{cfg.epochs}  d_loss {d_loss_mean:.3f}  g_loss {g_loss_mean:.3f}  d_real {d_real:.3f}"
+                  f"  d_fake {d_fake:.3f}  diversity {last['sample_diversity']:.2f}{quality}  "
+                  f"{last['images_per_second']:.0f} img/s", file=sys.stderr, flush=True)
+        if run is not None:
+            run.log_metrics(last, step=epoch)
+            _log_samples(run, generator, epoch, device)
+            _save_checkpoint(run, generator, discriminator, opt_g, opt_d, epoch, shuffle_rng, noise_rng, cfg)
+        if on_epoch is not None:
+            on_epoch(epoch, last)
+
+    if run is not None:
+        generator.cpu().eval()
+        run.log_model(generator, "generator", np.zeros((2, cfg.latent_dim), np.float32))
+    return generator, discriminator, last
+
+
+def _progress(total: int, epoch: int, epochs: int):
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False)
+
+
+def _log_samples(run, generator: Generator, epoch: int, device: torch.device) -> None:
+    """The fixed-noise grid (SAMPLE_SEED, N_GRID images): same z for every epoch, run and init strategy."""
+    run.log_image(images.grid(generate_fixed(generator, N_GRID, SAMPLE_SEED, device)), f"samples/epoch_{epoch:03d}.png")
+
+
+def _save_checkpoint(run, generator, discriminator, opt_g, opt_d, epoch, shuffle_rng, noise_rng, cfg) -> None:
+    import tempfile
+    state = {"generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "epoch": epoch,
+             "shuffle_rng": shuffle_rng.get_state(), "noise_rng": noise_rng.get_state(),
+             "config": dataclasses.asdict(cfg)}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "last.pt"
+        torch.save(state, path)
+        run.log_artifact(path, "checkpoint")
+
+
+# ---------------------------------------------------------------- the run around the loop
+
+def main(cfg: GANConfig, resume_run_id: str | None = None, on_epoch: EpochCallback | None = None,
+         parent_run_id: str | None = None, tags: dict | None = None, splits: data.Splits | None = None,
+         ) -> tuple[str, dict[str, float]]:
+    """Validate, resolve ``init_from``, load data, then train inside one MLflow run. Errors before the run
+    starts create nothing."""
+    from genlab import tracking
+
+    resume = None
+    if resume_run_id:
+        previous = tracking.get_run(resume_run_id)
+        if previous.data.tags.get("genlab.kind") != "gan":
+            raise ConfigError(f"run '{resume_run_id}' is not a genlab GAN run")
+        cfg = config_from_params(previous.data.params)
+        resume = load_checkpoint(tracking.download_artifact(resume_run_id, "checkpoint/last.pt"))
+        if int(resume["epoch"]) >= cfg.epochs and previous.info.status == "FINISHED":
+            raise ConfigError(f"run '{resume_run_id}' already finished all {cfg.epochs} epochs")
+    validate(cfg)
+    init = resolve_init(cfg) if resume is None else None  # a resumed run takes its weights from the checkpoint
+    splits = splits or data.load(cfg.dataset, cfg.limit)
+    check_data(cfg, splits)
+    device = resolve_device(cfg.device)
+    scorer = find_scorer(cfg.dataset, device) if cfg.eval_samples else None
+    params = {**params_of(cfg)}
+    if resume is None:
+        params["init_from_run"] = init.run_id if init else "none"
+    if scorer is not None:
+        params["fid_classifier"] = scorer.run_id
+    all_tags = {"genlab.kind": "gan", "genlab.init": "random" if cfg.init_from == "none" else "decoder", **(tags or {})}
+    with tracking.start_run(cfg.experiment, run_name(cfg), params, all_tags,
+                            resume_run_id=resume_run_id, parent_run_id=parent_run_id) as run:
+        if resume is None:
+            for split in ("train", "test"):
+                run.log_dataset(splits.name, splits.source, splits.digest(split), split,
+                                len(getattr(splits, f"{split}_x")))
+        _, _, final = train(cfg, splits, run, init=init, resume=resume, scorer=scorer, on_epoch=on_epoch)
+        return run.run_id, final

@@ -1,0 +1,28 @@
+"""The GAN is built from the VAE's classes: a decoder's and an encoder trunk's weights load unchanged."""
+
+import torch
+
+from genlab.models.gan import Discriminator, Generator, generate
+from genlab.models.vae import VAE, Decoder
+
+
+def test_generator_is_the_decoder_class_and_loads_its_weights():
+    assert Generator is Decoder
+    for arch in ("conv", "mlp"):
+        vae = VAE(latent_dim=5, arch=arch)
+        generator = Generator(5, arch)
+        generator.load_state_dict(vae.decoder.state_dict())
+        z = torch.randn(3, 5)
+        images = generate(generator, z)
+        assert images.shape == (3, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
+        assert torch.equal(images, torch.sigmoid(vae.decoder(z)))
+
+
+def test_discriminator_takes_an_encoder_trunk():
+    for arch in ("conv", "mlp"):
+        vae = VAE(latent_dim=5, arch=arch)
+        d = Discriminator(arch)
+        d.trunk.load_state_dict(vae.encoder.trunk.state_dict())
+        x = torch.rand(4, 1, 28, 28)
+        assert torch.equal(d.features(x), vae.encoder.trunk(x))
+        assert d(x).shape == (4,)
