@@ -257,6 +257,43 @@ def search_runs(experiment_names: list[str] | None = None, filter_string: str = 
     return mlflow.search_runs(search_all_experiments=True, filter_string=filter_string)
 
 
+def open_existing_store() -> str:
+    """Point MLflow at the store only if it already exists and answers (readers must not create an empty one).
+
+    Returns the tracking URI; raises TrackingError (one line) for a missing file/folder or an unreachable server.
+    """
+    uri = tracking_uri()
+    if uri.startswith("sqlite:"):
+        path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+        if not path or not Path(path).is_file():
+            raise TrackingError(f"tracking store {uri} does not exist (run `genlab study` first, or set MLFLOW_TRACKING_URI)")
+    elif uri.startswith(("http://", "https://")):
+        import urllib.request
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5):
+                pass
+        except OSError as e:
+            raise TrackingError(f"tracking server {uri} is unreachable ({str(e).splitlines()[0][:200]})") from None
+    elif "://" not in uri or uri.startswith("file:"):
+        path = uri.removeprefix("file://")
+        if not Path(path).is_dir():
+            raise TrackingError(f"tracking store {uri} does not exist (run `genlab study` first, or set MLFLOW_TRACKING_URI)")
+    try:
+        init_store()
+    except Exception as e:  # drivers raise many types; the reader only needs to know it cannot read
+        raise TrackingError(f"tracking store {uri} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    return uri
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """Every logged (step, value) of one metric of a run, by step (the last value logged wins on a repeated step)."""
+    by_step: dict[int, tuple[int, float]] = {}
+    for m in MlflowClient().get_metric_history(run_id, key):
+        if m.step not in by_step or m.timestamp >= by_step[m.step][0]:
+            by_step[m.step] = (m.timestamp, m.value)
+    return [(step, value) for step, (_, value) in sorted(by_step.items())]
+
+
 def log_json(run: Run, data: Any, artifact_file: str) -> None:
     run.log_text(json.dumps(data, indent=2, sort_keys=True), artifact_file)
 
