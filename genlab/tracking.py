@@ -19,6 +19,7 @@ from typing import Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download floods the logs
 
 import mlflow  # noqa: E402
 from mlflow.entities import RunStatus  # noqa: E402
@@ -194,6 +195,17 @@ def download_artifact(run_id: str, path: str, dst: str | Path | None = None) -> 
         return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=dst))
     except (MlflowException, OSError) as e:
         raise TrackingError(f"run '{run_id}' has no artifact '{path}' ({str(e).splitlines()[0][:200]})") from None
+
+
+def read_artifact(artifact_uri: str, path: str) -> bytes:
+    """The bytes of one artifact under a run's artifact root (the ``artifact_uri`` column of ``search_runs``;
+    cheaper than by run id, which costs two run look-ups per file), or TrackingError. Leaves no file behind."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="genlab-") as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"{artifact_uri.rstrip('/')}/{path}", dst_path=tmp)
+            return Path(local).read_bytes()
+    except (MlflowException, OSError) as e:
+        raise TrackingError(f"no artifact '{path}' under {artifact_uri} ({str(e).splitlines()[0][:200]})") from None
 
 
 def load_state_dict(model_uri: str) -> dict:

@@ -83,42 +83,41 @@ def collect(study: str, profile: str) -> dict[str, Any]:
     history_df = pd.DataFrame(history, columns=["run_id", "key", "step", "value"])
 
     kl_rows, scatters = [], {}
-    p1q2 = per_question["p1q2"]
-    for _, run in p1q2.iterrows():
-        rid = run["run_id"]
-        values = _artifact_json(rid, "kl_per_dim.json")
+    for _, run in per_question["p1q2"].iterrows():
+        rid, root = run["run_id"], str(run["artifact_uri"])
+        values = _artifact_json(root, "kl_per_dim.json")
         if isinstance(values, list) and values and all(isinstance(x, (int, float)) and math.isfinite(x) for x in values):
             kl_rows += [(rid, d, float(x)) for d, x in enumerate(values)]
         if str(run.get("params.latent_dim", "")) == "2":
-            png = _artifact_png(rid, "latent_scatter.png")
+            png = _artifact_png(root, "latent_scatter.png")
             if png is not None:
                 scatters[rid] = png
     return {"runs": runs, "per_question": per_question, "used": used, "ignored": ignored, "history": history_df,
             "kl_per_dim": pd.DataFrame(kl_rows, columns=["run_id", "dim", "kl"]), "scatters": scatters}
 
 
-def _artifact_json(run_id: str, path: str) -> Any:
+def _artifact_json(artifact_uri: str, path: str) -> Any:
     from genlab import tracking
 
     try:
-        return json.loads(tracking.download_artifact(run_id, path).read_text())
-    except (tracking.TrackingError, OSError, ValueError):
+        return json.loads(tracking.read_artifact(artifact_uri, path))
+    except (tracking.TrackingError, ValueError):
         return None  # an absent or unreadable artifact: that figure is left out, the numbers are not affected
 
 
-def _artifact_png(run_id: str, path: str) -> bytes | None:
+def _artifact_png(artifact_uri: str, path: str) -> bytes | None:
     """The artifact re-encoded as PNG if it is an image PIL can open (so the HTML only embeds checked PNGs)."""
     from PIL import Image
 
     from genlab import tracking
 
     try:
-        with Image.open(tracking.download_artifact(run_id, path)) as im:
+        with Image.open(io.BytesIO(tracking.read_artifact(artifact_uri, path))) as im:
             im.load()
             buf = io.BytesIO()
             im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB").save(buf, format="PNG")
             return buf.getvalue()
-    except (tracking.TrackingError, OSError, ValueError):
+    except (tracking.TrackingError, OSError, ValueError, Image.DecompressionBombError):
         return None
 
 
@@ -152,8 +151,8 @@ def figures_for(verdicts: dict[str, V.Verdict], scatters: dict[str, bytes], labe
         "p1q2_kl_per_dim": (F.kl_heatmap(v2.history, labels),
                             sorted(set(v2.history["run_id"])) if len(v2.history) else []),
         "p1q3_gap": (F.sweep(v3.data, "latent_dim", ("gap",), labels, hue="model", log_x="log2"), _data_ids(v3.data)),
-        "p1q3_recon": (F.sweep(p1q3_vae, "latent_dim", ("train_eval_recon", "val_recon", "test_recon"), labels,
-                               log_x="log2"), _data_ids(p1q3_vae)),
+        "p1q3_recon": (F.lines(p1q3_vae, "latent_dim", ("train_eval_recon", "val_recon", "test_recon"), labels,
+                               "recon_nats", log_x="log2"), _data_ids(p1q3_vae)),
         "p1q3_quality": (F.sweep(v3.data, "latent_dim", ("active_units", "fid_proxy", "recon_fid_proxy"), labels,
                                  hue="model", log_x="log2"), _data_ids(v3.data)),
         "p2q1_curves": (F.curves(v4.history, labels, "fid_proxy", "title_fid_curves"),

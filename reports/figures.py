@@ -93,10 +93,7 @@ def sweep(data: pd.DataFrame, x: str, metrics: tuple[str, ...], labels: Labels, 
         sns.lineplot(data=d, x=x, y="value", hue=hue, marker="o", errorbar=t_interval, err_style="bars", ax=ax,
                      legend=ax is axes[0] and hue is not None)
         sns.scatterplot(data=d, x=x, y="value", hue=hue, alpha=0.35, s=18, ax=ax, legend=False)
-        if log_x == "symlog":
-            ax.set_xscale("symlog", linthresh=0.1)
-        elif log_x == "log2":
-            ax.set_xscale("log", base=2)
+        _x_axis(ax, sorted(d[x].unique()), log_x)
         ax.set_xlabel(_label(labels, x))
         ax.set_ylabel("")
         ax.set_title(_label(labels, m))
@@ -104,6 +101,34 @@ def sweep(data: pd.DataFrame, x: str, metrics: tuple[str, ...], labels: Labels, 
             ax.legend(title=None)
     fig.tight_layout()
     return fig
+
+
+def lines(data: pd.DataFrame, x: str, metrics: tuple[str, ...], labels: Labels, ylabel: str, log_x: str = "",
+          ) -> Figure | None:
+    """Several metrics of the same unit against a swept parameter, in one panel (hue = metric)."""
+    d = data[data["metric"].isin(metrics)] if not data.empty else data
+    if d.empty:
+        return None
+    fig, (ax,) = _panels(1, 6.0, 3.8)
+    sns.lineplot(data=_named(d, "metric", labels), x=x, y="value", hue="metric", marker="o", errorbar=t_interval,
+                 err_style="bars", ax=ax)
+    _x_axis(ax, sorted(d[x].unique()), log_x)
+    ax.set_xlabel(_label(labels, x))
+    ax.set_ylabel(_label(labels, ylabel))
+    ax.legend(title=None)
+    fig.tight_layout()
+    return fig
+
+
+def _x_axis(ax: Any, values: list[float], log_x: str) -> None:
+    """Log-type x axes with ticks at the swept values, as plain numbers (mathtext tick labels are slow to lay out)."""
+    if log_x == "symlog":
+        ax.set_xscale("symlog", linthresh=0.1)
+    elif log_x == "log2":
+        ax.set_xscale("log", base=2)
+    if log_x:
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.minorticks_off()
 
 
 def kl_heatmap(kl: pd.DataFrame, labels: Labels) -> Figure | None:

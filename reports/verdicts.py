@@ -158,7 +158,8 @@ def select_runs(runs: pd.DataFrame, profile: str) -> tuple[dict[str, pd.DataFram
     Returns (runs per question, profile used per question, number of unfinished runs ignored).
     """
     if runs.empty or "tags.genlab.question" not in runs.columns:
-        return {q: runs.iloc[0:0] for q in QUESTIONS}, {q: profile for q in QUESTIONS}, 0
+        fallback = "quick" if profile == "any" else profile
+        return {q: runs.iloc[0:0] for q in QUESTIONS}, {q: fallback for q in QUESTIONS}, 0
     study = runs[column(runs, "tags.genlab.question").isin(QUESTIONS)]
     finished = study[column(study, "status") == "FINISHED"]
     ignored = len(study) - len(finished)
