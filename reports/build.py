@@ -155,7 +155,7 @@ def figures_for(verdicts: dict[str, V.Verdict], scatters: dict[str, bytes], labe
                                "recon_nats", log_x="log2"), _data_ids(p1q3_vae)),
         "p1q3_quality": (F.sweep(v3.data, "latent_dim", ("active_units", "fid_proxy", "recon_fid_proxy"), labels,
                                  hue="model", log_x="log2"), _data_ids(v3.data)),
-        "p2q1_curves": (F.curves(v4.history, labels, "fid_proxy", "title_fid_curves"),
+        "p2q1_curves": (F.curves(v4.history, labels, "gan_fid_proxy", "title_fid_curves"),
                         sorted(set(v4.history["run_id"])) if len(v4.history) else []),
         "p2q1_final": (F.final_values(v4.rows, "final", "arm", labels, "final_fid_proxy"), v4.run_ids),
         "p2q2_probe": (F.final_values(v5.rows, "accuracy", "features", labels, "probe_accuracy"), v5.run_ids),

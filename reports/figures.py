@@ -6,6 +6,7 @@ Error bars and bands are 95 % t-intervals over seeds, like the tables.
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any
 
 import matplotlib
@@ -17,6 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from reports.verdicts import Verdict  # noqa: E402
@@ -53,11 +55,11 @@ def grad_variance(v: Verdict, labels: Labels) -> Figure | None:
     if "var_reparam" not in v.numbers:
         return None
     arms = [("reparam", v.numbers["var_reparam"]), ("score", v.numbers["var_score"])]
-    fig, (ax,) = _panels(1, 5.0)
-    names = [_label(labels, a) for a, _ in arms]
+    fig, (ax,) = _panels(1, 5.5)
+    names = [textwrap.fill(_label(labels, a), 20) for a, _ in arms]
     means = [s.mean for _, s in arms]
     errs = [0.0 if math.isnan(s.half) else s.half for _, s in arms]
-    ax.bar(names, means, yerr=errs, color=sns.color_palette()[:2], capsize=4)
+    ax.bar(names, means, yerr=errs if any(errs) else None, color=sns.color_palette()[:2], capsize=4)
     ax.set_yscale("log")
     ax.set_ylabel(_label(labels, "grad_variance"))
     ax.set_title(_label(labels, "title_grad_variance"))
@@ -72,6 +74,7 @@ def curves(history: pd.DataFrame, labels: Labels, ylabel: str, title: str) -> Fi
     fig, (ax,) = _panels(1, 6.0, 3.8)
     sns.lineplot(data=_named(history, "arm", labels), x="step", y="value", hue="arm", marker="o",
                  errorbar=t_interval, ax=ax)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
     ax.set_xlabel(_label(labels, "epoch"))
     ax.set_ylabel(_label(labels, ylabel))
     ax.set_title(_label(labels, title))
@@ -86,13 +89,14 @@ def sweep(data: pd.DataFrame, x: str, metrics: tuple[str, ...], labels: Labels, 
     metrics = tuple(m for m in metrics if not data.empty and (data["metric"] == m).any())
     if not metrics:
         return None
-    fig, axes = _panels(len(metrics))
+    fig, axes = _panels(len(metrics), 4.2 if len(metrics) > 1 else 6.0)
     df = _named(data, hue, labels) if hue else data
+    order = list(dict.fromkeys(df[hue])) if hue else None  # same colour per model in every panel
     for ax, m in zip(axes, metrics, strict=True):
         d = df[df["metric"] == m]
-        sns.lineplot(data=d, x=x, y="value", hue=hue, marker="o", errorbar=t_interval, err_style="bars", ax=ax,
-                     legend=ax is axes[0] and hue is not None)
-        sns.scatterplot(data=d, x=x, y="value", hue=hue, alpha=0.35, s=18, ax=ax, legend=False)
+        sns.lineplot(data=d, x=x, y="value", hue=hue, hue_order=order, marker="o", errorbar=t_interval,
+                     err_style="bars", ax=ax, legend=ax is axes[0] and hue is not None)
+        sns.scatterplot(data=d, x=x, y="value", hue=hue, hue_order=order, alpha=0.35, s=18, ax=ax, legend=False)
         _x_axis(ax, sorted(d[x].unique()), log_x)
         ax.set_xlabel(_label(labels, x))
         ax.set_ylabel("")
@@ -153,14 +157,15 @@ def final_values(rows: list[dict[str, Any]], key: str, by: str, labels: Labels, 
     rows = [r for r in rows if r.get(key) is not None and r[key].n]
     if not rows:
         return None
-    fig, (ax,) = _panels(1, 5.0)
-    names = [_label(labels, r[by]) for r in rows]
+    fig, (ax,) = _panels(1, 6.0, 0.55 * len(rows) + 1.2)
+    names = [textwrap.fill(_label(labels, r[by]), 24) for r in rows]
     means = [r[key].mean for r in rows]
     errs = [0.0 if math.isnan(r[key].half) else r[key].half for r in rows]
-    ax.bar(names, means, yerr=errs, capsize=4, color=sns.color_palette()[:len(rows)])
+    ax.barh(names, means, xerr=errs if any(errs) else None, capsize=4, color=sns.color_palette()[:len(rows)])
+    ax.invert_yaxis()  # first row on top, as in the table
     if log_y:
-        ax.set_yscale("log")
-    ax.set_ylabel(_label(labels, ylabel))
+        ax.set_xscale("log")
+    ax.set_xlabel(_label(labels, ylabel))
     fig.tight_layout()
     return fig
 
