@@ -87,6 +87,21 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports import build
+
+    cfg = config_from_args(args, build.ReportConfig)
+    build.validate(cfg)  # before the store is opened
+    run_id, folders, verdicts = build.main(cfg)
+    for q, v in verdicts.items():
+        claims = "".join(f" {k}={c}" for k, c in v.numbers.get("claims", {}).items())
+        print(f"{q}: {v.status}{claims} ({len(set(v.run_ids))} runs, profile {v.profile})")
+    for lang, folder in folders.items():
+        print(f"report ({lang}): {folder / 'report.md'}  {folder / 'report.html'}")
+    print(f"logged as run {run_id} (genlab.kind=report)")
+    return 0
+
+
 def build_parser() -> Parser:
     from genlab.train.vae import VAEConfig
 
@@ -112,6 +127,11 @@ def build_parser() -> Parser:
     p = sub.add_parser("probe", help="encoder vs discriminator: linear probes, output semantics (one run)")
     add_config_arguments(p, ProbeConfig)
     p.set_defaults(func=cmd_probe)
+    from reports.build import ReportConfig
+
+    p = sub.add_parser("report", help="write the study's report (French and English) from the tracked runs")
+    add_config_arguments(p, ReportConfig)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("data", help="locate or download a data set")
     p.add_argument("action", choices=("download", "path"))

@@ -197,6 +197,17 @@ def download_artifact(run_id: str, path: str, dst: str | Path | None = None) -> 
         raise TrackingError(f"run '{run_id}' has no artifact '{path}' ({str(e).splitlines()[0][:200]})") from None
 
 
+def read_artifact(artifact_uri: str, path: str) -> bytes:
+    """The bytes of one artifact under a run's artifact root (the ``artifact_uri`` column of ``search_runs``;
+    cheaper than by run id, which costs two run look-ups per file), or TrackingError. Leaves no file behind."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="genlab-") as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"{artifact_uri.rstrip('/')}/{path}", dst_path=tmp)
+            return Path(local).read_bytes()
+    except (MlflowException, OSError) as e:
+        raise TrackingError(f"no artifact '{path}' under {artifact_uri} ({str(e).splitlines()[0][:200]})") from None
+
+
 def load_state_dict(model_uri: str) -> dict:
     """The state dict of a logged PyTorch model (``runs:/…``, ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``)."""
     init_store()
@@ -261,6 +272,43 @@ def search_runs(experiment_names: list[str] | None = None, filter_string: str = 
             return pd.DataFrame()
         return mlflow.search_runs(experiment_names=names, filter_string=filter_string)
     return mlflow.search_runs(search_all_experiments=True, filter_string=filter_string)
+
+
+def open_existing_store() -> str:
+    """Point MLflow at the store only if it already exists and answers (readers must not create an empty one).
+
+    Returns the tracking URI; raises TrackingError (one line) for a missing file/folder or an unreachable server.
+    """
+    uri = tracking_uri()
+    if uri.startswith("sqlite:"):
+        path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+        if not path or not Path(path).is_file():
+            raise TrackingError(f"tracking store {uri} does not exist (run `genlab study` first, or set MLFLOW_TRACKING_URI)")
+    elif uri.startswith(("http://", "https://")):
+        import urllib.request
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5):
+                pass
+        except OSError as e:
+            raise TrackingError(f"tracking server {uri} is unreachable ({str(e).splitlines()[0][:200]})") from None
+    elif "://" not in uri or uri.startswith("file:"):
+        path = uri.removeprefix("file://")
+        if not Path(path).is_dir():
+            raise TrackingError(f"tracking store {uri} does not exist (run `genlab study` first, or set MLFLOW_TRACKING_URI)")
+    try:
+        init_store()
+    except Exception as e:  # drivers raise many types; the reader only needs to know it cannot read
+        raise TrackingError(f"tracking store {uri} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    return uri
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """Every logged (step, value) of one metric of a run, by step (the last value logged wins on a repeated step)."""
+    by_step: dict[int, tuple[int, float]] = {}
+    for m in MlflowClient().get_metric_history(run_id, key):
+        if m.step not in by_step or m.timestamp >= by_step[m.step][0]:
+            by_step[m.step] = (m.timestamp, m.value)
+    return [(step, value) for step, (_, value) in sorted(by_step.items())]
 
 
 def log_json(run: Run, data: Any, artifact_file: str) -> None:

@@ -1,0 +1,329 @@
+"""``genlab report``: read the study's runs, compute each question's verdict, write the report in French and English
+(Markdown + a self-contained HTML page each) and log it as a run tagged ``genlab.kind=report``.
+
+Read top to bottom: config -> validate -> collect (runs, histories, artifacts) -> verdicts -> render -> write -> log.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from genlab.config import check, check_choice
+
+if TYPE_CHECKING:  # the heavy imports (pandas, scipy) wait until a report is built: `genlab --help` stays fast
+    import pandas as pd
+
+    from reports import verdicts as V
+
+PROFILES = ("quick", "full", "any")
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+LANGUAGES = ("fr", "en")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DEFAULT_UI = "http://127.0.0.1:5000"  # what `make ui` serves
+
+
+@dataclass
+class ReportConfig:
+    study: str = "lab1"
+    profile: str = "any"  # quick | full | any (per question: full runs if there are any, else quick)
+    out: str = "reports/build"
+    ui_url: str = "auto"  # MLflow UI base for run links; auto = the tracking server, else http://127.0.0.1:5000
+    experiment: str = "genlab-report"
+
+
+def validate(cfg: ReportConfig) -> None:
+    """ConfigError (one line) before anything is read or written."""
+    check(bool(re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.study)), "study", cfg.study, "a name of letters, digits, _ . -")
+    check_choice("profile", cfg.profile, PROFILES)
+    check(cfg.ui_url == "auto" or bool(re.fullmatch(r"https?://[^\s\"'<>]+", cfg.ui_url)), "ui_url", cfg.ui_url,
+          "auto or an http(s):// address")
+    check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
+    out = Path(cfg.out)
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    check(existing.is_dir() and os.access(existing, os.W_OK | os.X_OK), "out", cfg.out, "a writable directory")
+
+
+def ui_base(cfg: ReportConfig, tracking_uri: str) -> str:
+    if cfg.ui_url != "auto":
+        return cfg.ui_url.rstrip("/")
+    return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else DEFAULT_UI
+
+
+def redact(uri: str) -> str:
+    """The store address without credentials (it is printed in the report)."""
+    return re.sub(r"//[^/@\s]+@", "//***@", uri)
+
+
+# ---------------------------------------------------------------- collecting what the runs hold
+
+def collect(study: str, profile: str) -> dict[str, Any]:
+    """Runs per question, their metric histories and artifacts, as plain frames for the verdict functions."""
+    import pandas as pd
+
+    from genlab import tracking
+    from reports import verdicts as V
+
+    runs = tracking.search_runs(filter_string=f"tags.`genlab.study` = '{study}'")
+    per_question, used, ignored = V.select_runs(runs, profile)
+    history = []
+    for q, key in (("p1q1", "val_neg_elbo"), ("p2q1", "fid_proxy")):
+        for rid in per_question[q]["run_id"] if len(per_question[q]) else []:
+            history += [(rid, key, step, value) for step, value in tracking.metric_history(rid, key)]
+    history_df = pd.DataFrame(history, columns=["run_id", "key", "step", "value"])
+
+    kl_rows, scatters = [], {}
+    for _, run in per_question["p1q2"].iterrows():
+        rid, root = run["run_id"], str(run["artifact_uri"])
+        values = _artifact_json(root, "kl_per_dim.json")
+        if isinstance(values, list) and values and all(isinstance(x, (int, float)) and math.isfinite(x) for x in values):
+            kl_rows += [(rid, d, float(x)) for d, x in enumerate(values)]
+        if str(run.get("params.latent_dim", "")) == "2":
+            png = _artifact_png(root, "latent_scatter.png")
+            if png is not None:
+                scatters[rid] = png
+    return {"runs": runs, "per_question": per_question, "used": used, "ignored": ignored, "history": history_df,
+            "kl_per_dim": pd.DataFrame(kl_rows, columns=["run_id", "dim", "kl"]), "scatters": scatters}
+
+
+def _artifact_json(artifact_uri: str, path: str) -> Any:
+    from genlab import tracking
+
+    try:
+        return json.loads(tracking.read_artifact(artifact_uri, path))
+    except (tracking.TrackingError, ValueError):
+        return None  # an absent or unreadable artifact: that figure is left out, the numbers are not affected
+
+
+def _artifact_png(artifact_uri: str, path: str) -> bytes | None:
+    """The artifact re-encoded as PNG if it is an image PIL can open (so the HTML only embeds checked PNGs)."""
+    from PIL import Image
+
+    from genlab import tracking
+
+    try:
+        with Image.open(io.BytesIO(tracking.read_artifact(artifact_uri, path))) as im:
+            im.load()
+            buf = io.BytesIO()
+            im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB").save(buf, format="PNG")
+            return buf.getvalue()
+    except (tracking.TrackingError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def compute(collected: dict[str, Any]) -> dict[str, V.Verdict]:
+    from reports import verdicts as V
+
+    pq, history = collected["per_question"], collected["history"]
+    out = {"p1q1": V.p1q1(pq["p1q1"], history), "p1q2": V.p1q2(pq["p1q2"], collected["kl_per_dim"]),
+           "p1q3": V.p1q3(pq["p1q3"]), "p2q1": V.p2q1(pq["p2q1"], history), "p2q2": V.p2q2(pq["p2q2"])}
+    for q, v in out.items():
+        v.profile = collected["used"][q]
+    return out
+
+
+# ---------------------------------------------------------------- rendering
+
+def figures_for(verdicts: dict[str, V.Verdict], scatters: dict[str, bytes], labels: dict[str, str],
+                folder: Path) -> dict[str, dict[str, Any]]:
+    """Draw every figure the data allows into ``folder``; returns name -> {path (relative), run_ids}."""
+    from reports import figures as F
+    from reports import verdicts as V
+
+    v1, v2, v3, v4, v5 = (verdicts[q] for q in V.QUESTIONS)
+    p1q3_vae = v3.data[v3.data["model"] == "vae"] if len(v3.data) else v3.data
+    drawn = {
+        "p1q1_variance": (F.grad_variance(v1, labels), v1.numbers.get("gradvar_run_ids", [])),
+        "p1q1_curves": (F.curves(v1.history, labels, "val_neg_elbo", "title_training_curves"),
+                        sorted(set(v1.history["run_id"])) if len(v1.history) else []),
+        "p1q2_sweep": (F.sweep(v2.data, "beta", ("test_kl", "test_recon", "active_units", "latent_probe_accuracy"),
+                               labels, log_x="symlog"), _data_ids(v2.data)),
+        "p1q2_kl_per_dim": (F.kl_heatmap(v2.history, labels),
+                            sorted(set(v2.history["run_id"])) if len(v2.history) else []),
+        "p1q3_gap": (F.sweep(v3.data, "latent_dim", ("gap",), labels, hue="model", log_x="log2"), _data_ids(v3.data)),
+        "p1q3_recon": (F.lines(p1q3_vae, "latent_dim", ("train_eval_recon", "val_recon", "test_recon"), labels,
+                               "recon_nats", log_x="log2"), _data_ids(p1q3_vae)),
+        "p1q3_quality": (F.sweep(v3.data, "latent_dim", ("active_units", "fid_proxy", "recon_fid_proxy"), labels,
+                                 hue="model", log_x="log2"), _data_ids(v3.data)),
+        "p2q1_curves": (F.curves(v4.history, labels, "gan_fid_proxy", "title_fid_curves"),
+                        sorted(set(v4.history["run_id"])) if len(v4.history) else []),
+        "p2q1_final": (F.final_values(v4.rows, "final", "arm", labels, "final_fid_proxy"), v4.run_ids),
+        "p2q2_probe": (F.final_values(v5.rows, "accuracy", "features", labels, "probe_accuracy"), v5.run_ids),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, (fig, run_ids) in drawn.items():
+        if fig is not None:
+            F.save(fig, folder / f"{name}.png")
+            out[name] = {"path": f"figures/{name}.png", "run_ids": list(run_ids)}
+    for rid, png in scatters.items():
+        name = f"p1q2_scatter_{rid[:8]}"
+        (folder / f"{name}.png").write_bytes(png)
+        out[name] = {"path": f"figures/{name}.png", "run_ids": [rid], "scatter": True}
+    return out
+
+
+def _data_ids(data: pd.DataFrame) -> list[str]:
+    return sorted(set(data["run_id"])) if len(data) else []
+
+
+def fmt_number(x: Any, digits: int, lang: str) -> str:
+    """A number as the report prints it: French decimal comma and narrow-space thousands; NaN/None -> an em dash."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if isinstance(x, bool):
+        return str(x)
+    x = float(x)
+    text = f"{x:,.{digits}f}" if abs(x) >= 1e-3 or x == 0 else f"{x:.{max(digits, 2)}e}"
+    if lang == "fr":
+        text = text.replace(",", "\u202f").replace(".", ",")
+    return text
+
+
+def environment(lang: str, run_info: dict[str, tuple[str, str]], ui: str) -> Any:
+    """Jinja environment of one language. Autoescape is on: text that comes from runs (names, tags) is written
+    as HTML entities, which Markdown viewers display as text and markdown.to_html keeps escaped."""
+    import jinja2
+    from markupsafe import Markup, escape
+
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
+
+    def num(x: Any, digits: int = 2) -> str:
+        return fmt_number(x, digits, lang)
+
+    def ci(s: V.Stat | None, digits: int = 2) -> str:
+        if s is None or not s.n:
+            return "—"
+        if math.isnan(s.half):
+            return f"{num(s.mean, digits)} (n=1)"
+        return f"{num(s.mean, digits)} ± {num(s.half, digits)} (n={s.n})"
+
+    def diff(c: V.Comparison, digits: int = 2) -> str:
+        if c.has_ci:
+            return f"Δ = {num(c.diff, digits)} [{num(c.low, digits)} ; {num(c.high, digits)}]"
+        return f"Δ = {num(c.diff, digits)}"
+
+    def url(run_id: str) -> str:
+        exp = run_info.get(run_id, ("0", ""))[0]
+        return f"{ui}/#/experiments/{exp}/runs/{run_id}"
+
+    def runs(ids: Any) -> Markup:
+        ids = list(dict.fromkeys(ids or []))
+        return Markup(", ").join(Markup("[{}]({})").format(escape(r[:8]), escape(url(r))) for r in ids) or Markup("—")
+
+    def run_name(run_id: str) -> str:
+        return run_info.get(run_id, ("", ""))[1]
+
+    env.filters.update(num=num, ci=ci, diff=diff, runs=runs, url=url, run_name=run_name)
+    return env
+
+
+def render(lang: str, verdicts: dict[str, V.Verdict], figures: dict[str, dict], context: dict[str, Any],
+           run_info: dict[str, tuple[str, str]]) -> str:
+    env = environment(lang, run_info, context["ui"])
+    return env.get_template(f"{lang}/report.md.j2").render(v=verdicts, fig=figures, th=_thresholds(), **context)
+
+
+def _thresholds() -> dict[str, float]:
+    from reports import verdicts as V
+
+    return {k.lower(): v for k, v in vars(V).items() if re.fullmatch(r"P\dQ\d_[A-Z0-9_]+", k) and
+            isinstance(v, (int, float))}
+
+
+def html_page(lang: str, title: str, body: str) -> str:
+    import jinja2
+    from markupsafe import Markup
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True)
+    return env.get_template("page.html.j2").render(lang=lang, title=title, body=Markup(body))
+
+
+def data_uri(folder: Path) -> Any:
+    """The image_src of markdown.to_html: a local PNG of the report folder as a data: URI (checked signature)."""
+    def src(path: str) -> str:
+        file = (folder / path).resolve()
+        if folder.resolve() not in file.parents or not file.is_file():
+            raise ValueError(f"report image {path} is not a file of the report")
+        content = file.read_bytes()
+        if not content.startswith(PNG_SIGNATURE):
+            raise ValueError(f"report image {path} is not a PNG")
+        return "data:image/png;base64," + base64.b64encode(content).decode("ascii")
+    return src
+
+
+# ---------------------------------------------------------------- the command
+
+def main(cfg: ReportConfig) -> tuple[str, dict[str, Path], dict[str, V.Verdict]]:
+    """Build the report; returns (report run id, {lang: folder}, verdicts)."""
+    import yaml
+
+    from genlab import tracking
+    from reports import markdown
+    from reports import verdicts as V
+
+    validate(cfg)
+    uri = tracking.open_existing_store()
+    collected = collect(cfg.study, cfg.profile)
+    verdicts = compute(collected)
+    runs = collected["runs"]
+    run_info = {r["run_id"]: (str(r["experiment_id"]), str(r.get("tags.mlflow.runName") or ""))
+                for _, r in runs.iterrows()} if len(runs) else {}
+    context = {"study": cfg.study, "profile": cfg.profile, "store": redact(uri), "ui": ui_base(cfg, uri),
+               "ignored": collected["ignored"], "used": collected["used"], "questions": V.QUESTIONS}
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".building-") as tmp:  # nothing half-written in out/
+        staged = Path(tmp)
+        for lang in LANGUAGES:
+            folder = staged / lang
+            labels = yaml.safe_load((TEMPLATES / lang / "labels.yaml").read_text(encoding="utf-8"))
+            figs = figures_for(verdicts, collected["scatters"], labels, folder / "figures")
+            md = render(lang, verdicts, figs, context, run_info)
+            (folder / "report.md").write_text(md, encoding="utf-8")
+            title = next((line[2:] for line in md.splitlines() if line.startswith("# ")), "genlab")
+            page = html_page(lang, markdown.inline(title, lambda s: s), markdown.to_html(md, data_uri(folder)))
+            (folder / "report.html").write_text(page, encoding="utf-8")
+        (staged / "verdicts.json").write_text(json.dumps(summary(verdicts), indent=2, sort_keys=True), encoding="utf-8")
+        for name in (*LANGUAGES, "verdicts.json"):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            (staged / name).rename(target)
+
+    params = dataclasses.asdict(cfg)
+    tags = {"genlab.kind": "report", "genlab.study": cfg.study, "genlab.profile": cfg.profile,
+            **{f"genlab.verdict.{q}": v.status for q, v in verdicts.items()}}
+    with tracking.start_run(cfg.experiment, f"report {cfg.study} {cfg.profile}", params, tags) as run:
+        for lang in LANGUAGES:
+            for file in sorted(p for p in (out / lang).rglob("*") if p.is_file()):
+                run.log_artifact(file, str(Path("report") / file.parent.relative_to(out)))
+        run.log_artifact(out / "verdicts.json", "report")
+        run_id = run.run_id
+    return run_id, {lang: out / lang for lang in LANGUAGES}, verdicts
+
+
+def summary(verdicts: dict[str, V.Verdict]) -> dict[str, Any]:
+    """The machine-readable verdicts (verdicts.json): status, sub-claims, run ids, missing runs."""
+    out = {}
+    for q, v in verdicts.items():
+        claims = v.numbers.get("claims", {})
+        out[q] = {"status": v.status, "claims": claims, "profile": v.profile, "run_ids": v.run_ids,
+                  "missing": v.missing}
+    return out

@@ -1,0 +1,131 @@
+"""A study store built by hand with known numbers (what `genlab study` would log, per the study/report contract),
+in two versions: ``confirmed=True`` where every lab claim holds, ``confirmed=False`` where the data says otherwise.
+
+Seeds differ by -0.2, 0, +0.2 so every condition has a known 95 % t-interval half-width:
+t(0.975, 2) * 0.2 / sqrt(3) = 0.497 (printed 0.50).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import numpy as np
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+NOISE = (-0.2, 0.0, 0.2)
+XSS = "<script>alert(1)</script>"
+
+
+class Store:
+    def __init__(self, uri: str, study: str = "lab1", profile: str = "quick"):
+        self.client = MlflowClient(uri)
+        self.exp = self.client.create_experiment(f"fake-{study}-{profile}")
+        self.study, self.profile = study, profile
+        self.ids: dict[str, list[str]] = {}  # the runs the report must use, per question
+        self.ignored: list[str] = []  # the runs it must not use (unfinished, or superseded by a later run)
+        self.clock = int(time.time() * 1000) - 10_000_000
+
+    def run(self, question: str, kind: str, arm: str, seed: int | None, params: dict, metrics: dict,
+            history: dict[str, list[tuple[int, float]]] | None = None, name: str | None = None,
+            status: str = "FINISHED", texts: dict[str, str] | None = None, png: bytes | None = None,
+            start_offset: int = 0) -> str:
+        self.clock += 1000
+        tags = {"genlab.study": self.study, "genlab.profile": self.profile, "genlab.question": question,
+                "genlab.kind": kind, "genlab.arm": arm}
+        run = self.client.create_run(self.exp, start_time=self.clock + start_offset, tags=tags,
+                                     run_name=name or f"{kind} {arm} s{seed}")
+        rid = run.info.run_id
+        params = {**params, **({"seed": seed} if seed is not None else {})}
+        values = [Metric(k, float(v), self.clock, 0) for k, v in metrics.items()]
+        for key, points in (history or {}).items():
+            values += [Metric(key, float(v), self.clock + step, step) for step, v in points]
+        self.client.log_batch(rid, metrics=values, params=[Param(k, str(v)) for k, v in params.items()],
+                              tags=[RunTag("mlflow.runName", name or f"{kind} {arm} s{seed}")])
+        for path, text in (texts or {}).items():
+            self.client.log_text(rid, text, path)
+        if png is not None:
+            self.client.log_image(rid, np.asarray(Image.open(io.BytesIO(png))), "latent_scatter.png")
+        self.client.set_terminated(rid, status)
+        if status == "FINISHED" and start_offset == 0:
+            self.ids.setdefault(question, []).append(rid)
+        else:
+            self.ignored.append(rid)
+        return rid
+
+
+def scatter_png() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.tile(np.arange(64, dtype=np.uint8)[:, None] * 4, (1, 64))).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def build(uri: str, confirmed: bool, study: str = "lab1") -> Store:
+    s = Store(uri, study)
+    # P1Q1: score/reparam variance ratio 250 (confirmed) or 5 (not); no-trick encoder gradient norm 0.
+    s.run("p1q1", "gradvar", "gradvar", 0, {"latent_dim": 4},
+          {"grad_variance_reparam": 0.02, "grad_variance_score": 5.0 if confirmed else 0.1,
+           "grad_variance_ratio": 250.0 if confirmed else 5.0, "encoder_grad_norm_no_trick": 0.0,
+           "encoder_grad_norm_reparam": 1.3})
+    for arm, curve in (("reparam", (300, 280, 270)), ("score", (330, 320, 315))):
+        for seed, e in enumerate(NOISE[:2]):
+            s.run("p1q1", "vae", arm, seed, {"estimator": arm, "beta": 1.0, "latent_dim": 4},
+                  {"val_neg_elbo": curve[-1] + e}, {"val_neg_elbo": [(i + 1, c + e) for i, c in enumerate(curve)]},
+                  name=f"vae {arm} z4 b1.0 s{seed}")
+
+    # P1Q2: beta sweep at latent_dim 4. Confirmed: KL falls, recon rises, active units 4 -> 1.
+    betas = (0.0, 0.5, 1.0, 4.0)
+    kl = (30, 20, 15, 6) if confirmed else (15, 25, 10, 20)
+    recon = (200, 205, 210, 240) if confirmed else (205, 200, 210, 203)
+    units = (4, 4, 3, 1) if confirmed else (4, 4, 4, 4)
+    for b, k, r, u in zip(betas, kl, recon, units, strict=True):
+        for seed, e in enumerate(NOISE[:2]):
+            per_dim = [k / 4 * w for w in (1.6, 1.2, 0.8, 0.4)]
+            s.run("p1q2", "vae", f"beta={b:g}", seed, {"beta": b, "latent_dim": 4},
+                  {"test_recon": r + e, "test_kl": k + e, "test_neg_elbo": r + k, "active_units": u,
+                   "latent_probe_accuracy": 0.7 + 0.02 * b, "fid_proxy": 50 - b},
+                  texts={"kl_per_dim.json": json.dumps(per_dim)}, name=f"vae z4 b{b:g} s{seed}")
+    s.run("p1q2", "vae", "beta=1 z=2", 0, {"beta": 1.0, "latent_dim": 2},
+          {"test_recon": 260, "test_kl": 5, "test_neg_elbo": 265, "active_units": 2}, png=scatter_png(),
+          name="vae z2 b1.0 s0")
+
+    # P1Q3: latent_dim sweep at beta 1 (+ autoencoders). Confirmed: gap 1 -> 9 nats, test recon best at 8.
+    dims = (2, 8, 32)
+    gap = (1.0, 3.0, 9.0) if confirmed else (1.0, 1.2, 1.1)
+    test = (252.0, 222.0, 230.0) if confirmed else (252.0, 230.0, 215.0)
+    for d, g, t, train in zip(dims, gap, test, (250.0, 220.0, 200.0), strict=True):
+        for seed, e in enumerate(NOISE):
+            s.run("p1q3", "vae", f"z={d}", seed, {"beta": 1.0, "latent_dim": d},
+                  {"train_eval_recon": train + e, "val_recon": train + g + 2 * e, "test_recon": t + e,
+                   "active_units": min(d, 12), "fid_proxy": 40 - d / 4, "recon_fid_proxy": 10 - d / 8},
+                  name=f"vae z{d} b1.0 s{seed}")
+    for d, g in ((2, 2.0), (32, 15.0)):
+        for seed, e in enumerate(NOISE):
+            s.run("p1q3", "vae", f"ae z={d}", seed, {"beta": 0.0, "latent_dim": d},
+                  {"train_eval_recon": 240 - d + e, "val_recon": 240 - d + g + e, "test_recon": 240 - d + g},
+                  name=f"vae z{d} b0.0 s{seed}")
+    # ignored: an unfinished run, and an older duplicate of a condition (the latest run wins)
+    s.run("p1q3", "vae", "z=32", 0, {"beta": 1.0, "latent_dim": 32},
+          {"train_eval_recon": 0, "val_recon": 500, "test_recon": 900}, status="FAILED", name="vae z32 failed")
+    s.run("p1q3", "vae", "z=32", 1, {"beta": 1.0, "latent_dim": 32},
+          {"train_eval_recon": 0, "val_recon": 500, "test_recon": 900}, start_offset=-5_000_000, name="vae z32 old")
+
+    # P2Q1: GAN inits. Confirmed: final fid vae_decoder 20 < ae_decoder 30 < random 40.
+    finals = {"vae_decoder": 20.0, "random": 40.0, "ae_decoder": 30.0} if confirmed else \
+             {"vae_decoder": 40.0, "random": 20.0, "ae_decoder": 30.0}
+    starts = {"vae_decoder": 60.0, "random": 300.0, "ae_decoder": 120.0}
+    for arm, final in finals.items():
+        for seed, e in enumerate(NOISE):
+            curve = np.linspace(starts[arm], final, 5) + e
+            s.run("p2q1", "gan", arm, seed, {"init": arm, "latent_dim": 4}, {},
+                  {"fid_proxy": [(step, v) for step, v in enumerate(curve)]}, name=f"gan z4 init={arm} s{seed}")
+
+    # P2Q2: the probe. Confirmed: encoder 0.80 > discriminator 0.70. Named to test HTML escaping.
+    s.run("p2q2", "probe", "probe", 0, {"vae_run": "x", "gan_run": "y"},
+          {"encoder_probe_accuracy": 0.80 if confirmed else 0.60,
+           "discriminator_probe_accuracy": 0.70 if confirmed else 0.75, "encoder_probe_accuracy_raw": 0.82,
+           "encoder_param_count": 120_000, "discriminator_param_count": 110_000}, name=XSS)
+    return s

@@ -1,0 +1,228 @@
+"""`genlab report` end to end on a store built by hand (tests/reports/fake_study.py): the numbers and verdicts it
+prints, the same data flipped flips every verdict, the HTML is self-contained and escaped, missing runs are named."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from genlab import cli
+
+from . import fake_study
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+UI = "http://127.0.0.1:5000"
+
+
+def run_cli(argv: list[str]) -> int:
+    try:
+        return cli.main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One store holding study `lab1` (data where the lab's claims hold) and study `flip` (data where they do
+    not), and the report of each."""
+    tmp = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        from genlab import tracking
+        tracking.init_store()
+        shutil.copy(tmp / "mlflow.db", tmp / "empty.db")  # an empty store, without paying the schema set-up twice
+        stores = {"lab1": fake_study.build(uri, confirmed=True, study="lab1"),
+                  "flip": fake_study.build(uri, confirmed=False, study="flip")}
+        out = {}
+        for study in stores:
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                code = run_cli(["report", "--study", study, "--out", str(tmp / study)])
+            assert code == 0
+            folder = tmp / study
+            out[study] = {"stdout": buf.getvalue(), "dir": folder,
+                          "verdicts": json.loads((folder / "verdicts.json").read_text()),
+                          **{lang: (folder / lang / "report.md").read_text() for lang in ("en", "fr")},
+                          **{f"{lang}_html": (folder / lang / "report.html").read_text() for lang in ("en", "fr")}}
+        yield {"uri": uri, "stores": stores, "out": out, "empty": tmp / "empty.db"}
+
+
+def section(md: str, question: str) -> str:
+    """The text of one question's section (from its heading to the next one)."""
+    start = md.index(f"## {question.upper()}")
+    end = md.find("\n## ", start + 1)
+    return md[start:end if end > 0 else None]
+
+
+def verdict_line(md: str, question: str) -> str:
+    m = re.search(r"\*\*Verdict ?: ([^.*]+)\.\*\*", section(md, question))
+    return m.group(1) if m else "none"
+
+
+def test_confirmed_data_gives_confirmed_verdicts_and_the_numbers(built):
+    r = built["out"]["lab1"]
+    for q in ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2"):
+        assert r["verdicts"][q]["status"] == "confirmed"
+        assert re.search(rf"^{q}: confirmed", r["stdout"], re.M)
+        assert verdict_line(r["en"], q) == "confirmed" and verdict_line(r["fr"], q) == "confirmé"
+    en, fr = r["en"], r["fr"]
+    # P1Q1: ratio 5.0 / 0.02 = 250, no-trick norm 0
+    assert "has 250.0 (n=1) times the variance" in section(en, "p1q1")
+    assert "exactly 0: no gradient reaches the encoder" in section(en, "p1q1")
+    # P1Q2: KL 30 -> 6 and recon 200 -> 240 over beta 0..4 are perfectly monotone; units 4 -> 1
+    s = section(en, "p1q2")
+    assert "ρ(β, KL) = -1.00" in s and "ρ(β, reconstruction) = 1.00" in s and "Δ = 3.0 [3.0 ; 3.0]" in s
+    # P1Q3: gap 1 -> 9 nats (seeds -0.2/0/+0.2 on train, twice that on val), test recon best at 8 (222), 230 at 32
+    s = section(en, "p1q3")
+    assert "the gap goes from 1.00 ± 0.50 (n=3) to 9.00 ± 0.50 (n=3)" in s
+    assert "best at latent_dim 8 (222.00 ± 0.50 (n=3)); at 32 it is 230.00 ± 0.50 (n=3)" in s and "significantly worse" in s
+    # the FAILED run and the older duplicate (test_recon 900) are not used
+    assert "900" not in s and "1 unfinished run(s)" in en
+    # P2Q1: final fid 20 (vae) vs 40 (random) vs 30 (ae), t-interval half-width 0.50 with 3 seeds
+    s = section(en, "p2q1")
+    assert "| vae_decoder | 60.00 ± 0.50 (n=3) | 20.00 ± 0.50 (n=3) |" in s
+    assert "Claim 1, the VAE decoder helps: confirmed." in s and "Δ = 20.00 [19.55 ; 20.45]" in s
+    assert "Δ = 10.00 [9.55 ; 10.45]" in s
+    # P2Q2: 0.80 vs 0.70
+    assert "Probe accuracy 0.800 (n=1) on the encoder's code against 0.700 (n=1)" in section(en, "p2q2")
+    # French: decimal comma, same numbers
+    assert "20,00 ± 0,50 (n=3)" in section(fr, "p2q1") and "ρ(β, KL) = -1,00" in section(fr, "p1q2")
+    # every section has a table and at least one figure
+    for q in ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2"):
+        for md in (en, fr):
+            assert "|---|" in section(md, q) and "](figures/" in section(md, q)
+
+
+def test_flipped_data_flips_every_verdict(built):
+    r = built["out"]["flip"]
+    assert {q: v["status"] for q, v in r["verdicts"].items()} == {
+        "p1q1": "not_confirmed", "p1q2": "not_confirmed", "p1q3": "not_confirmed", "p2q1": "not_confirmed",
+        "p2q2": "not_confirmed"}
+    assert r["verdicts"]["p2q1"]["claims"] == {"decoder_init": "not_confirmed", "normal_latent": "not_confirmed"}
+    en = r["en"]
+    assert "has 5.0 (n=1) times the variance" in section(en, "p1q1") and "threshold 10: not met" in section(en, "p1q1")
+    assert "does not fall consistently" in section(en, "p1q2") and "no significant drop" in section(en, "p1q2")
+    s = section(en, "p1q3")
+    assert "no significant growth" in s and "which is the largest size tried: reconstruction keeps improving" in s
+    assert "Claim 1, the VAE decoder helps: not confirmed" in section(en, "p2q1")
+    assert "the discriminator's features carry more class information" in section(en, "p2q2")
+    for q in ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2"):
+        assert verdict_line(en, q) == "not confirmed" and verdict_line(r["fr"], q) == "non confirmé"
+
+
+def test_html_is_self_contained_with_valid_pngs(built):
+    for study in ("lab1", "flip"):
+        for lang in ("en", "fr"):
+            page = built["out"][study][f"{lang}_html"]
+            srcs = re.findall(r"<img [^>]*src=\"([^\"]*)\"", page)
+            pngs = list((built["out"][study]["dir"] / lang / "figures").glob("*.png"))
+            assert len(srcs) == len(pngs) >= 10
+            for src in srcs:
+                assert src.startswith("data:image/png;base64,")
+                content = base64.b64decode(src.split(",", 1)[1], validate=True)
+                assert content.startswith(PNG_SIGNATURE)
+                with Image.open(io.BytesIO(content)) as im:
+                    im.verify()
+            assert "<script" not in page.lower() and not re.search(r"(src|href)=\"(?!data:|https?://)", page)
+
+
+def test_text_from_runs_is_escaped(built):
+    r = built["out"]["lab1"]
+    for page in (r["en_html"], r["fr_html"]):
+        assert fake_study.XSS not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert fake_study.XSS not in r["en"] and "&lt;script&gt;alert(1)&lt;/script&gt;" in r["en"]
+
+
+def test_every_number_cites_its_runs_with_the_ui_address(built):
+    client = MlflowClient(built["uri"])
+    for study, s in built["stores"].items():
+        md = built["out"][study]["en"]
+        assert f"{UI}/#/experiments/<experiment_id>/runs/<run_id>" in md
+        for q, ids in s.ids.items():
+            for rid in ids:
+                exp = client.get_run(rid).info.experiment_id
+                assert f"({UI}/#/experiments/{exp}/runs/{rid})" in section(md, q)
+        for rid in s.ignored:
+            assert rid not in md
+
+
+def test_report_is_logged_as_a_run(built):
+    client = MlflowClient(built["uri"])
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              "tags.`genlab.kind` = 'report'")
+    assert {r.data.tags["genlab.study"] for r in runs} == {"lab1", "flip"}
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        files = {f.path for f in client.list_artifacts(r.info.run_id, "report/en")}
+        assert {"report/en/report.md", "report/en/report.html", "report/en/figures"} <= files
+        assert {f.path for f in client.list_artifacts(r.info.run_id, "report")} >= {"report/fr", "report/verdicts.json"}
+
+
+def use_store(monkeypatch, tmp_path, uri: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+
+
+def test_empty_store_reports_every_question_missing(built, tmp_path, monkeypatch, capsys):
+    shutil.copy(built["empty"], tmp_path / "mlflow.db")
+    use_store(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert run_cli(["report", "--out", str(tmp_path / "out")]) == 0
+    verdicts = json.loads((tmp_path / "out" / "verdicts.json").read_text())
+    assert {v["status"] for v in verdicts.values()} == {"missing"}
+    for lang, word in (("en", "Missing runs"), ("fr", "Runs manquants")):
+        md = (tmp_path / "out" / lang / "report.md").read_text()
+        for q in ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2"):
+            s = section(md, q)
+            assert word in s and f"`genlab study --profile quick --only {q}`" in s
+            assert verdict_line(md, q) == "none" and "±" not in s and "](figures/" not in s
+    assert "p1q1: missing" in capsys.readouterr().out
+
+
+def test_store_that_does_not_exist_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    use_store(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'nope.db'}")
+    assert run_cli(["report", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "nope.db").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args,name", [(["--profile", "best"], "profile"), (["--study", "x' OR 1=1"], "study"),
+                                       (["--ui-url", "javascript:alert(1)"], "ui_url"),
+                                       (["--out", "not-a-dir.txt/sub"], "out")])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(built, tmp_path, monkeypatch, capsys, args, name):
+    use_store(monkeypatch, tmp_path, built["uri"])
+    (tmp_path / "not-a-dir.txt").write_text("a file")
+    client = MlflowClient(built["uri"])
+    count = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+    assert run_cli(["report", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and name in err and "Traceback" not in err
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == count
+    assert not (tmp_path / "reports").exists()
+
+
+def test_mlproject_report_entry_matches_the_cli_flags():
+    import dataclasses
+
+    import yaml
+
+    from reports.build import ReportConfig
+
+    entry = yaml.safe_load((Path(__file__).resolve().parents[2] / "MLproject").read_text())["entry_points"]["report"]
+    fields = {f.name: f.default for f in dataclasses.fields(ReportConfig)}
+    assert {k: v["default"] for k, v in entry["parameters"].items()} == fields
+    for name in fields:
+        assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"]
