@@ -285,7 +285,8 @@ def start_search_run(experiment: str, study_name: str, run_name: str, params: di
     client.update_run(run_id, status="RUNNING")
     with contextlib.suppress(MlflowException):
         client.delete_tag(run_id, "genlab.failure")  # left by an earlier, interrupted invocation
-    all_tags = {"genlab.code_version": code_version(), "optuna.study_name": study_name, **tags}
+    all_tags = {"mlflow.runName": run_name, "genlab.code_version": code_version(), "optuna.study_name": study_name,
+                **tags}
     existing = client.get_run(run_id).data.params
     client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items() if k not in existing],
                      tags=[mlflow.entities.RunTag(k, str(v)) for k, v in all_tags.items()], synchronous=True)
