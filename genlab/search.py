@@ -523,7 +523,6 @@ def plot_study(study, cfg: SearchConfig) -> tuple[dict[str, Any], dict[str, str]
     """Figures (path -> matplotlib figure) and explanatory texts for the parent run."""
     import matplotlib.pyplot as plt
     import pandas as pd
-    import seaborn as sns
     from matplotlib.ticker import MaxNLocator
 
     rows = [{"number": t.number, "state": t.state.name, "latent_dim": t.params.get("latent_dim"),
@@ -568,7 +567,7 @@ def plot_study(study, cfg: SearchConfig) -> tuple[dict[str, Any], dict[str, str]
             importances = optuna.importance.get_param_importances(
                 study, target=(lambda t, i=i: t.values[i]) if cfg.objective == "pareto" else None,
                 evaluator=optuna.importance.FanovaImportanceEvaluator(seed=cfg.seed))
-            sns.barplot(x=list(importances.values()), y=list(importances), color="C2", ax=ax)
+            ax.barh(list(importances)[::-1], list(importances.values())[::-1], color="C2")
             ax.set(xlabel="importance (fANOVA)", title=f"importances: {label[target]}")
         fig.tight_layout()
         figures["importances.png"] = fig

@@ -130,7 +130,9 @@ def start_run(experiment: str, run_name: str, params: dict[str, Any], tags: dict
         mlflow.set_tag("mlflow.runName", run_name)
     else:
         experiment_id = _experiment_id(experiment)
-        active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id)
+        # Tags at creation: a search finds a trial's run by its tags even if the worker dies at once.
+        active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id,
+                                  tags={k: str(v) for k, v in tags.items()})
     run = Run(active.info.run_id)
     try:
         run.set_tags({"genlab.code_version": code_version(), **tags})
@@ -270,23 +272,25 @@ RUN_STATUSES = [RunStatus.to_string(s) for s in RunStatus.all_status()]
 
 def start_search_run(experiment: str, study_name: str, run_name: str, params: dict[str, Any],
                      tags: dict[str, Any]) -> str:
-    """The parent run of an Optuna study: the one tagged ``optuna.study_name`` (latest), else a new one; the run
-    that `mlflow run` made when launched by it. Set RUNNING and returned by id: it is *not* made this process's
-    active run, so trials run here can be its children. End it with ``mark_run``."""
+    """The parent run of an Optuna study: the latest one tagged ``optuna.study_name`` and ``genlab.kind=search``,
+    else a new one; or the run that `mlflow run` made when launched by it. Set RUNNING and returned by id: it is
+    *not* made this process's active run, so trials run here can be its children. End it with ``mark_run``."""
     init_store()
     client = MlflowClient()
     # Launched by `mlflow run`: that run is the parent. Pop the variable so trial runs do not adopt it too.
     run_id = os.environ.pop("MLFLOW_RUN_ID", None)
     if not run_id:
         experiment_id = _experiment_id(experiment)
-        found = client.search_runs([experiment_id], filter_string=f"tags.`optuna.study_name` = '{study_name}'",
-                                   order_by=["attributes.start_time DESC"], max_results=1)
-        run_id = found[0].info.run_id if found else client.create_run(experiment_id, run_name=run_name).info.run_id
+        found = client.search_runs([experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                                   filter_string=f"tags.`optuna.study_name` = '{study_name}' and "
+                                                 "tags.`genlab.kind` = 'search'")  # children carry the name too
+        run_id = found[0].info.run_id if found else client.create_run(
+            experiment_id, run_name=run_name, tags={"optuna.study_name": study_name, "genlab.kind": "search"}).info.run_id
     client.update_run(run_id, status="RUNNING")
     with contextlib.suppress(MlflowException):
         client.delete_tag(run_id, "genlab.failure")  # left by an earlier, interrupted invocation
     all_tags = {"mlflow.runName": run_name, "genlab.code_version": code_version(), "optuna.study_name": study_name,
-                **tags}
+                **tags, "genlab.kind": "search"}
     existing = client.get_run(run_id).data.params
     client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items() if k not in existing],
                      tags=[mlflow.entities.RunTag(k, str(v)) for k, v in all_tags.items()], synchronous=True)
