@@ -173,6 +173,8 @@ def test_nan_trial_fails_with_reason_and_a_bad_trial_is_pruned(store, tmp_path, 
         terms = vae_terms(logits, x, z_mean, z_log_var, beta)
         if beta == 7.0:
             return {**terms, "loss": terms["loss"] * math.nan}
+        if beta == 3.0:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of a trial
         # Gradient ascent from the same initial weights as trial 0 (same seed and latent_dim): a worse neg-ELBO.
         return {**terms, "loss": -terms["loss"]} if beta == 10.0 else terms
 
@@ -193,6 +195,17 @@ def test_nan_trial_fails_with_reason_and_a_bad_trial_is_pruned(store, tmp_path, 
     assert "genlab.failure" not in pruned_run.data.tags
     assert all(r.info.status != "RUNNING" for r in client.search_runs(
         [client.get_experiment_by_name("genlab-search").experiment_id]))
+
+    # Ctrl-C: the trial FAIL, its run KILLED, the parent run KILLED.
+    study.enqueue_trial({"latent_dim": 2, "beta": 3.0})
+    with pytest.raises(KeyboardInterrupt):
+        search.main(config(tmp_path, n_trials=3, epochs=2))
+    interrupted = load(cfg).trials[3]
+    assert interrupted.state.name == "FAIL" and interrupted.user_attrs["fail_reason"] == "interrupted"
+    killed = client.get_run(interrupted.user_attrs[search.RUN_ID_ATTR])
+    assert killed.info.status == "KILLED" and killed.data.tags["optuna.state"] == "FAIL"
+    (parent,), _ = search_runs()
+    assert parent.info.status == "KILLED"
 
 
 def test_pareto_objective_logs_the_front(store, tmp_path):
