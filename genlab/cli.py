@@ -99,6 +99,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     for lang, folder in folders.items():
         print(f"report ({lang}): {folder / 'report.md'}  {folder / 'report.html'}")
     print(f"logged as run {run_id} (genlab.kind=report)")
+def cmd_search(args: argparse.Namespace) -> int:
+    from genlab import search
+
+    cfg = config_from_args(args, search.SearchConfig)
+    search.validate(cfg)  # before any storage, store or run is created
+    if args.worker is not None:
+        search.worker_main(cfg, args.worker)
+        return 0
+    summary = search.main(cfg)
+    best = (f"best {cfg.objective} {summary['best_value']:.2f}" if "best_value" in summary else
+            f"{summary['pareto_trials']:.0f} Pareto trials" if "pareto_trials" in summary else "no complete trial")
+    best += (f" (trial {summary['best_trial_number']:.0f}: latent_dim {summary['best_latent_dim']:.0f}, "
+             f"beta {summary['best_beta']:.3g})" if "best_trial_number" in summary else "")
+    print(f"search {cfg.study_name}: {summary['trials_complete']:.0f} complete, {summary['trials_pruned']:.0f} "
+          f"pruned, {summary['trials_failed']:.0f} failed; {best}; parent run {summary['parent_run_id']}")
     return 0
 
 
@@ -132,6 +147,15 @@ def build_parser() -> Parser:
     p = sub.add_parser("report", help="write the study's report (French and English) from the tracked runs")
     add_config_arguments(p, ReportConfig)
     p.set_defaults(func=cmd_report)
+    from genlab.search import HELP, SearchConfig
+
+    p = sub.add_parser("search", help="Optuna search over latent_dim x beta (nested MLflow runs)", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(p, SearchConfig)
+    p.add_argument("--worker", metavar="INDEX", type=int, default=None,
+                   help="run trials only, as worker INDEX of an existing study (started by --workers N, or by hand "
+                   "on another machine with a distinct INDEX: it seeds the sampler)")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("data", help="locate or download a data set")
     p.add_argument("action", choices=("download", "path"))

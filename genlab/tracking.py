@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,9 @@ def start_run(experiment: str, run_name: str, params: dict[str, Any], tags: dict
         mlflow.set_tag("mlflow.runName", run_name)
     else:
         experiment_id = _experiment_id(experiment)
-        active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id)
+        # Tags at creation: a search finds a trial's run by its tags even if the worker dies at once.
+        active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id,
+                                  tags={k: str(v) for k, v in tags.items()})
     run = Run(active.info.run_id)
     try:
         run.set_tags({"genlab.code_version": code_version(), **tags})
@@ -316,3 +319,92 @@ def log_json(run: Run, data: Any, artifact_file: str) -> None:
 
 
 RUN_STATUSES = [RunStatus.to_string(s) for s in RunStatus.all_status()]
+
+
+# ---------------------------------------------------------------- Optuna searches (instead of optuna's MLflowCallback)
+
+def start_search_run(experiment: str, study_name: str, run_name: str, params: dict[str, Any],
+                     tags: dict[str, Any]) -> str:
+    """The parent run of an Optuna study: the latest one tagged ``optuna.study_name`` and ``genlab.kind=search``,
+    else a new one; or the run that `mlflow run` made when launched by it. Set RUNNING and returned by id: it is
+    *not* made this process's active run, so trials run here can be its children. End it with ``mark_run``."""
+    init_store()
+    client = MlflowClient()
+    # Launched by `mlflow run`: that run is the parent. Pop the variable so trial runs do not adopt it too.
+    run_id = os.environ.pop("MLFLOW_RUN_ID", None)
+    if not run_id:
+        experiment_id = _experiment_id(experiment)
+        found = client.search_runs([experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                                   filter_string=f"tags.`optuna.study_name` = '{study_name}' and "
+                                                 "tags.`genlab.kind` = 'search'")  # children carry the name too
+        run_id = found[0].info.run_id if found else client.create_run(
+            experiment_id, run_name=run_name, tags={"optuna.study_name": study_name, "genlab.kind": "search"}).info.run_id
+    client.update_run(run_id, status="RUNNING")
+    with contextlib.suppress(MlflowException):
+        client.delete_tag(run_id, "genlab.failure")  # left by an earlier, interrupted invocation
+    all_tags = {"mlflow.runName": run_name, "genlab.code_version": code_version(), "optuna.study_name": study_name,
+                **tags, "genlab.kind": "search"}
+    existing = client.get_run(run_id).data.params
+    client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items() if k not in existing],
+                     tags=[mlflow.entities.RunTag(k, str(v)) for k, v in all_tags.items()], synchronous=True)
+    return run_id
+
+
+def find_trial_run(experiment: str, study_name: str, trial_number: int) -> str | None:
+    """The child run of one trial, by its tags (set when the run starts), or None."""
+    experiment_obj = MlflowClient().get_experiment_by_name(experiment)
+    if experiment_obj is None:
+        return None
+    found = MlflowClient().search_runs(
+        [experiment_obj.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+        filter_string=f"tags.`optuna.study_name` = '{study_name}' and tags.`optuna.trial_number` = '{trial_number}'")
+    return found[0].info.run_id if found else None
+
+
+def tag_trial_run(run_id: str, trial_number: int, state: str, reason: str = "") -> None:
+    """Record a trial's Optuna outcome on its child run: tags ``optuna.trial_number``, ``optuna.state``
+    (COMPLETE | PRUNED | FAIL) and ``optuna.reason``; a PRUNED run ends FINISHED (stopping early is its normal
+    end), a FAIL run that is still RUNNING (its worker died) ends FAILED. KILLED and FAILED runs stay so."""
+    client = MlflowClient()
+    tags = {"optuna.trial_number": str(trial_number), "optuna.state": state}
+    if reason:
+        tags["optuna.reason"] = reason.splitlines()[0][:500]
+    client.log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()], synchronous=True)
+    status = client.get_run(run_id).info.status
+    if state == "PRUNED" and status != "FINISHED":
+        with contextlib.suppress(MlflowException):
+            client.delete_tag(run_id, "genlab.failure")  # start_run saw the pruning exception as an error
+        client.set_terminated(run_id, "FINISHED")
+    elif state == "FAIL" and status == "RUNNING":
+        mark_run(run_id, "FAILED", reason)
+
+
+def active_run_id() -> str | None:
+    """The id of this process's active run (the run a training loop is logging to), or None."""
+    active = mlflow.active_run()
+    return active.info.run_id if active else None
+
+
+def log_to_run(run_id: str, metrics: dict[str, float] | None = None, figures: dict[str, Any] | None = None,
+               texts: dict[str, str] | None = None, step: int = 0) -> None:
+    """Log metrics (one batched call), matplotlib figures and text files to a run that is not active here."""
+    client = MlflowClient()
+    if metrics:
+        client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), int(time.time() * 1000), step)
+                                          for k, v in metrics.items()], synchronous=True)
+    for path, figure in (figures or {}).items():
+        client.log_figure(run_id, figure, path)
+    for path, text in (texts or {}).items():
+        client.log_text(run_id, text, path)
+
+
+def alias_run_id(model_name: str, alias: str) -> str | None:
+    """The run behind ``models:/NAME@ALIAS``, or None if the name or alias does not exist."""
+    try:
+        return MlflowClient().get_model_version_by_alias(model_name, alias).run_id
+    except MlflowException:
+        return None
+
+
+def has_logged_model(run_id: str, name: str) -> bool:
+    return _logged_model_uri(run_id, name).startswith("models:/")

@@ -267,8 +267,9 @@ def _save_checkpoint(run, model, optimizer, epoch, shuffle_rng, noise_rng, basel
 
 def main(cfg: VAEConfig, resume_run_id: str | None = None, on_epoch: EpochCallback | None = None,
          parent_run_id: str | None = None, tags: dict | None = None, splits: data.Splits | None = None,
-         ) -> tuple[str, dict[str, float]]:
-    """Validate, load data, then train inside one MLflow run. Errors before the run starts create nothing."""
+         log_models: bool = True) -> tuple[str, dict[str, float]]:
+    """Validate, load data, then train inside one MLflow run. Errors before the run starts create nothing.
+    ``log_models=False`` skips the decoder/encoder MLflow models (search trials: only the best one is logged)."""
     from genlab import tracking
 
     resume = None
@@ -291,5 +292,5 @@ def main(cfg: VAEConfig, resume_run_id: str | None = None, on_epoch: EpochCallba
             for split in ("train", "val", "test"):
                 run.log_dataset(splits.name, splits.source, splits.digest(split), split,
                                 len(getattr(splits, f"{split}_x")))
-        _, final = train(cfg, splits, run, resume=resume, on_epoch=on_epoch)
+        _, final = train(cfg, splits, run, resume=resume, on_epoch=on_epoch, log_models=log_models)
         return run.run_id, final

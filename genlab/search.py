@@ -1,0 +1,610 @@
+"""Optuna search over the latent size and the KL weight (latent_dim x beta) around the VAE training loop.
+
+One study = one MLflow parent run (experiment ``genlab-search``, tag ``optuna.study_name``); one trial = one call
+of ``genlab.train.vae.main`` = one child run. The study lives in an Optuna RDB storage (SQLite by default,
+PostgreSQL to spread workers over machines), so a search can be killed and resumed: ``n_trials`` is the number
+of COMPLETE + PRUNED trials wanted in the study, not "this many more".
+
+Read top to bottom: config -> validate -> storage and study -> objective (one trial) -> worker loop ->
+coordinator (``main``: parent run, local worker processes, summary) -> summary (figures, trials.csv, registry).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from genlab import data
+from genlab.config import ConfigError, check, check_choice, check_int, check_positive
+from genlab.train import vae
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+OBJECTIVES = ("neg_elbo", "fid", "pareto")
+SAMPLERS = ("tpe", "random", "grid")
+STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "mysql", "mysql+pymysql")
+DEFAULT_TRIAL = {"latent_dim": 16, "beta": 1.0}  # the lab's configuration: every search includes it
+MODEL_NAME, MODEL_ALIAS = "genlab-vae", "best"
+GRID_BETAS = 5  # log-spaced beta values per latent_dim for sampler=grid
+PRUNER_STARTUP_TRIALS = 3  # complete trials before the median pruner may stop one
+PRUNER_WARMUP_EPOCHS = 1  # epoch 1 is never pruned: too early to judge
+MAX_RETRIES = 2  # a trial whose worker died is re-queued at most this many times
+# Study user attrs: the trial settings (a resumed study must keep them) and the MLflow parent run.
+SETTINGS_ATTR, PARENT_ATTR = "genlab.settings", "genlab.mlflow_parent_run_id"
+RUN_ID_ATTR = "mlflow_run_id"  # trial user attr: its child run
+
+
+@dataclass
+class SearchConfig:
+    study_name: str = "genlab-vae-search"
+    storage: str = f"sqlite:///{PROJECT_ROOT / 'optuna.db'}"
+    n_trials: int = 20  # COMPLETE + PRUNED trials wanted in the study (a rerun continues up to it)
+    objective: str = "neg_elbo"  # neg_elbo | fid | pareto
+    latent_dims: str = "2,4,8,16,32,64"
+    beta_min: float = 0.1
+    beta_max: float = 10.0
+    sampler: str = "tpe"  # tpe | random | grid
+    epochs: int = 10
+    limit: int = 0
+    dataset: str = "fashion-mnist"
+    seed: int = 0
+    workers: int = 1  # local worker processes
+    timeout: float = 0.0  # seconds after which no new trial starts (0 = no limit)
+    heartbeat_seconds: int = 10  # a trial without heartbeat for 3x this is declared dead (FAIL) and retried
+    experiment: str = "genlab-search"
+
+
+HELP = """Optuna search over latent_dim x beta; each trial is a train-vae run nested under the study's parent run.
+
+objectives: neg_elbo  minimise the validation neg-ELBO (nats/image); a median pruner stops trials whose
+                      per-epoch val_neg_elbo is worse than the median of earlier trials at that epoch.
+            fid       minimise the prior-sample fid_proxy (computed at the end of a trial: no pruning).
+            pareto    two objectives, validation recon and fid_proxy; the Pareto front is reported.
+                      Cannot prune: Optuna does not prune multi-objective studies.
+n_trials counts COMPLETE + PRUNED trials in the study: running the same command again resumes it.
+--storage takes any Optuna RDB URL; postgresql://... lets workers on several machines share one study."""
+
+
+# ---------------------------------------------------------------- validation
+
+def latent_dims(cfg: SearchConfig) -> list[int]:
+    return [int(d) for d in cfg.latent_dims.split(",")]
+
+
+def storage_url(storage: str) -> str:
+    """The SQLAlchemy URL for Optuna: plain ``postgresql://`` means psycopg 3 (the driver genlab installs)."""
+    return re.sub(r"^postgresql://", "postgresql+psycopg://", storage)
+
+
+def redacted(storage: str) -> str:
+    """The storage URL without its password (safe to log or print)."""
+    return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", storage)
+
+
+def validate(cfg: SearchConfig) -> None:
+    """Raise ConfigError (one line) for any invalid value; nothing is created before this passes."""
+    check(bool(re.fullmatch(r"[A-Za-z0-9._-]+", cfg.study_name)), "study_name", cfg.study_name,
+          "a non-empty name of letters, digits, '.', '_' or '-'")
+    _validate_storage(cfg.storage)
+    check_int("n_trials", cfg.n_trials, 1)
+    check_choice("objective", cfg.objective, OBJECTIVES)
+    try:
+        dims = latent_dims(cfg)
+    except ValueError:
+        dims = []
+    check(bool(dims) and all(d >= 1 for d in dims) and len(set(dims)) == len(dims), "latent_dims", cfg.latent_dims,
+          "a comma list of distinct integers >= 1, e.g. 2,4,8,16,32,64")
+    check_positive("beta_min", cfg.beta_min)
+    check_positive("beta_max", cfg.beta_max)
+    check(cfg.beta_min <= cfg.beta_max, "beta_min", cfg.beta_min, f"<= beta_max ({cfg.beta_max})")
+    check_choice("sampler", cfg.sampler, SAMPLERS)
+    if cfg.sampler == "grid":
+        size = len(dims) * len(grid_betas(cfg))
+        check(cfg.n_trials <= size, "n_trials", cfg.n_trials, f"<= the {size} points of the grid for sampler grid")
+    check_int("workers", cfg.workers, 1)
+    check_positive("timeout", cfg.timeout, allow_zero=True)
+    check_int("heartbeat_seconds", cfg.heartbeat_seconds, 1)
+    vae.validate(trial_config(cfg, dims[0], cfg.beta_min))  # dataset, epochs, limit, seed, experiment
+    if cfg.objective in ("fid", "pareto") and not _has_fid_proxy():
+        raise ConfigError(f"objective {cfg.objective} needs fid_proxy (genlab.train.classifier, the metrics issue), "
+                          "which is not installed: use objective neg_elbo")
+
+
+def _validate_storage(storage: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    allowed = "an Optuna RDB URL: sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB (or mysql://...)"
+    try:
+        url = make_url(storage_url(storage))
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"storage must be {allowed}, got {redacted(storage)!r}") from None
+    check(url.drivername in STORAGE_SCHEMES, "storage", redacted(storage), allowed)
+    if url.drivername == "sqlite":
+        path = url.database or ""
+        check(bool(path) and path != ":memory:", "storage", storage, "a SQLite file (workers share it), not memory")
+        check(Path(path).resolve().parent.is_dir(), "storage", storage, "a SQLite file in an existing directory")
+    else:
+        check(bool(url.host) and bool(url.database), "storage", redacted(storage), allowed)
+
+
+def _has_fid_proxy() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("genlab.train.classifier") is not None
+
+
+def check_data(cfg: SearchConfig) -> None:
+    """The data set exists and is large enough for the trials' batches (DataError / ConfigError otherwise)."""
+    splits = data.load(cfg.dataset, cfg.limit)
+    vae.check_data(trial_config(cfg, latent_dims(cfg)[0], cfg.beta_min), splits)
+
+
+def trial_config(cfg: SearchConfig, latent_dim: int, beta: float) -> vae.VAEConfig:
+    """The train-vae configuration of one trial: the lab's defaults plus the searched values."""
+    return vae.VAEConfig(dataset=cfg.dataset, latent_dim=latent_dim, beta=beta, epochs=cfg.epochs, limit=cfg.limit,
+                         seed=cfg.seed, experiment=cfg.experiment)
+
+
+def grid_betas(cfg: SearchConfig) -> list[float]:
+    """GRID_BETAS log-spaced values from beta_min to beta_max, plus 1.0 (the lab default) when in range."""
+    n = GRID_BETAS if cfg.beta_max > cfg.beta_min else 1
+    values = [cfg.beta_min * (cfg.beta_max / cfg.beta_min) ** (i / max(n - 1, 1)) for i in range(n)]
+    if cfg.beta_min <= 1.0 <= cfg.beta_max and not any(math.isclose(v, 1.0) for v in values):
+        values.append(1.0)
+    return sorted(1.0 if math.isclose(v, 1.0) else v for v in values)
+
+
+def settings_of(cfg: SearchConfig) -> dict[str, Any]:
+    """What a resumed study must keep: the search space, the objective and the trials' training settings."""
+    return {"objective": cfg.objective, "latent_dims": latent_dims(cfg), "beta_min": cfg.beta_min,
+            "beta_max": cfg.beta_max, "sampler": cfg.sampler, "dataset": cfg.dataset, "epochs": cfg.epochs,
+            "limit": cfg.limit, "seed": cfg.seed}
+
+
+# ---------------------------------------------------------------- storage and study
+
+def make_storage(cfg: SearchConfig):
+    """The RDB storage with heartbeats: a trial whose worker died (no heartbeat for 3 intervals) becomes FAIL
+    the next time a worker starts a trial, its child run FAILED, and a copy is queued (RetryHeartbeatStale...)."""
+    import optuna
+
+    url = storage_url(cfg.storage)
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # heartbeats are an "experimental" Optuna feature
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=cfg.heartbeat_seconds,
+                                          grace_period=3 * cfg.heartbeat_seconds,
+                                          heartbeat_stale_trial_callback=_stale_trial_callback(cfg))
+
+
+def _stale_trial_callback(cfg: SearchConfig):
+    import optuna
+
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+
+    def on_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        from genlab import tracking
+
+        reason = f"worker died: no heartbeat for {3 * cfg.heartbeat_seconds} s"
+        run_id = trial.user_attrs.get(RUN_ID_ATTR) or tracking.find_trial_run(cfg.experiment, cfg.study_name,
+                                                                                trial.number)
+        if run_id:
+            tracking.tag_trial_run(run_id, trial.number, "FAIL", reason)
+        print(f"trial {trial.number} FAIL: {reason}; queued again", file=sys.stderr, flush=True)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != RUN_ID_ATTR}  # the copy gets its own
+        retry(study, trial)
+
+    return on_stale
+
+
+def make_sampler(cfg: SearchConfig, worker_index: int):
+    import optuna
+
+    seed = cfg.seed + worker_index  # local workers must not propose the same points
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if cfg.sampler == "grid":
+        return optuna.samplers.GridSampler({"latent_dim": latent_dims(cfg), "beta": grid_betas(cfg)}, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant_liar is "experimental"
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)  # constant liar: parallel workers spread
+
+
+def make_pruner(cfg: SearchConfig):
+    import optuna
+
+    if cfg.objective != "neg_elbo":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_EPOCHS)
+
+
+def open_study(cfg: SearchConfig, worker_index: int = 0, create: bool = False):
+    """Create (``create``) or load the study. A new study gets its settings and the lab's default trial queued;
+    an existing one must have the same settings. ConfigError if the storage cannot be opened."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed by the worker
+    try:
+        storage = make_storage(cfg)
+        if create:
+            directions = ["minimize", "minimize"] if cfg.objective == "pareto" else ["minimize"]
+            study = optuna.create_study(study_name=cfg.study_name, storage=storage, directions=directions,
+                                        sampler=make_sampler(cfg, worker_index), pruner=make_pruner(cfg),
+                                        load_if_exists=True)
+        else:
+            study = optuna.load_study(study_name=cfg.study_name, storage=storage,
+                                      sampler=make_sampler(cfg, worker_index), pruner=make_pruner(cfg))
+    except KeyError:
+        raise ConfigError(f"study_name {cfg.study_name!r} is not in storage {redacted(cfg.storage)}: start it with "
+                          "genlab search (without --worker)") from None
+    except Exception as e:  # SQLAlchemy/driver errors: wrong host, credentials, database
+        message = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise ConfigError(f"storage {redacted(cfg.storage)} cannot be opened ({message})") from None
+    settings = study.user_attrs.get(SETTINGS_ATTR)
+    if settings is None and create:
+        study.set_user_attr(SETTINGS_ATTR, settings_of(cfg))
+        if DEFAULT_TRIAL["latent_dim"] in latent_dims(cfg) and cfg.beta_min <= DEFAULT_TRIAL["beta"] <= cfg.beta_max:
+            study.enqueue_trial(DEFAULT_TRIAL, user_attrs={"lab_default": True}, skip_if_exists=True)
+    elif settings is not None and settings != settings_of(cfg):
+        changed = ", ".join(f"{k}={settings[k]!r}" for k in settings if settings[k] != settings_of(cfg).get(k))
+        raise ConfigError(f"study_name {cfg.study_name!r} exists with other settings ({changed}): use them, or "
+                          "another study_name")
+    return study
+
+
+def study_counts(study) -> dict[str, int]:
+    """Trials per state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return counts
+
+
+# ---------------------------------------------------------------- one trial
+
+class SurplusTrial(Exception):
+    """Two workers asked for a trial at once when one was missing: the later one fails without training."""
+
+
+def objective(trial, cfg: SearchConfig, parent_run_id: str) -> float | tuple[float, float]:
+    """Train one VAE (the train-vae loop, as a child run) and return the value(s) to minimise."""
+    import optuna
+
+    from genlab import tracking
+
+    live = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                          optuna.trial.TrialState.PRUNED,
+                                                          optuna.trial.TrialState.RUNNING))
+    if sum(t.number < trial.number for t in live) >= cfg.n_trials:
+        trial.set_user_attr("fail_reason", "surplus: the study already had n_trials trials done or running")
+        raise SurplusTrial(f"trial {trial.number} is surplus")
+    latent_dim = trial.suggest_categorical("latent_dim", latent_dims(cfg))
+    beta = trial.suggest_float("beta", cfg.beta_min, cfg.beta_max, log=True)
+    tags = {"optuna.study_name": cfg.study_name, "optuna.trial_number": trial.number, "optuna.state": "RUNNING"}
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        if epoch == 1 or RUN_ID_ATTR not in trial.user_attrs:
+            trial.set_user_attr(RUN_ID_ATTR, tracking.active_run_id())
+        if cfg.objective == "neg_elbo":
+            trial.report(metrics["val_neg_elbo"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"val_neg_elbo {metrics['val_neg_elbo']:.2f} worse than the median "
+                                         f"at epoch {epoch}")
+
+    try:
+        _, final = vae.main(trial_config(cfg, latent_dim, beta), on_epoch=on_epoch, parent_run_id=parent_run_id,
+                            tags=tags, log_models=False)
+        values = objective_values(cfg, final)
+    except optuna.TrialPruned as e:
+        trial.set_user_attr("prune_reason", str(e))
+        _end_trial_run(trial, cfg, "PRUNED", str(e))
+        raise
+    except (Exception, KeyboardInterrupt) as e:
+        reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}".splitlines()[0]
+        trial.set_user_attr("fail_reason", reason[:500])
+        _end_trial_run(trial, cfg, "FAIL", reason)
+        raise
+    _end_trial_run(trial, cfg, "COMPLETE")
+    return values
+
+
+def objective_values(cfg: SearchConfig, final: dict[str, float]) -> float | tuple[float, float]:
+    if cfg.objective == "neg_elbo":
+        return final["val_neg_elbo"]
+    if "fid_proxy" not in final:
+        raise RuntimeError(f"objective {cfg.objective} needs fid_proxy, which train-vae did not report")
+    return final["fid_proxy"] if cfg.objective == "fid" else (final["val_recon"], final["fid_proxy"])
+
+
+def _end_trial_run(trial, cfg: SearchConfig, state: str, reason: str = "") -> None:
+    from genlab import tracking
+
+    run_id = trial.user_attrs.get(RUN_ID_ATTR) or tracking.find_trial_run(cfg.experiment, cfg.study_name,
+                                                                            trial.number)
+    if run_id is None:  # failed before its run started (nothing to mark)
+        return
+    trial.set_user_attr(RUN_ID_ATTR, run_id)
+    tracking.tag_trial_run(run_id, trial.number, state, reason)
+    print(f"trial {trial.number} {state} (latent_dim {trial.params['latent_dim']}, beta {trial.params['beta']:.3g})"
+          f"{': ' + reason if reason else ''}  run {run_id}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- the worker loop
+
+def run_worker(cfg: SearchConfig, worker_index: int = 0, study=None) -> None:
+    """Run trials until the study has n_trials COMPLETE + PRUNED (or the timeout). Trials running elsewhere
+    count as on their way; when only those remain, wait one grace period in case their worker is dead."""
+    import optuna
+
+    from genlab import tracking
+
+    tracking.init_store()
+    study = study or open_study(cfg, worker_index)
+    parent_run_id = study.user_attrs.get(PARENT_ATTR)
+    if parent_run_id is None:
+        raise ConfigError(f"study_name {cfg.study_name!r} has no MLflow parent run: start it with genlab search")
+    deadline = time.monotonic() + cfg.timeout if cfg.timeout else math.inf
+    grace = 3 * cfg.heartbeat_seconds
+    waiting_since = None
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optuna.storages.fail_stale_trials(study)
+        counts = study_counts(study)
+        done = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+        if done >= cfg.n_trials or time.monotonic() > deadline:
+            return
+        if done + counts.get("RUNNING", 0) >= cfg.n_trials:
+            waiting_since = waiting_since or time.monotonic()
+            if time.monotonic() - waiting_since > grace + cfg.heartbeat_seconds:
+                return
+            time.sleep(cfg.heartbeat_seconds)
+            continue
+        waiting_since = None
+        try:
+            study.optimize(lambda trial: objective(trial, cfg, parent_run_id), n_trials=1,
+                           catch=(vae.NonFiniteLoss, SurplusTrial))
+        except optuna.exceptions.UpdateFinishedTrialError:  # declared dead while alive (a very late heartbeat)
+            print("a trial of this worker was declared dead while running; it was queued again", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- the coordinator
+
+def main(cfg: SearchConfig) -> dict[str, float]:
+    """Validate, create or resume the study and its parent run, run the workers, then log the summary.
+    Returns the summary metrics."""
+    from genlab import tracking
+
+    validate(cfg)
+    check_data(cfg)
+    study = open_study(cfg, create=True)  # creates a fresh SQLite file now, before any worker starts
+    params = dict(settings_of(cfg))
+    params.update(study_name=cfg.study_name, storage=redacted(cfg.storage), latent_dims=cfg.latent_dims)
+    parent_run_id = tracking.start_search_run(cfg.experiment, cfg.study_name, f"search {cfg.study_name}", params,
+                                              {"genlab.kind": "search", "optuna.storage": redacted(cfg.storage)})
+    study.set_user_attr(PARENT_ATTR, parent_run_id)
+    try:
+        codes = [0]
+        if cfg.workers == 1:
+            run_worker(cfg, 0, study)
+        else:
+            codes = _run_worker_processes(cfg)
+        summary = summarize(study, cfg, parent_run_id)
+        if summary["trials_complete"] + summary["trials_pruned"] < cfg.n_trials and any(codes):
+            raise RuntimeError(f"worker exit codes {codes}: the study has {summary['trials_complete']:.0f} complete "
+                               f"+ {summary['trials_pruned']:.0f} pruned of {cfg.n_trials} trials; rerun the same "
+                               "command to resume")
+    except KeyboardInterrupt:
+        tracking.mark_run(parent_run_id, "KILLED", "interrupted")
+        raise
+    except BaseException as e:
+        tracking.mark_run(parent_run_id, "FAILED", f"{type(e).__name__}: {e}")
+        raise
+    tracking.mark_run(parent_run_id, "FINISHED")
+    summary["parent_run_id"] = parent_run_id
+    return summary
+
+
+def worker_command(cfg: SearchConfig, worker_index: int) -> list[str]:
+    """The command line of one local worker process (same settings, trials only)."""
+    flags = [a for f in fields(SearchConfig) for a in (f"--{f.name.replace('_', '-')}", str(getattr(cfg, f.name)))]
+    return [sys.executable, "-m", "genlab", "search", *flags, "--worker", str(worker_index)]
+
+
+def _run_worker_processes(cfg: SearchConfig) -> list[int]:
+    """Start cfg.workers processes and wait for them; on Ctrl-C/SIGTERM, stop them cleanly (SIGTERM once:
+    each fails its trial and marks its run KILLED). Returns their exit codes."""
+    from genlab import tracking
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+    env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    # Own sessions: a terminal's Ctrl-C reaches the coordinator only, which forwards one SIGTERM.
+    procs = [subprocess.Popen(worker_command(cfg, i), env=env, start_new_session=True) for i in range(cfg.workers)]
+    try:
+        return [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
+
+
+def worker_main(cfg: SearchConfig, worker_index: int) -> None:
+    """``genlab search --worker N``: one worker process (local ones share the machine's cores)."""
+    import torch
+
+    validate(cfg)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.workers))
+    run_worker(cfg, worker_index)
+
+
+# ---------------------------------------------------------------- summary
+
+def summarize(study, cfg: SearchConfig, parent_run_id: str) -> dict[str, float]:
+    """Log to the parent run: counts, the best trial, trials.csv and the figures; register the best decoder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from genlab import tracking
+
+    counts = study_counts(study)
+    summary = {"n_trials": cfg.n_trials, "trials_complete": counts.get("COMPLETE", 0),
+               "trials_pruned": counts.get("PRUNED", 0), "trials_failed": counts.get("FAIL", 0)}
+    best = best_trial(study, cfg)
+    if best is not None:
+        if cfg.objective == "pareto":
+            summary["pareto_trials"] = len(study.best_trials)
+        else:
+            summary["best_value"] = best.value
+        summary.update(best_latent_dim=best.params["latent_dim"], best_beta=best.params["beta"],
+                       best_trial_number=best.number)
+    figures, texts = plot_study(study, cfg)
+    texts["trials.csv"] = study.trials_dataframe().to_csv(index=False)
+    tracking.log_to_run(parent_run_id, summary, figures, texts, step=summary["trials_complete"]
+                        + summary["trials_pruned"])
+    for figure in figures.values():
+        plt.close(figure)
+    if best is not None:
+        register_best(best, cfg)
+    return summary
+
+
+def best_trial(study, cfg: SearchConfig):
+    """The best COMPLETE trial; for pareto, the front's trial with the lowest fid_proxy (best samples)."""
+    if not any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
+        return None
+    if cfg.objective == "pareto":
+        return min(study.best_trials, key=lambda t: t.values[1])
+    return study.best_trial
+
+
+def register_best(trial, cfg: SearchConfig) -> None:
+    """Register the best trial's decoder as genlab-vae@best (logged now from its last checkpoint: trials skip
+    model logging)."""
+    import numpy as np
+
+    from genlab import tracking
+    from genlab.models.vae import VAE
+
+    run_id = trial.user_attrs.get(RUN_ID_ATTR) or tracking.find_trial_run(cfg.experiment, cfg.study_name,
+                                                                            trial.number)
+    if run_id is None or tracking.alias_run_id(MODEL_NAME, MODEL_ALIAS) == run_id:
+        return
+    if not tracking.has_logged_model(run_id, "decoder"):
+        checkpoint = vae.load_checkpoint(tracking.download_artifact(run_id, "checkpoint/last.pt"))
+        trained = vae.VAEConfig(**checkpoint["config"])
+        model = VAE(trained.latent_dim, trained.arch)
+        model.load_state_dict(checkpoint["model"])
+        with tracking.start_run(cfg.experiment, "", {}, {}, resume_run_id=run_id) as run:
+            run.log_model(model.decoder.eval(), "decoder", np.zeros((2, trained.latent_dim), np.float32))
+    version = tracking.register_model(run_id, "decoder", MODEL_NAME, alias=MODEL_ALIAS)
+    print(f"registered models:/{MODEL_NAME}@{MODEL_ALIAS} = version {version} (trial {trial.number}, run {run_id})",
+          file=sys.stderr, flush=True)
+
+
+def plot_study(study, cfg: SearchConfig) -> tuple[dict[str, Any], dict[str, str]]:
+    """Figures (path -> matplotlib figure) and explanatory texts for the parent run."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from matplotlib.ticker import MaxNLocator
+
+    rows = [{"number": t.number, "state": t.state.name, "latent_dim": t.params.get("latent_dim"),
+             "beta": t.params.get("beta"),
+             "value": (t.values[0] if t.values else None) if cfg.objective != "pareto" else None,
+             "val_recon": t.values[0] if cfg.objective == "pareto" and t.values else None,
+             "fid_proxy": t.values[-1] if cfg.objective == "pareto" and t.values else None,
+             "last_value": t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None}
+            for t in study.get_trials(deepcopy=False) if t.params]
+    df = pd.DataFrame(rows)
+    figures: dict[str, Any] = {}
+    texts: dict[str, str] = {}
+    if df.empty:
+        texts["figures.txt"] = "no trial has parameters yet: no figures"
+        return figures, texts
+    complete = df[df.state == "COMPLETE"]
+    targets = ["val_recon", "fid_proxy"] if cfg.objective == "pareto" else ["value"]
+    label = {"value": f"{cfg.objective} (nats/image)" if cfg.objective == "neg_elbo" else cfg.objective,
+             "val_recon": "val recon (nats/image)", "fid_proxy": "fid_proxy"}
+
+    # Optimisation history: each target per trial number, with the best so far.
+    fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4), squeeze=False)
+    for ax, target in zip(axes[0], targets, strict=True):
+        ax.scatter(complete.number, complete[target], label="complete", color="C0")
+        pruned = df[df.state == "PRUNED"]
+        if len(pruned) and target == "value":
+            ax.scatter(pruned.number, pruned.last_value, marker="x", color="grey", label="pruned (last epoch)")
+        if len(complete):
+            ax.step(complete.number, complete[target].cummin(), where="post", color="C1", label="best so far")
+        ax.set(xlabel="trial", ylabel=label[target], title=f"history: {label[target]}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend()
+    fig.tight_layout()
+    figures["history.png"] = fig
+
+    # Parameter importances (fANOVA) per target.
+    try:
+        import optuna
+
+        fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3), squeeze=False)
+        for i, (ax, target) in enumerate(zip(axes[0], targets, strict=True)):
+            importances = optuna.importance.get_param_importances(
+                study, target=(lambda t, i=i: t.values[i]) if cfg.objective == "pareto" else None,
+                evaluator=optuna.importance.FanovaImportanceEvaluator(seed=cfg.seed))
+            ax.barh(list(importances)[::-1], list(importances.values())[::-1], color="C2")
+            ax.set(xlabel="importance (fANOVA)", title=f"importances: {label[target]}")
+        fig.tight_layout()
+        figures["importances.png"] = fig
+    except (ValueError, RuntimeError) as e:
+        plt.close(fig)
+        texts["importances.txt"] = f"no parameter importances: {e}"
+
+    # The search space: latent_dim x beta, coloured by the objective; pruned and failed trials marked.
+    fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4), squeeze=False)
+    for ax, target in zip(axes[0], targets, strict=True):
+        if len(complete):
+            points = ax.scatter(complete.beta, complete.latent_dim, c=complete[target], cmap="viridis_r", s=80,
+                                label="complete")
+            fig.colorbar(points, ax=ax, label=label[target] + " (lower is better)")
+        for state, marker, color in (("PRUNED", "x", "grey"), ("FAIL", "X", "red")):
+            other = df[df.state == state]
+            if len(other):
+                ax.scatter(other.beta, other.latent_dim, marker=marker, color=color, label=state.lower())
+        ax.set_xscale("log")
+        ax.set_yscale("log", base=2)
+        ax.set_yticks(latent_dims(cfg), [str(d) for d in latent_dims(cfg)])
+        ax.set(xlabel="beta (KL weight)", ylabel="latent_dim", title=f"latent_dim x beta: {label[target]}")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    figures["latent_dim_beta.png"] = fig
+
+    if cfg.objective == "pareto" and len(complete):
+        front = {t.number for t in study.best_trials}
+        on_front = complete[complete.number.isin(front)].sort_values("val_recon")
+        dominated = complete[~complete.number.isin(front)]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.scatter(dominated.val_recon, dominated.fid_proxy, color="grey", label="dominated")
+        ax.plot(on_front.val_recon, on_front.fid_proxy, "o-", color="C3", drawstyle="steps-post", label="Pareto front")
+        for row in on_front.itertuples():
+            ax.annotate(f"z{row.latent_dim} b{row.beta:.2g}", (row.val_recon, row.fid_proxy), fontsize=7)
+        ax.set(xlabel=label["val_recon"], ylabel="fid_proxy", title="Pareto front")
+        ax.legend()
+        fig.tight_layout()
+        figures["pareto_front.png"] = fig
+    return figures, texts

@@ -1,0 +1,284 @@
+"""genlab search: nested runs and exact counts with 2 workers, resume, a killed worker, NaN and pruned trials,
+the pareto objective, bad input. Synthetic data, 1-2 epochs, tiny limit: these start processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from genlab import cli, losses, search
+
+from .conftest import ROOT, genlab_cmd
+
+TINY = dict(dataset="synthetic", epochs=1, limit=128, latent_dims="2,4,16", study_name="t")
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables made once (creating them costs seconds per test)."""
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path}")
+        from genlab import tracking
+
+        tracking.init_store()
+    return path
+
+
+@pytest.fixture
+def store(empty_store, tmp_path, monkeypatch) -> str:
+    """Like conftest's store (a fresh tracking store in a temporary working directory), copied from a template."""
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    from genlab import tracking
+
+    tracking.init_store()  # also points this process's MLflow client at it
+    return uri
+
+
+def config(tmp_path: Path, **kw) -> search.SearchConfig:
+    return search.SearchConfig(**{**TINY, "storage": f"sqlite:///{tmp_path / 'optuna.db'}", **kw})
+
+
+def cli_args(cfg: search.SearchConfig) -> list[str]:
+    return search.worker_command(cfg, 0)[4:-2]  # the flags, without the interpreter, "search" and --worker
+
+
+def load(cfg: search.SearchConfig) -> optuna.Study:
+    return optuna.load_study(study_name=cfg.study_name, storage=cfg.storage)
+
+
+def search_runs(experiment: str = "genlab-search") -> tuple[list, list]:
+    """(parent runs, child runs) of the experiment."""
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    parents = [r for r in runs if r.data.tags.get("genlab.kind") == "search"]
+    return parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def done(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+
+
+def test_two_workers_exact_counts_nesting_artifacts_then_resume(store, tmp_path):
+    cfg = config(tmp_path, n_trials=4, workers=2)
+    result = subprocess.run(genlab_cmd("search", *cli_args(cfg)), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = load(cfg)
+    assert len(done(study)) == 4
+    assert study.trials[0].params == search.DEFAULT_TRIAL  # the lab's configuration comes first
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+
+    (parent,), children = search_runs()
+    assert parent.info.status == "FINISHED" and parent.data.tags["optuna.study_name"] == "t"
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in children}
+    assert len(by_number) == len(children) == 4 and set(by_number) == {t.number for t in done(study)}
+    for trial in done(study):
+        run = by_number[trial.number]
+        assert run.info.status == "FINISHED" and run.data.tags["optuna.state"] == trial.state.name
+        assert trial.user_attrs[search.RUN_ID_ATTR] == run.info.run_id
+        assert float(run.data.params["beta"]) == trial.params["beta"]
+        assert int(run.data.params["latent_dim"]) == trial.params["latent_dim"]
+    client = MlflowClient()
+    assert [m.step for m in client.get_metric_history(by_number[0].info.run_id, "val_neg_elbo")] == [1]
+    artifacts = {f.path for f in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "history.png", "latent_dim_beta.png"} <= artifacts
+    assert artifacts & {"importances.png", "importances.txt"}
+    best = study.best_trial
+    assert parent.data.metrics["best_value"] == pytest.approx(best.value)
+    assert parent.data.metrics["best_latent_dim"] == best.params["latent_dim"]
+    assert parent.data.metrics["best_beta"] == pytest.approx(best.params["beta"])
+    assert parent.data.metrics["trials_complete"] + parent.data.metrics["trials_pruned"] == 4
+    assert client.get_model_version_by_alias("genlab-vae", "best").run_id == best.user_attrs[search.RUN_ID_ATTR]
+
+    # Resume in this process after raising n_trials: one more trial, same parent, nothing run twice.
+    before = {n: r.info.run_id for n, r in by_number.items()}
+    summary = search.main(config(tmp_path, n_trials=5, workers=1))
+    assert summary["trials_complete"] + summary["trials_pruned"] == 5 and summary["parent_run_id"] == parent.info.run_id
+    (parent2,), children2 = search_runs()
+    assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FINISHED"
+    after = {int(r.data.tags["optuna.trial_number"]): r.info.run_id for r in children2}
+    assert len(after) == len(children2) == 5 and {n: after[n] for n in before} == before
+    assert len(done(load(cfg))) == 5
+    # A rerun with a changed search space is refused before anything runs.
+    n_trials = len(load(cfg).trials)
+    assert cli.main(["search", *cli_args(config(tmp_path, n_trials=6, latent_dims="2,4"))]) == 2
+    assert len(load(cfg).trials) == n_trials
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_worker_trial_fails_its_run_fails_and_it_is_retried(store, tmp_path):
+    cfg = config(tmp_path, n_trials=2, epochs=2, heartbeat_seconds=1)
+    proc = subprocess.Popen(genlab_cmd("search", *cli_args(cfg)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        def running_child():
+            experiment = MlflowClient().get_experiment_by_name("genlab-search")
+            return experiment and [r for r in search_runs()[1] if r.info.status == "RUNNING"]
+
+        (victim,) = wait_for(running_child, 300, "a running trial")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert [t.state.name for t in load(cfg).trials] == ["RUNNING"]
+
+    summary = search.main(cfg)  # resume: the dead trial goes FAIL (heartbeat) and is run again
+    study = load(cfg)
+    dead = study.trials[0]
+    assert dead.state.name == "FAIL" and len(done(study)) == summary["trials_complete"] == 2
+    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == 0]
+    assert retry.state.name == "COMPLETE" and retry.params == dead.params
+    victim = MlflowClient().get_run(victim.info.run_id)
+    assert victim.info.status == "FAILED" and victim.data.tags["optuna.state"] == "FAIL"
+    assert "heartbeat" in victim.data.tags["optuna.reason"]
+    parents, children = search_runs()
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert sorted(r.info.status for r in children) == ["FAILED", "FINISHED", "FINISHED"]
+
+
+def test_nan_trial_fails_with_reason_and_a_bad_trial_is_pruned(store, tmp_path, monkeypatch):
+    cfg = config(tmp_path, n_trials=1, epochs=2)
+    search.main(cfg)  # trial 0: the lab default, the pruner's reference
+    study = load(cfg)
+    study.enqueue_trial({"latent_dim": 4, "beta": 7.0})  # its loss becomes NaN (below)
+    study.enqueue_trial({"latent_dim": 16, "beta": 10.0})  # trained uphill (below): worse than trial 0, pruned
+    vae_terms = losses.vae_terms
+
+    def sabotaged(logits, x, z_mean, z_log_var, beta):
+        terms = vae_terms(logits, x, z_mean, z_log_var, beta)
+        if beta == 7.0:
+            return {**terms, "loss": terms["loss"] * math.nan}
+        if beta == 3.0:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of a trial
+        # Gradient ascent from the same initial weights as trial 0 (same seed and latent_dim): a worse neg-ELBO.
+        return {**terms, "loss": -terms["loss"]} if beta == 10.0 else terms
+
+    monkeypatch.setattr(losses, "vae_terms", sabotaged)
+    monkeypatch.setattr(search, "PRUNER_STARTUP_TRIALS", 1)
+    summary = search.main(config(tmp_path, n_trials=2, epochs=2))
+    assert (summary["trials_complete"], summary["trials_pruned"], summary["trials_failed"]) == (1, 1, 1)
+    study = load(cfg)
+    nan_trial, pruned = study.trials[1], study.trials[2]
+    assert nan_trial.state.name == "FAIL" and "NonFiniteLoss" in nan_trial.user_attrs["fail_reason"]
+    client = MlflowClient()
+    nan_run = client.get_run(nan_trial.user_attrs[search.RUN_ID_ATTR])
+    assert nan_run.info.status == "FAILED" and nan_run.data.tags["optuna.state"] == "FAIL"
+    assert "nan" in nan_run.data.tags["optuna.reason"]
+    assert pruned.state.name == "PRUNED" and "median" in pruned.user_attrs["prune_reason"]
+    pruned_run = client.get_run(pruned.user_attrs[search.RUN_ID_ATTR])
+    assert pruned_run.info.status == "FINISHED" and pruned_run.data.tags["optuna.state"] == "PRUNED"
+    assert "genlab.failure" not in pruned_run.data.tags
+    assert all(r.info.status != "RUNNING" for r in client.search_runs(
+        [client.get_experiment_by_name("genlab-search").experiment_id]))
+
+    # Ctrl-C: the trial FAIL, its run KILLED, the parent run KILLED.
+    study.enqueue_trial({"latent_dim": 2, "beta": 3.0})
+    with pytest.raises(KeyboardInterrupt):
+        search.main(config(tmp_path, n_trials=3, epochs=2))
+    interrupted = load(cfg).trials[3]
+    assert interrupted.state.name == "FAIL" and interrupted.user_attrs["fail_reason"] == "interrupted"
+    killed = client.get_run(interrupted.user_attrs[search.RUN_ID_ATTR])
+    assert killed.info.status == "KILLED" and killed.data.tags["optuna.state"] == "FAIL"
+    (parent,), _ = search_runs()
+    assert parent.info.status == "KILLED"
+
+
+def test_pareto_objective_logs_the_front(store, tmp_path):
+    if not search._has_fid_proxy():
+        pytest.skip("objective pareto needs fid_proxy from genlab.train.classifier (metrics issue), not present")
+    cfg = config(tmp_path, n_trials=2, objective="pareto")
+    summary = search.main(cfg)
+    assert summary["trials_complete"] == 2 and summary["pareto_trials"] >= 1
+    assert all(len(t.values) == 2 for t in load(cfg).trials)
+    (parent,), _ = search_runs()
+    assert "pareto_front.png" in {f.path for f in MlflowClient().list_artifacts(parent.info.run_id)}
+
+
+BAD_SEARCH = [
+    (["--latent-dims", ""], "latent_dims"),
+    (["--latent-dims", "4,x"], "latent_dims"),
+    (["--latent-dims", "0,4"], "latent_dims"),
+    (["--latent-dims", "4,4"], "latent_dims"),
+    (["--beta-min", "5", "--beta-max", "1"], "beta_min"),
+    (["--beta-min", "-1"], "beta_min"),
+    (["--beta-max", "0"], "beta_max"),
+    (["--beta-max", "nan"], "beta_max"),
+    (["--n-trials", "0"], "n_trials"),
+    (["--n-trials", "-3"], "n_trials"),
+    (["--workers", "0"], "workers"),
+    (["--timeout", "-5"], "timeout"),
+    (["--epochs", "0"], "epochs"),
+    (["--limit", "-1"], "limit"),
+    (["--heartbeat-seconds", "0"], "heartbeat_seconds"),
+    (["--sampler", "bayes"], "sampler"),
+    (["--sampler", "grid", "--n-trials", "1000"], "n_trials"),
+    (["--objective", "magic"], "objective"),
+    (["--dataset", "cifar10"], "dataset"),
+    (["--study-name", "a b"], "study_name"),
+    (["--storage", "not a url"], "storage"),
+    (["--storage", "ftp://host/x"], "storage"),
+    (["--storage", "sqlite:////no/such/dir/optuna.db"], "storage"),
+    (["--storage", "sqlite://"], "storage"),
+    (["--storage", "postgresql://user:secret@"], "storage"),
+    (["--storage", "postgresql://user:secret@127.0.0.1:1/optuna"], "cannot be opened"),
+]
+
+
+@pytest.fixture(scope="module")
+def one_store(empty_store, tmp_path_factory):
+    """One tracking store for all the bad-input cases (none may write to it)."""
+    path = tmp_path_factory.mktemp("bad")
+    shutil.copy(empty_store, path / "mlflow.db")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(path)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path / 'mlflow.db'}")
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        from genlab import tracking
+
+        tracking.init_store()
+        yield path
+
+
+@pytest.mark.parametrize("args,names", BAD_SEARCH, ids=[" ".join(a) for a, _ in BAD_SEARCH])
+def test_search_bad_input(one_store, tmp_path, capsys, args, names):
+    storage = ["--storage", f"sqlite:///{tmp_path / 'optuna.db'}"]
+    code = cli.main(["search", "--dataset", "synthetic", *storage, *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and names in err and "Traceback" not in err and "secret" not in err
+    assert not (tmp_path / "optuna.db").exists() and not (one_store / "optuna.db").exists()
+    client = MlflowClient()
+    assert [e.name for e in client.search_experiments()] == ["Default"] and not client.search_runs(["0"])
+
+
+def test_mlproject_search_entry_matches_the_config():
+    entry = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]["search"]
+    names = [f.name for f in dataclasses.fields(search.SearchConfig)]
+    assert list(entry["parameters"]) == names
+    for name in names:
+        assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"]
