@@ -99,6 +99,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     for lang, folder in folders.items():
         print(f"report ({lang}): {folder / 'report.md'}  {folder / 'report.html'}")
     print(f"logged as run {run_id} (genlab.kind=report)")
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from genlab import search
 
