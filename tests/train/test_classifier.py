@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from genlab import cli, data
 from genlab.models.classifier import FEATURE_DIM, Classifier
-from genlab.train import classifier
+from genlab.train import classifier, vae
 
 SCORE_KEYS = {"fid_proxy", "kid_proxy", "kid_proxy_std", "precision", "recall", "density", "coverage",
               "class_coverage", "is_proxy"}
@@ -80,6 +80,19 @@ def test_scorer_rejects_bad_images_with_one_line(trained):
         with pytest.raises(ValueError, match=message) as info:
             scorer.score(images)
         assert "\n" not in str(info.value)
+
+
+def test_vae_run_logs_sample_quality_and_the_classifier(trained):
+    _, scorer = trained
+    cfg = vae.VAEConfig(dataset="synthetic", epochs=1, limit=300, batch_size=64, latent_dim=4, experiment="eval",
+                        eval_samples=300)
+    run_id, final = vae.main(cfg)
+    run = MlflowClient().get_run(run_id)
+    assert run.data.params["fid_classifier"] == scorer.run_id and run.data.params["eval_samples"] == "300"
+    expected = SCORE_KEYS | {f"recon_{k}" for k in SCORE_KEYS} | {"eval_seconds"}
+    assert expected <= set(run.data.metrics) and expected <= set(final)
+    # an untrained-ish VAE is far from the data; its reconstructions are closer than its prior samples
+    assert final["fid_proxy"] > 0 and final["recon_fid_proxy"] < final["fid_proxy"]
 
 
 BAD_TRAIN_CLASSIFIER = [(["--epochs", "0"], "epochs"), (["--lr", "-1"], "lr"), (["--dataset", "cifar10"], "dataset"),
