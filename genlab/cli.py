@@ -77,6 +77,21 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from genlab.train import classifier
+
+    cfg = config_from_args(args, classifier.ClassifierConfig)
+    classifier.validate(cfg)
+    existing = classifier.find_classifier(cfg)
+    run_id, final = classifier.main(cfg)
+    print(f"run {run_id} finished: test_accuracy {final['test_accuracy']:.4f}; registered as "
+          f"{classifier.model_name(cfg.dataset)}")
+    if existing:
+        print(f"note: classifier run {existing} has the same config and stays the one the metrics use",
+              file=sys.stderr)
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from genlab import data
 
@@ -159,6 +174,11 @@ def build_parser() -> Parser:
                    help="run trials only, as worker INDEX of an existing study (started by --workers N, or by hand "
                    "on another machine with a distinct INDEX: it seeds the sampler)")
     p.set_defaults(func=cmd_search)
+    from genlab.train.classifier import ClassifierConfig
+
+    p = sub.add_parser("train-classifier", help="train the feature classifier of the sample-quality metrics")
+    add_config_arguments(p, ClassifierConfig)
+    p.set_defaults(func=cmd_train_classifier)
 
     p = sub.add_parser("data", help="locate or download a data set")
     p.add_argument("action", choices=("download", "path"))

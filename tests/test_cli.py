@@ -35,6 +35,8 @@ BAD_TRAIN_VAE = [
     (["--estimator", "magic"], "estimator"),
     (["--kl-warmup-epochs", "-1"], "kl_warmup_epochs"),
     (["--device", "tpu"], "device"),
+    (["--eval-samples", "-1"], "eval_samples"),
+    (["--eval-samples", "100"], "eval_samples"),
     (["--dataset", "synthetic", "--batch-size", "100000"], "batch_size"),
     (["--resume", "0123456789abcdef"], "not found"),
 ]

@@ -13,3 +13,134 @@ def test_active_units_on_constructed_case():
     assert metrics.active_units(z) == 2
     with pytest.raises(ValueError):
         metrics.active_units(np.zeros(3))
+
+
+# ---------------------------------------------------------------- sample-quality metrics
+
+def random_gaussian(rng, d, n):
+    """Well-conditioned mean and covariance, and n samples from them."""
+    a = rng.normal(size=(d, d)) / np.sqrt(d)
+    sigma = a @ a.T + 0.5 * np.eye(d)
+    mu = rng.normal(size=d)
+    return mu, sigma, rng.multivariate_normal(mu, sigma, size=n)
+
+
+def test_frechet_distance_matches_scipy_sqrtm_is_symmetric_and_zero_on_identical_inputs():
+    import scipy.linalg
+
+    rng = np.random.default_rng(0)
+    for d in (2, 16, 64):
+        mu1, s1, _ = random_gaussian(rng, d, 0)
+        mu2, s2, _ = random_gaussian(rng, d, 0)
+        direct = ((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2)
+                  - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2).real))
+        ours = metrics.frechet_distance(mu1, s1, mu2, s2)
+        assert isinstance(ours, float)
+        assert abs(ours - direct) / direct < 1e-6
+        assert abs(metrics.frechet_distance(mu2, s2, mu1, s1) - ours) / ours < 1e-9
+        assert metrics.frechet_distance(mu1, s1, mu1, s1) < 1e-9 * np.trace(s1)
+
+
+def test_frechet_distance_is_stable_with_singular_covariances():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 3)) @ rng.normal(size=(3, 32))  # rank 3 in 32 dims
+    mu, sigma = x.mean(0), np.cov(x, rowvar=False)
+    singular = np.zeros((32, 32))
+    for d in (metrics.frechet_distance(mu, sigma, mu, sigma), metrics.frechet_distance(mu, sigma, mu + 1, singular)):
+        assert np.isfinite(d) and d >= 0
+    # N(mu, S) vs the point mass at mu + 1: |1|^2 * 32 + tr(S)
+    assert metrics.frechet_distance(mu, sigma, mu + 1, singular) == pytest.approx(32 + np.trace(sigma), rel=1e-9)
+
+
+def test_frechet_distance_agrees_with_torchmetrics_fid():
+    import torch
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    class Identity(torch.nn.Module):
+        num_features = 8
+
+        def forward(self, x):
+            return x
+
+    rng = np.random.default_rng(2)
+    _, _, real = random_gaussian(rng, 8, 2000)
+    _, _, fake = random_gaussian(rng, 8, 1500)
+    fid = FrechetInceptionDistance(feature=Identity())
+    fid.update(torch.from_numpy(real), real=True)
+    fid.update(torch.from_numpy(fake), real=False)
+    ours = metrics.frechet_distance(*metrics.feature_stats(real), *metrics.feature_stats(fake))
+    assert ours == pytest.approx(float(fid.compute()), rel=1e-6)
+
+
+def test_feature_stats_rejects_too_few_samples_and_non_finite_features():
+    rng = np.random.default_rng(3)
+    with pytest.raises(ValueError, match="at least 129"):
+        metrics.feature_stats(rng.normal(size=(128, 128)))
+    features = rng.normal(size=(300, 16))
+    features[[5, 7]] = np.nan
+    with pytest.raises(ValueError, match="non-finite features for 2 of 300"):
+        metrics.feature_stats(features)
+    with pytest.raises(ValueError, match="non-finite"):
+        metrics.prdc(features, features)
+    with pytest.raises(ValueError, match="non-finite"):
+        metrics.kid(features, rng.normal(size=(300, 16)))
+
+
+def test_kid_matches_torchmetrics_mmd_and_orders_distributions():
+    import torch
+    from torchmetrics.image.kid import poly_mmd
+
+    rng = np.random.default_rng(4)
+    real, near, far = rng.normal(size=(400, 16)), rng.normal(0.1, 1, (400, 16)), rng.normal(1.0, 1, (400, 16))
+    # one subset holding every sample: the same unbiased estimator as torchmetrics
+    mean, std = metrics.kid(real, far, subsets=1, subset_size=400)
+    expected = float(poly_mmd(torch.from_numpy(real), torch.from_numpy(far)))
+    assert mean == pytest.approx(expected, rel=1e-5) and std == 0.0
+    same = metrics.kid(real[:200], real[200:], subsets=20, subset_size=150)
+    small = metrics.kid(real, near, subsets=20, subset_size=150)
+    large = metrics.kid(real, far, subsets=20, subset_size=150)
+    assert abs(same[0]) < 3 * same[1] + 1e-3  # unbiased: about 0 for one distribution
+    assert same[0] < small[0] < large[0] and large[1] > 0
+    assert metrics.kid(real, far, subsets=5, subset_size=100, seed=7) == metrics.kid(real, far, subsets=5,
+                                                                                      subset_size=100, seed=7)
+
+
+def test_prdc_matches_the_prdc_package():
+    import contextlib
+    import io
+
+    from prdc import compute_prdc
+
+    rng = np.random.default_rng(5)
+    real = rng.normal(size=(500, 16)).astype(np.float32)
+    for fake in (rng.normal(0.3, 1.0, (400, 16)).astype(np.float32), rng.normal(0, 0.5, (300, 16)).astype(np.float32)):
+        with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the sample counts
+            expected = compute_prdc(real, fake, nearest_k=3)
+        ours = metrics.prdc(real, fake, k=3)
+        cached = metrics.prdc(real, fake, k=3, real_radii=metrics.knn_radii(real, 3))
+        assert ours == cached
+        for key in ("precision", "recall", "density", "coverage"):
+            # float32 distances vs the package's float64: at most one comparison in 300 may flip
+            assert ours[key] == pytest.approx(float(expected[key]), abs=1 / 300 + 1e-12), key
+
+
+def test_prdc_collapse_of_a_single_mode():
+    rng = np.random.default_rng(6)
+    centres = rng.normal(0, 10, (10, 16))
+    real = (centres[np.arange(1000) % 10] + rng.normal(size=(1000, 16))).astype(np.float32)
+    one_mode = (centres[0] + rng.normal(size=(300, 16))).astype(np.float32)
+    result = metrics.prdc(real, one_mode)
+    assert result["precision"] > 0.7 and result["recall"] < 0.15 and result["coverage"] < 0.2
+
+
+def test_class_coverage_and_is_proxy():
+    logits = np.full((100, 10), -10.0)
+    logits[np.arange(100), np.arange(100) % 10] = 10.0  # confident and balanced
+    assert metrics.class_coverage(logits) == 1.0
+    assert metrics.is_proxy(logits) == pytest.approx(10.0, rel=1e-3)
+    collapsed = logits.copy()
+    collapsed[:, :] = -10.0
+    collapsed[:, 3] = 10.0
+    collapsed[0, 3], collapsed[0, 4] = -10.0, 10.0  # one sample of class 4: 1 % < 2 %
+    assert metrics.class_coverage(collapsed) == 0.1
+    assert metrics.is_proxy(np.zeros((50, 10))) == pytest.approx(1.0)  # uniform guesses

@@ -18,6 +18,7 @@ import torch
 from genlab import data, images, losses, metrics
 from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
 from genlab.models.vae import ARCHS, VAE, param_count, reparameterize
+from genlab.train.classifier import MIN_SAMPLES as MIN_EVAL_SAMPLES
 
 ESTIMATORS = ("reparam", "score")
 PRECISIONS = ("fp32", "bf16")
@@ -41,6 +42,7 @@ class VAEConfig:
     seed: int = 0
     device: str = "auto"
     experiment: str = "genlab-vae"
+    eval_samples: int = 10000  # prior samples scored at the end (fid_proxy, ...); 0 = skip sample-quality metrics
 
 
 def validate(cfg: VAEConfig) -> None:
@@ -59,6 +61,8 @@ def validate(cfg: VAEConfig) -> None:
     check_int("seed", cfg.seed, 0)
     check_choice("device", cfg.device, ("auto", "cpu", "cuda"))
     check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
+    check(isinstance(cfg.eval_samples, int) and (cfg.eval_samples == 0 or cfg.eval_samples >= MIN_EVAL_SAMPLES),
+          "eval_samples", cfg.eval_samples, f"0 (skip) or an integer >= {MIN_EVAL_SAMPLES}")
 
 
 def run_name(cfg: VAEConfig) -> str:
@@ -227,11 +231,38 @@ def train(cfg: VAEConfig, splits: data.Splits, run=None, resume: dict | None = N
     final.update({f"train_eval_{k}": v for k, v in train_eval.items() if k != "active_units"})
     if run is not None:
         run.log_metrics({k: final[k] for k in final if k.startswith(("test_", "train_eval_"))}, step=cfg.epochs)
+        if cfg.eval_samples > 0:
+            final.update(_log_sample_quality(run, model, splits, cfg, device))
         if log_models:
             model.cpu().eval()
             run.log_model(model.decoder, "decoder", np.zeros((2, cfg.latent_dim), np.float32))
             run.log_model(model.encoder, "encoder", np.zeros((2, 1, 28, 28), np.float32))
     return model, final
+
+
+def _log_sample_quality(run, model: VAE, splits: data.Splits, cfg: VAEConfig, device: torch.device,
+                        ) -> dict[str, float]:
+    """Score ``eval_samples`` prior samples (``fid_proxy``, ...) and as many test reconstructions
+    (``recon_fid_proxy``, ...) with the data set's feature classifier; log them, ``eval_seconds`` and the param
+    ``fid_classifier``. ``eval_seconds`` leaves out a one-time classifier training."""
+    from genlab.train.classifier import get_scorer
+
+    scorer = get_scorer(cfg.dataset, device, splits=splits)
+    t0 = time.perf_counter()
+    run.log_params({"fid_classifier": scorer.run_id})
+    model.eval()
+    z = torch.randn(cfg.eval_samples, cfg.latent_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED + cfg.seed))
+    samples, recons = [], []
+    with torch.no_grad():
+        for start in range(0, len(z), 1000):
+            samples.append(torch.sigmoid(model.decoder(z[start:start + 1000].to(device))).float().cpu())
+        for xb in data.batches(splits.test_x[:cfg.eval_samples], 1000, device=device):
+            recons.append(torch.sigmoid(model.decoder(model.encoder.encode(xb)[0])).float().cpu())  # posterior mean
+    model.train()
+    quality = {**scorer.score(torch.cat(samples)), **scorer.score(torch.cat(recons), prefix="recon_")}
+    quality["eval_seconds"] = time.perf_counter() - t0
+    run.log_metrics(quality, step=cfg.epochs)
+    return quality
 
 
 def _progress(total: int, epoch: int, epochs: int):

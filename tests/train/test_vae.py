@@ -13,7 +13,8 @@ EPOCH_METRICS = {"train_recon", "train_kl", "train_neg_elbo", "val_recon", "val_
 
 
 def tiny(**kw) -> vae.VAEConfig:
-    base = dict(dataset="synthetic", epochs=2, limit=300, batch_size=64, latent_dim=4, experiment="test-vae")
+    base = dict(dataset="synthetic", epochs=2, limit=300, batch_size=64, latent_dim=4, experiment="test-vae",
+                eval_samples=0)  # sample-quality metrics: tests/train/test_classifier.py
     return vae.VAEConfig(**{**base, **kw})
 
 
@@ -75,7 +76,8 @@ def test_evaluate_is_deterministic():
 
 
 def test_smoke_on_real_fashion_mnist(store, fashion_mnist_dir):
-    run_id, final = vae.main(vae.VAEConfig(dataset="fashion-mnist", epochs=1, limit=2000, experiment="smoke"))
+    run_id, final = vae.main(vae.VAEConfig(dataset="fashion-mnist", epochs=1, limit=2000, experiment="smoke",
+                                                 eval_samples=0))
     assert MlflowClient().get_run(run_id).info.status == "FINISHED"
     # untrained: 784*ln2 = 543 nats; one short epoch must already be far below
     assert final["test_neg_elbo"] < 450
