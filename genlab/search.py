@@ -35,7 +35,7 @@ DEFAULT_TRIAL = {"latent_dim": 16, "beta": 1.0}  # the lab's configuration: ever
 MODEL_NAME, MODEL_ALIAS = "genlab-vae", "best"
 GRID_BETAS = 5  # log-spaced beta values per latent_dim for sampler=grid
 PRUNER_STARTUP_TRIALS = 3  # complete trials before the median pruner may stop one
-PRUNER_WARMUP_EPOCHS = 1  # epoch 1 is never pruned: too early to judge
+PRUNER_WARMUP_EPOCHS = 0  # a clearly bad trial may be stopped after its first epoch already
 MAX_RETRIES = 2  # a trial whose worker died is re-queued at most this many times
 # Study user attrs: the trial settings (a resumed study must keep them) and the MLflow parent run.
 SETTINGS_ATTR, PARENT_ATTR = "genlab.settings", "genlab.mlflow_parent_run_id"
@@ -275,7 +275,8 @@ class SurplusTrial(Exception):
     """Two workers asked for a trial at once when one was missing: the later one fails without training."""
 
 
-def objective(trial, cfg: SearchConfig, parent_run_id: str) -> float | tuple[float, float]:
+def objective(trial, cfg: SearchConfig, parent_run_id: str, splits: data.Splits | None = None,
+              ) -> float | tuple[float, float]:
     """Train one VAE (the train-vae loop, as a child run) and return the value(s) to minimise."""
     import optuna
 
@@ -302,7 +303,7 @@ def objective(trial, cfg: SearchConfig, parent_run_id: str) -> float | tuple[flo
 
     try:
         _, final = vae.main(trial_config(cfg, latent_dim, beta), on_epoch=on_epoch, parent_run_id=parent_run_id,
-                            tags=tags, log_models=False)
+                            tags=tags, splits=splits, log_models=False)
         values = objective_values(cfg, final)
     except optuna.TrialPruned as e:
         trial.set_user_attr("prune_reason", str(e))
@@ -352,6 +353,7 @@ def run_worker(cfg: SearchConfig, worker_index: int = 0, study=None) -> None:
     parent_run_id = study.user_attrs.get(PARENT_ATTR)
     if parent_run_id is None:
         raise ConfigError(f"study_name {cfg.study_name!r} has no MLflow parent run: start it with genlab search")
+    splits = data.load(cfg.dataset, cfg.limit)  # once per worker, not once per trial
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else math.inf
     grace = 3 * cfg.heartbeat_seconds
     waiting_since = None
@@ -371,7 +373,7 @@ def run_worker(cfg: SearchConfig, worker_index: int = 0, study=None) -> None:
             continue
         waiting_since = None
         try:
-            study.optimize(lambda trial: objective(trial, cfg, parent_run_id), n_trials=1,
+            study.optimize(lambda trial: objective(trial, cfg, parent_run_id, splits), n_trials=1,
                            catch=(vae.NonFiniteLoss, SurplusTrial))
         except optuna.exceptions.UpdateFinishedTrialError:  # declared dead while alive (a very late heartbeat)
             print("a trial of this worker was declared dead while running; it was queued again", file=sys.stderr)
