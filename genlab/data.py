@@ -263,7 +263,8 @@ def load(name: str, limit: int = 0, val_size: int | None = None) -> Splits:
 
 def to_float(batch: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
     """uint8 (B, 28, 28) -> float32 (B, 1, 28, 28) in [0, 1] on ``device``."""
-    return batch.to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)
+    # uint8 / float promotes to float32 in one pass (no separate .float() copy)
+    return batch.to(device, non_blocking=True).unsqueeze(1).div(255.0)
 
 
 def batches(images: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
@@ -276,6 +277,12 @@ def batches(images: torch.Tensor, batch_size: int, generator: torch.Generator | 
     n = len(images)
     order = torch.randperm(n, generator=generator) if generator is not None else None
     for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
-        x = to_float(images[idx], device)
-        yield (x, labels[idx].to(device)) if labels is not None else x
+        if order is None:
+            x_u8 = images[start:start + batch_size]
+            y = labels[start:start + batch_size] if labels is not None else None
+        else:  # index_select copies whole rows: ~3x faster than advanced indexing images[idx] on CPU
+            idx = order[start:start + batch_size]
+            x_u8 = torch.index_select(images, 0, idx)
+            y = torch.index_select(labels, 0, idx) if labels is not None else None
+        x = to_float(x_u8, device)
+        yield (x, y.to(device)) if y is not None else x
