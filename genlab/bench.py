@@ -403,7 +403,6 @@ def measure_tracking(ctx: Context) -> list[Measure]:
         trial_ids.append(run.run_id)
         return seconds
 
-    tracking.init_store()  # creating the store is a one-off, not per epoch
     seconds = interleaved({"tracked": tracked, "untracked": untracked}, ctx.repeats)
     overhead = statistics.median((a - b) / b for a, b in zip(seconds["tracked"], seconds["untracked"], strict=True))
     untracked_median = statistics.median(seconds["untracked"])
@@ -510,6 +509,7 @@ def main(cfg: BenchConfig, measurements: list[Callable[[Context], list[Measure]]
     from genlab import tracking
 
     validate(cfg)
+    tracking.init_store()  # a bad store URL fails now, not after minutes of measuring
     device = resolve_device(cfg.device)
     splits = splits or data.load(cfg.dataset)
     sizes = SIZES[cfg.profile]
