@@ -35,3 +35,7 @@ ui: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check genlab reports tests
+
+# Speed, side by side in one process (see README "Benchmark"); `make bench BENCH_ARGS=--quick` for < 2 min.
+bench: data
+	$(BIN)/genlab bench $(BENCH_ARGS)

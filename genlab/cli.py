@@ -135,6 +135,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from genlab import bench
+
+    cfg = config_from_args(args, bench.BenchConfig)
+    bench.validate(cfg)  # before reading data or touching the tracking store
+    run_id, report = bench.main(cfg)
+    print(f"bench run {run_id} ({report['total_seconds']:.0f} s): wrote {' and '.join(report['files'])}")
+    return 0
+
+
 def build_parser() -> Parser:
     from genlab.train.vae import VAEConfig
 
@@ -185,6 +195,13 @@ def build_parser() -> Parser:
     p.add_argument("name", choices=("fashion-mnist", "mnist"))
     p.add_argument("--dest", default=None, help="target folder for download (default ./data/NAME)")
     p.set_defaults(func=cmd_data)
+
+    from genlab.bench import BenchConfig
+    p = sub.add_parser("bench", help="measure genlab's speed side by side with the common alternatives")
+    add_config_arguments(p, BenchConfig)
+    p.add_argument("--quick", dest="profile", action="store_const", const="quick",
+                   help="same as --profile quick (under 2 minutes on 2 cores)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

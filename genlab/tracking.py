@@ -46,7 +46,11 @@ def init_store() -> str:
     """Point MLflow at the store and create it now (two processes creating one SQLite file at once crash)."""
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    MlflowClient().search_experiments(max_results=1)
+    try:
+        MlflowClient().search_experiments(max_results=1)
+    except MlflowException as e:  # an unknown scheme or malformed URL is bad input (exit 2), before any run
+        raise TrackingError(f"cannot use tracking store '{uri}' (MLFLOW_TRACKING_URI): "
+                            f"{str(e).strip().splitlines()[0][:160]}") from None
     return uri
 
 

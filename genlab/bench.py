@@ -1,0 +1,547 @@
+"""``genlab bench``: genlab's speed measured side by side with the common alternative, in one process.
+
+The machine is shared and noisy, so every comparison runs its two sides in the same process, interleaved
+(A B, then B A, ...) for ``repeats`` rounds, and reports the median of the per-round ratios.
+Results go to ``bench.json`` and ``bench.md`` (a Markdown table) in ``output_dir`` and to one MLflow run tagged
+``genlab.kind=bench``.
+
+To add a measurement: write ``def measure_x(ctx: Context) -> list[Measure]`` and append it to ``MEASUREMENTS``.
+A piece that is not on this branch returns ``Measure(name, None, reason=...)``: "not measured", never a number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import io
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genlab import data, losses
+from genlab.config import ConfigError, check, check_choice, check_int, resolve_device
+from genlab.models.vae import VAE
+from genlab.train import vae
+
+PROFILES = ("quick", "full")
+# Timed epochs are sized from a warm-up estimate of this machine's training speed, so the whole bench fits its
+# budget on a slow shared CPU as on a GPU: quick < 2 min, full < 10 min on 2 CPU cores.
+SIZES = {
+    "quick": {"repeats": 3, "pipeline_images": 20000, "train_seconds": 4.0, "bf16_seconds": 3.0, "bf16_rounds": 1,
+              "tracking_seconds": 8.0, "eval_images": 500, "matmul_size": 1024},
+    "full": {"repeats": 5, "pipeline_images": 55000, "train_seconds": 12.0, "bf16_seconds": 15.0, "bf16_rounds": 2,
+             "tracking_seconds": 25.0, "eval_images": 1000, "matmul_size": 1024},
+}
+
+
+@dataclass
+class BenchConfig:
+    profile: str = "full"  # quick (< 2 min on 2 cores) | full (< 10 min)
+    dataset: str = "fashion-mnist"
+    batch_size: int = 128
+    repeats: int = 0  # rounds per comparison; 0 = the profile's (3 quick, 5 full)
+    device: str = "auto"
+    output_dir: str = "."  # where bench.json and bench.md are written
+    experiment: str = "genlab-bench"
+    seed: int = 0
+
+
+def validate(cfg: BenchConfig) -> None:
+    """Raise ConfigError (one line) for any invalid value; called before any data is read or run created."""
+    check_choice("profile", cfg.profile, PROFILES)
+    check_choice("dataset", cfg.dataset, data.DATASETS)
+    check_int("batch_size", cfg.batch_size, 1)
+    check_int("repeats", cfg.repeats, 0)
+    check_choice("device", cfg.device, ("auto", "cpu", "cuda"))
+    check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
+    check_int("seed", cfg.seed, 0)
+    out = Path(cfg.output_dir)
+    check(out.is_dir(), "output_dir", cfg.output_dir, "an existing folder")
+    check(os.access(out, os.W_OK | os.X_OK), "output_dir", cfg.output_dir, "a writable folder")
+    resolve_device(cfg.device)
+
+
+# ---------------------------------------------------------------- results
+
+@dataclass
+class Measure:
+    """One row of the table. ``value`` None = not measured, and ``reason`` says why."""
+
+    name: str
+    value: float | None
+    unit: str = "x"
+    goal: tuple[str, float] | None = None  # (">=" or "<=", threshold)
+    detail: dict = field(default_factory=dict)  # the side-by-side numbers behind the value
+    note: str = ""
+    reason: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        if self.value is None or self.goal is None:
+            return None
+        op, threshold = self.goal
+        return self.value >= threshold if op == ">=" else self.value <= threshold
+
+    def as_dict(self) -> dict:
+        return {"value": self.value, "unit": self.unit, "goal": f"{self.goal[0]} {self.goal[1]:g}" if self.goal else None,
+                "met": self.met, "detail": self.detail, "note": self.note,
+                **({"status": "not measured", "reason": self.reason} if self.value is None else {})}
+
+
+@dataclass
+class Context:
+    """What every measurement gets: the config, the sizes of its profile, the data in memory, the device."""
+
+    cfg: BenchConfig
+    sizes: dict
+    splits: data.Splits
+    device: torch.device
+    rates: dict[str, float] = field(default_factory=dict)  # warm-up images/s of genlab's loop per precision
+
+    @property
+    def repeats(self) -> int:
+        return self.cfg.repeats or self.sizes["repeats"]
+
+    def images_for(self, seconds: float, precision: str = "fp32") -> int:
+        """Whole batches of training images that take about ``seconds`` in genlab's loop (at least 2 batches,
+        at most the training split). The first call per precision runs a short warm-up to estimate the speed."""
+        if precision not in self.rates:
+            one_batch = self.train_splits(self.cfg.batch_size, n_eval=self.cfg.batch_size)
+            genlab_train(self, one_batch, precision)  # warm-up: kernel selection, allocator growth
+            self.rates[precision] = genlab_train(self, one_batch, precision)["images_per_second"]
+        batches = max(2, round(seconds * self.rates[precision] / self.cfg.batch_size))
+        return min(batches * self.cfg.batch_size, len(self.splits.train_x))
+
+    def train_splits(self, n_images: int, n_eval: int | None = None) -> data.Splits:
+        """The first ``n_images`` training images; small val/test slices (``n_eval``, default the profile's) so
+        evaluation stays cheap."""
+        s, n_eval = self.splits, n_eval or self.sizes["eval_images"]
+        return dataclasses.replace(s, train_x=s.train_x[:n_images], train_y=s.train_y[:n_images],
+                                   val_x=s.val_x[:n_eval], val_y=s.val_y[:n_eval],
+                                   test_x=s.test_x[:n_eval], test_y=s.test_y[:n_eval])
+
+    def vae_config(self, n_images: int, **kw) -> vae.VAEConfig:
+        return vae.VAEConfig(dataset=self.cfg.dataset, epochs=1, batch_size=self.cfg.batch_size, limit=n_images,
+                             seed=self.cfg.seed, device=str(self.device), experiment=self.cfg.experiment, **kw)
+
+
+# ---------------------------------------------------------------- timing helpers
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(sides: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Run each side once per round, alternating the order between rounds (drift hits both sides alike).
+    Each callable returns its own measurement (seconds or a rate)."""
+    out: dict[str, list[float]] = {k: [] for k in sides}
+    names = list(sides)
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            out[name].append(sides[name]())
+    return out
+
+
+def median_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """Median of the per-round ratios (pairs from the same round share the machine's state)."""
+    return statistics.median(a / b for a, b in zip(numerators, denominators, strict=True))
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the per-epoch lines of the training loop while it is being timed."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+# ---------------------------------------------------------------- data pipeline
+
+class PerItemDataset(torch.utils.data.Dataset):
+    """The common tutorial pattern: numpy images, each converted to a float tensor on access (as ToTensor does)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = torch.from_numpy(self.images[i]).unsqueeze(0).float().div(255.0)
+        return image, int(self.labels[i])
+
+
+def reference_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
+                     ) -> torch.utils.data.DataLoader:
+    """DataLoader over the per-item Dataset, shuffled, in-process (num_workers=0, as on a 2-core machine)."""
+    return torch.utils.data.DataLoader(PerItemDataset(images, labels), batch_size=batch_size, shuffle=True,
+                                       generator=torch.Generator().manual_seed(seed))
+
+
+def measure_data_pipeline(ctx: Context) -> list[Measure]:
+    """Images/s producing the same float batches (images and labels, same batch size, shuffled): genlab's
+    slicing vs a DataLoader over a per-item Dataset. Passes over the training split until ``pipeline_images``."""
+    per_pass = min(ctx.sizes["pipeline_images"], len(ctx.splits.train_x))
+    x, y = ctx.splits.train_x[:per_pass], ctx.splits.train_y[:per_pass]
+    x_np, y_np = x.numpy(), y.numpy()
+    passes = math.ceil(ctx.sizes["pipeline_images"] / per_pass)
+    n = passes * per_pass
+
+    def genlab_rate(passes: int = passes) -> float:
+        t0 = time.perf_counter()
+        for p in range(passes):
+            for _batch in data.batches(x, ctx.cfg.batch_size, torch.Generator().manual_seed(ctx.cfg.seed + p),
+                                       labels=y):
+                pass
+        return passes * len(x) / (time.perf_counter() - t0)
+
+    def reference_rate(passes: int = passes) -> float:
+        t0 = time.perf_counter()
+        for p in range(passes):
+            for _batch in reference_loader(x_np, y_np, ctx.cfg.batch_size, ctx.cfg.seed + p):
+                pass
+        return passes * len(x) / (time.perf_counter() - t0)
+
+    for _ in zip(range(10), data.batches(x, ctx.cfg.batch_size), reference_loader(x_np, y_np, ctx.cfg.batch_size, 0),
+                 strict=False):  # warm-up
+        pass
+    rates = interleaved({"genlab": genlab_rate, "reference": reference_rate}, ctx.repeats)
+    return [Measure("data_pipeline_speedup", median_ratio(rates["genlab"], rates["reference"]), "x", (">=", 2.0),
+                    {"images": n, "batch_size": ctx.cfg.batch_size,
+                     "genlab_images_per_second": statistics.median(rates["genlab"]),
+                     "reference_images_per_second": statistics.median(rates["reference"])},
+                    "uint8 tensor, index_select of a permutation, converted per batch vs DataLoader over a "
+                    "per-item Dataset (num_workers=0); images and labels")]
+
+
+# ---------------------------------------------------------------- training
+
+def reference_train_seconds(ctx: Context, splits: data.Splits) -> float:
+    """One epoch written like the classic pytorch/examples VAE: DataLoader, ``.item()`` every batch.
+    Same model (class, init seed), loss, optimiser, data and batch size as genlab's loop."""
+    cfg = ctx.vae_config(len(splits.train_x))
+    torch.manual_seed(cfg.seed)
+    model = VAE(cfg.latent_dim, cfg.arch).to(ctx.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    loader = reference_loader(splits.train_x.numpy(), splits.train_y.numpy(), cfg.batch_size, cfg.seed)
+    model.train()
+    train_loss = 0.0
+    t0 = time.perf_counter()
+    for x, _ in loader:
+        x = x.to(ctx.device)
+        optimizer.zero_grad()
+        logits, _, z_mean, z_log_var = model(x)
+        loss = losses.vae_terms(logits, x, z_mean, z_log_var, cfg.beta)["loss"].mean()
+        loss.backward()
+        train_loss += loss.item()
+        optimizer.step()
+    _sync(ctx.device)
+    return time.perf_counter() - t0
+
+
+def genlab_train(ctx: Context, splits: data.Splits, precision: str = "fp32") -> dict[str, float]:
+    """genlab's own loop (vae.train, tracking disabled), one epoch; its metrics include images_per_second
+    (training batches only, like the reference's timer) and test_neg_elbo."""
+    with _quiet():
+        _, final = vae.train(ctx.vae_config(len(splits.train_x), precision=precision), splits, run=None,
+                             log_models=False)
+    return final
+
+
+def matmul_flops_per_second(n: int, device: torch.device, iters: int = 10) -> float:
+    """FP32 matmul FLOP/s of this machine now (the denominator of fraction_of_peak)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * iters / (time.perf_counter() - t0)
+
+
+def training_flops_per_image(ctx: Context) -> float:
+    """FLOPs of one training step (forward, loss, backward) per image, counted by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = ctx.vae_config(ctx.cfg.batch_size)
+    model = VAE(cfg.latent_dim, cfg.arch).to(ctx.device)
+    x = data.to_float(ctx.splits.train_x[:cfg.batch_size], ctx.device)
+    with FlopCounterMode(display=False) as counter:
+        logits, _, z_mean, z_log_var = model(x)
+        losses.vae_terms(logits, x, z_mean, z_log_var, cfg.beta)["loss"].mean().backward()
+    return counter.get_total_flops() / len(x)
+
+
+def measure_training(ctx: Context) -> list[Measure]:
+    """train_speedup_vs_reference, fraction_of_peak, bf16_speedup (+ whether bf16 keeps neg-ELBO within 0.5 %)."""
+    n = ctx.images_for(ctx.sizes["train_seconds"])
+    splits = ctx.train_splits(n, n_eval=ctx.cfg.batch_size)  # only the training speed counts here
+    reference_train_seconds(ctx, ctx.train_splits(ctx.cfg.batch_size))  # warm-up, as images_for did for genlab
+    peaks: list[float] = []
+    finals: list[dict] = []
+
+    def genlab_rate() -> float:
+        peaks.append(matmul_flops_per_second(ctx.sizes["matmul_size"], ctx.device))
+        finals.append(genlab_train(ctx, splits))
+        return finals[-1]["images_per_second"]
+
+    rates = interleaved({"genlab": genlab_rate, "reference": lambda: n / reference_train_seconds(ctx, splits)},
+                        ctx.repeats)
+    genlab_ips = statistics.median(rates["genlab"])
+    speedup = Measure("train_speedup_vs_reference", median_ratio(rates["genlab"], rates["reference"]), "x",
+                      (">=", 1.5),
+                      {"images": n, "batch_size": ctx.cfg.batch_size, "genlab_images_per_second": genlab_ips,
+                       "reference_images_per_second": statistics.median(rates["reference"])},
+                      "conv VAE z16, one epoch, same model/init/loss/Adam; reference = DataLoader + .item() "
+                      "per batch")
+    flops = training_flops_per_image(ctx)
+    peak = statistics.median(peaks)
+    fraction = Measure("fraction_of_peak", median_ratio([flops * r for r in rates["genlab"]], peaks), "",
+                       (">=", 0.35),
+                       {"training_flops_per_image": flops, "achieved_flops_per_second": flops * genlab_ips,
+                        "matmul_flops_per_second": peak, "matmul_size": ctx.sizes["matmul_size"]},
+                       "training FLOP/s (flop_counter: forward+backward) / FP32 matmul FLOP/s, same run")
+
+    # bf16: same images, fp32 and bf16 side by side; also compare the resulting test neg-ELBO.
+    n16 = min(ctx.images_for(ctx.sizes["bf16_seconds"], "bf16"), n)
+    splits16 = ctx.train_splits(n16)
+    results: dict[str, list[dict]] = {"fp32": [], "bf16": []}
+
+    def run(precision: str) -> float:
+        results[precision].append(genlab_train(ctx, splits16, precision))
+        return results[precision][-1]["images_per_second"]
+
+    bf16_repeats = min(ctx.repeats, ctx.sizes["bf16_rounds"])
+    rates16 = interleaved({"fp32": lambda: run("fp32"), "bf16": lambda: run("bf16")}, bf16_repeats)
+    fp32_elbo, bf16_elbo = results["fp32"][0]["test_neg_elbo"], results["bf16"][0]["test_neg_elbo"]
+    rel_diff = abs(bf16_elbo - fp32_elbo) / abs(fp32_elbo)
+    bf16 = Measure("bf16_speedup", median_ratio(rates16["bf16"], rates16["fp32"]), "x", None,
+                   {"images": n16, "rounds": bf16_repeats,
+                    "fp32_images_per_second": statistics.median(rates16["fp32"]),
+                    "bf16_images_per_second": statistics.median(rates16["bf16"]),
+                    "fp32_test_neg_elbo": fp32_elbo, "bf16_test_neg_elbo": bf16_elbo},
+                   f"autocast bf16 vs fp32 images/s on {ctx.device.type}")
+    elbo = Measure("bf16_neg_elbo_rel_diff", rel_diff, "", ("<=", 0.005),
+                   {"fp32_test_neg_elbo": fp32_elbo, "bf16_test_neg_elbo": bf16_elbo, "images_trained": n16},
+                   f"|bf16 - fp32| / fp32 test neg-ELBO after one epoch of {n16} images, same seed: bf16 "
+                   f"{'keeps' if rel_diff <= 0.005 else 'does not keep'} it within 0.5 %")
+    return [speedup, fraction, bf16, elbo]
+
+
+# ---------------------------------------------------------------- tracking
+
+class _TimedRun:
+    """A tracking.Run that adds up the seconds spent in its calls (the direct part of the tracking cost)."""
+
+    def __init__(self, run):
+        self._run, self.seconds = run, 0.0
+        self.run_id = run.run_id
+
+    def __getattr__(self, name: str):
+        method = getattr(self._run, name)
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+        return timed
+
+
+@contextlib.contextmanager
+def _own_runs() -> Iterator[None]:
+    """Under `mlflow run`, MLFLOW_RUN_ID names the bench run; the trial runs must not adopt it."""
+    saved = os.environ.pop("MLFLOW_RUN_ID", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_RUN_ID"] = saved
+
+
+def measure_tracking(ctx: Context) -> list[Measure]:
+    """One epoch with genlab's full per-epoch logging (metrics, sample and reconstruction grids, checkpoint)
+    vs the same epoch with tracking disabled. Each logged epoch is a run tagged genlab.kind=bench-trial."""
+    from genlab import tracking
+
+    n = ctx.images_for(ctx.sizes["tracking_seconds"])
+    splits = ctx.train_splits(n)
+    cfg = ctx.vae_config(n)
+    direct: list[float] = []
+    trial_ids: list[str] = []
+
+    def untracked() -> float:
+        t0 = time.perf_counter()
+        with _quiet():
+            vae.train(cfg, splits, run=None, log_models=False)
+        return time.perf_counter() - t0
+
+    def tracked() -> float:
+        with _own_runs(), tracking.start_run(cfg.experiment, "bench tracking trial", vae.params_of(cfg),
+                                             {"genlab.kind": "bench-trial"}) as run:
+            timed = _TimedRun(run)
+            t0 = time.perf_counter()
+            with _quiet():
+                vae.train(cfg, splits, run=timed, log_models=False)
+            seconds = time.perf_counter() - t0
+        direct.append(timed.seconds)
+        trial_ids.append(run.run_id)
+        return seconds
+
+    seconds = interleaved({"tracked": tracked, "untracked": untracked}, ctx.repeats)
+    overhead = statistics.median((a - b) / b for a, b in zip(seconds["tracked"], seconds["untracked"], strict=True))
+    untracked_median = statistics.median(seconds["untracked"])
+    return [Measure("tracking_overhead", overhead, "fraction", ("<=", 0.03),
+                    {"epoch_images": n, "tracked_epoch_seconds": statistics.median(seconds["tracked"]),
+                     "untracked_epoch_seconds": untracked_median,
+                     "tracking_call_seconds": statistics.median(direct),
+                     "tracking_call_fraction": statistics.median(direct) / untracked_median,
+                     "trial_run_ids": trial_ids},
+                    f"(tracked - untracked) / untracked for one epoch of {n} images; tracking_call_fraction "
+                    "counts only the time inside the tracking calls")]
+
+
+# ---------------------------------------------------------------- pieces from other issues
+
+def _missing(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is None
+    except ModuleNotFoundError:
+        return True
+
+
+def measure_fid(ctx: Context) -> list[Measure]:
+    if _missing("genlab.train.classifier"):
+        reason = "genlab.train.classifier (the sample-quality issue) is not on this branch"
+    else:
+        reason = "no FID-only entry point to time yet (Scorer.score also computes PRDC); wire one here"
+    return [Measure("fid_seconds_10k", None, "s", ("<=", 3.0), reason=reason)]
+
+
+def measure_gan(ctx: Context) -> list[Measure]:
+    reason = ("genlab.train.gan (the GAN issue) is not on this branch" if _missing("genlab.train.gan")
+              else "genlab.train.gan exists but its benchmark is not wired here yet")
+    return [Measure("gan_images_per_second", None, "images/s", reason=reason)]
+
+
+def measure_search(ctx: Context) -> list[Measure]:
+    reason = ("genlab.search (the search issue) is not on this branch" if _missing("genlab.search")
+              else "genlab.search exists but its benchmark is not wired here yet")
+    return [Measure(f"search_trials_per_minute_{w}w", None, "trials/min", reason=reason) for w in (1, 2)]
+
+
+MEASUREMENTS: list[Callable[[Context], list[Measure]]] = [
+    measure_data_pipeline, measure_training, measure_tracking, measure_fid, measure_gan, measure_search,
+]
+
+
+# ---------------------------------------------------------------- report
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info = {"cpu": cpu, "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "not measured"
+    if unit == "fraction":
+        return f"{value:+.1%}"
+    if unit == "":
+        return f"{value:.3f}"
+    return f"{value:,.2f}{'' if unit == 'x' else ' '}{unit}"
+
+
+def markdown(measures: list[Measure], info: dict) -> str:
+    rows = ["| measure | value | goal | met | side by side | how |", "|---|---|---|---|---|---|"]
+    for m in measures:
+        goal = f"{m.goal[0]} {m.goal[1]:g}" if m.goal else ""
+        met = {True: "yes", False: "**no**", None: ""}[m.met]
+        side = ", ".join(f"{k} {_short(v)}" for k, v in m.detail.items() if not isinstance(v, list))
+        how = m.note if m.value is not None else m.reason
+        rows.append(f"| {m.name} | {_fmt(m.value, m.unit)} | {goal} | {met} | {side} | {how} |")
+    machine_line = ", ".join(f"{k} {v}" for k, v in info.items())
+    return "\n".join(rows) + f"\n\nMachine: {machine_line}.\n"
+
+
+def _short(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Never a half-written file: write beside it, then rename."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        f.write(text)
+    os.replace(f.name, path)
+
+
+def main(cfg: BenchConfig, measurements: list[Callable[[Context], list[Measure]]] | None = None,
+         splits: data.Splits | None = None) -> tuple[str, dict]:
+    """Measure, write bench.json and bench.md, log them to a run tagged genlab.kind=bench. Returns (run_id, report)."""
+    from genlab import tracking
+
+    validate(cfg)
+    tracking.init_store()  # a bad store URL fails now, not after minutes of measuring
+    device = resolve_device(cfg.device)
+    splits = splits or data.load(cfg.dataset)
+    sizes = SIZES[cfg.profile]
+    if cfg.batch_size > len(splits.train_x):
+        raise ConfigError(f"batch_size must be <= the {len(splits.train_x)} training images, got {cfg.batch_size}")
+    ctx = Context(cfg, sizes, splits, device)
+    info = machine()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    t_start = time.perf_counter()
+    measures: list[Measure] = []
+    for measure in measurements or MEASUREMENTS:
+        t0 = time.perf_counter()
+        new = measure(ctx)
+        for m in new:
+            print(f"{m.name}: {_fmt(m.value, m.unit)}" + (f" ({m.reason})" if m.value is None else ""), flush=True)
+        measures += new
+        print(f"  ({measure.__name__} took {time.perf_counter() - t0:.0f} s)", flush=True)
+    info["load_average_1min"] = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    report = {"config": dataclasses.asdict(cfg), "sizes": sizes, "repeats": ctx.repeats, "machine": info,
+              "dataset_source": splits.source, "total_seconds": time.perf_counter() - t_start,
+              "results": {m.name: m.as_dict() for m in measures}}
+    out = Path(cfg.output_dir)
+    json_path, md_path = out / "bench.json", out / "bench.md"
+    report["files"] = [str(json_path), str(md_path)]
+    _write_atomic(json_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    _write_atomic(md_path, markdown(measures, info))
+    with tracking.start_run(cfg.experiment, f"bench {cfg.profile}", dataclasses.asdict(cfg),
+                            {"genlab.kind": "bench", "genlab.profile": cfg.profile,
+                             "genlab.machine": f"{info['cpu']} x{info['cpu_cores']}"
+                                               + (f", {info['gpu']}" if "gpu" in info else "")}) as run:
+        values = {m.name: m.value for m in measures if m.value is not None}
+        run.log_metrics({**values, "total_seconds": report["total_seconds"]}, step=0)
+        run.log_artifact(json_path)
+        run.log_artifact(md_path)
+    return run.run_id, report

@@ -1,0 +1,212 @@
+"""Bad input at every entry point: one table of cases, each checked the same way.
+
+Every case must: exit with its code (2 = bad input, nothing created; 1 = runtime failure after the run started,
+the run marked FAILED), print exactly one line on stderr that names the problem, never a traceback, leave no run
+RUNNING and no partial output file. Most cases run in-process (same code path as the CLI, no start-up cost);
+those marked ``process=True`` run as a real ``genlab`` process with the data look-up cut off from installed copies.
+
+To extend: add a list of ``Case``s for the new entry point to ``TABLE`` (train-gan, search, probe, report...).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from genlab import cli, data
+from genlab.train import vae
+
+from .conftest import PRELUDE, all_runs, child_env, isolate_data, running
+
+Setup = Callable[[Path, str], dict[str, str]]  # (case folder, store URI) -> placeholders for args, "$NAME" = env var
+
+
+@dataclass
+class Case:
+    id: str
+    args: list[str]  # after the subcommand; "{tmp}" = the case's folder, "{run}" = a run made by setup
+    names: str  # the one stderr line must contain this (the parameter, the file, the problem)
+    code: int = 2
+    setup: Setup | None = None
+    process: bool = False
+    absent: list[str] = field(default_factory=list)  # globs under the case folder that must match nothing after
+
+
+# ---------------------------------------------------------------- setups
+
+def idx_files(corruption: str | None = None) -> Setup:
+    """A tiny Fashion-MNIST folder in $GENLAB_DATA_DIR, its training images optionally corrupted."""
+    def setup(tmp: Path, uri: str) -> dict[str, str]:
+        folder = tmp / "data-dir" / "fashion-mnist"
+        folder.mkdir(parents=True)
+        for key, (name, _) in data.FILES["fashion-mnist"].items():
+            n = 20 if key.startswith("train") else 10
+            array = np.zeros((n, 28, 28), np.uint8) if key.endswith("images") else np.arange(n, dtype=np.uint8) % 10
+            data.write_idx(folder / name.removesuffix(".gz"), array)
+        target = folder / "train-images-idx3-ubyte"
+        raw = target.read_bytes()
+        if corruption == "truncated":
+            target.write_bytes(raw[:-100])
+        elif corruption == "magic":
+            target.write_bytes(b"\x12\x34" + raw[2:])
+        return {}
+    return setup
+
+
+def earlier_run(checkpoint: str | None, kind: str = "vae") -> Setup:
+    """A crashed run (FAILED) in the store, with a checkpoint artifact that is 'corrupt' (a real checkpoint cut
+    in half), 'foreign' (a valid torch file that is not a genlab checkpoint) or absent (None)."""
+    def setup(tmp: Path, uri: str) -> dict[str, str]:
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name("reliability")
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment("reliability")
+        run = client.create_run(experiment_id, tags={"genlab.kind": kind})
+        for k, v in vae.params_of(vae.VAEConfig(dataset="synthetic", epochs=2, limit=200)).items():
+            client.log_param(run.info.run_id, k, v)
+        if checkpoint:
+            path = tmp / "last.pt"
+            if checkpoint == "corrupt":
+                torch.save({"model": vae.VAE(4).state_dict(), "epoch": 1}, path)
+                path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+            else:
+                torch.save({"weights": torch.zeros(3)}, path)
+            client.log_artifact(run.info.run_id, str(path), "checkpoint")
+        client.set_terminated(run.info.run_id, "FAILED")
+        return {"run": run.info.run_id}
+    return setup
+
+
+def a_file(tmp: Path, uri: str) -> dict[str, str]:
+    (tmp / "afile").write_text("not a folder")
+    return {}
+
+
+def bogus_store(tmp: Path, uri: str) -> dict[str, str]:
+    return {"$MLFLOW_TRACKING_URI": "bogus://nowhere"}
+
+
+# ---------------------------------------------------------------- the table
+
+SYN = ["--dataset", "synthetic"]
+TINY = [*SYN, "--epochs", "1", "--limit", "128", "--batch-size", "64", "--latent-dim", "2"]
+
+TABLE: dict[str, list[Case]] = {
+    "train-vae": [
+        Case("latent_dim zero", ["--latent-dim", "0"], "latent_dim"),
+        Case("latent_dim not an integer", ["--latent-dim", "2.5"], "--latent-dim"),
+        Case("beta NaN", ["--beta", "nan"], "beta"),
+        Case("beta negative", ["--beta", "-1"], "beta"),
+        Case("lr negative", ["--lr", "-1e-3"], "lr"),
+        Case("epochs zero", ["--epochs", "0"], "epochs"),
+        Case("batch_size zero", ["--batch-size", "0"], "batch_size"),
+        Case("limit negative", ["--limit", "-5"], "limit"),
+        Case("kl_warmup_epochs negative", ["--kl-warmup-epochs", "-1"], "kl_warmup_epochs"),
+        Case("unknown dataset", ["--dataset", "cifar10"], "dataset"),
+        Case("unknown arch", ["--arch", "resnet"], "arch"),
+        Case("unknown precision", ["--precision", "fp8"], "precision"),
+        Case("unknown estimator", ["--estimator", "magic"], "estimator"),
+        Case("unknown device", ["--device", "tpu"], "device"),
+        Case("empty experiment", ["--experiment", " "], "experiment"),
+        Case("unknown flag", ["--no-such-flag"], "unrecognized arguments"),
+        Case("batch larger than the data set", [*SYN, "--batch-size", "100000"], "batch_size"),
+        Case("data files missing offline", ["--dataset", "fashion-mnist"], "fashion-mnist not found",
+             process=True),
+        Case("truncated IDX", ["--dataset", "fashion-mnist"], "truncated", setup=idx_files("truncated")),
+        Case("wrong IDX magic", ["--dataset", "fashion-mnist"], "not an IDX file", setup=idx_files("magic"),
+             process=True),
+        Case("resume unknown run", ["--resume", "0123456789abcdef0123456789abcdef"], "not found"),
+        Case("resume corrupted checkpoint", ["--resume", "{run}"], "unreadable", setup=earlier_run("corrupt")),
+        Case("resume foreign checkpoint", ["--resume", "{run}"], "not a genlab VAE checkpoint",
+             setup=earlier_run("foreign")),
+        Case("resume run without checkpoint", ["--resume", "{run}"], "has no artifact", setup=earlier_run(None)),
+        Case("resume a non-VAE run", ["--resume", "{run}"], "not a genlab VAE run",
+             setup=earlier_run("corrupt", kind="bench")),
+        Case("malformed tracking URL", TINY, "tracking store", setup=bogus_store),
+        # runtime failure (exit 1): the loss turns NaN/inf; the run is FAILED with the reason (the NaN test)
+        Case("absurd learning rate", [*SYN, "--lr", "1e12", "--epochs", "1", "--limit", "300", "--batch-size", "64",
+                                      "--latent-dim", "4"], "NonFiniteLoss", code=1, process=True),
+    ],
+    "data": [
+        Case("path of a missing set offline", ["path", "mnist"], "mnist not found"),
+        Case("download offline", ["download", "mnist", "--dest", "{tmp}/dl"], "could not download",
+             absent=["dl/*.gz", "dl/*.part"]),
+        Case("download into a file", ["download", "mnist", "--dest", "{tmp}/afile/sub"], "cannot create",
+             setup=a_file),
+        Case("unknown data set", ["path", "cifar10"], "invalid choice"),
+    ],
+    "bench": [
+        Case("unknown profile", ["--profile", "medium"], "profile"),
+        Case("missing output dir", ["--output-dir", "{tmp}/missing"], "output_dir"),
+        Case("output dir is a file", ["--output-dir", "{tmp}/afile"], "output_dir", setup=a_file, process=True),
+        Case("repeats negative", ["--repeats", "-1"], "repeats"),
+        Case("batch larger than the data set", [*SYN, "--batch-size", "100000", "--output-dir", "{tmp}"],
+             "batch_size", absent=["bench.json", "bench.md"]),
+        Case("malformed tracking URL", [*SYN, "--output-dir", "{tmp}"], "tracking store", setup=bogus_store,
+             absent=["bench.json", "bench.md"]),
+    ],
+}
+CASES = [(entry, case) for entry, cases in TABLE.items() for case in cases]
+
+
+def prepare(entry: str, case: Case, tmp: Path, uri: str) -> tuple[list[str], dict[str, str]]:
+    """Run the case's setup; return the command line and the environment it needs."""
+    (tmp / "data-dir").mkdir(exist_ok=True)  # $GENLAB_DATA_DIR: empty unless the setup fills it
+    made = case.setup(tmp, uri) if case.setup else {}
+    env = {"GENLAB_DATA_DIR": str(tmp / "data-dir"), **{k[1:]: v for k, v in made.items() if k.startswith("$")}}
+    subs = {"tmp": str(tmp), **{k: v for k, v in made.items() if not k.startswith("$")}}
+    return [entry, *(a.format(**subs) for a in case.args)], env
+
+
+def execute(argv: list[str], env: dict[str, str], process: bool, tmp: Path, monkeypatch, capsys) -> tuple[int, str]:
+    """Exit code and stderr of ``genlab ARGV``, in a subprocess or in this process."""
+    if process:
+        result = subprocess.run([sys.executable, "-c", PRELUDE, *argv], cwd=tmp, capture_output=True, text=True,
+                                env=child_env(GENLAB_TEST_ROOT=str(tmp), **env), timeout=300)
+        return result.returncode, result.stderr
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    isolate_data(monkeypatch, tmp)
+    monkeypatch.chdir(tmp)
+    monkeypatch.delenv("GENLAB_DEBUG", raising=False)
+    capsys.readouterr()
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse usage errors
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entry,case", CASES, ids=[f"{e}: {c.id}" for e, c in CASES])
+def test_bad_input(entry, case, shared_store, tmp_path, monkeypatch, capsys):
+    argv, env = prepare(entry, case, tmp_path, shared_store)
+    before = {r.info.run_id for r in all_runs(shared_store)}
+    code, err = execute(argv, env, case.process, tmp_path, monkeypatch, capsys)
+    lines = err.strip().splitlines()
+    assert code == case.code, err
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert case.names in lines[0] and "Traceback" not in err, lines[0]
+    assert not running(shared_store), "a run was left RUNNING"
+    if case.code == 2:
+        assert {r.info.run_id for r in all_runs(shared_store)} == before, "bad input created a run"
+    else:  # a runtime failure: the run it started is FAILED, with the reason
+        new = [r for r in all_runs(shared_store) if r.info.run_id not in before]
+        assert new and all(r.info.status == "FAILED" and case.names in r.data.tags.get("genlab.failure", "")
+                           for r in new), [(r.info.status, r.data.tags.get("genlab.failure")) for r in new]
+    for pattern in case.absent:
+        assert not list(tmp_path.glob(pattern)), f"partial output {pattern} left behind"
+
+
+def test_table_size(capsys):
+    counts = {entry: len(cases) for entry, cases in TABLE.items()}
+    with capsys.disabled():
+        print(f"\nbad-input table: {len(CASES)} cases ({', '.join(f'{k} {v}' for k, v in counts.items())}), "
+              f"{sum(c.process for _, c in CASES)} in a subprocess")
+    assert len(CASES) >= 20
