@@ -53,6 +53,17 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gradvar(args: argparse.Namespace) -> int:
+    from genlab.train import gradvar
+
+    cfg = config_from_args(args, gradvar.GradVarConfig)
+    gradvar.validate(cfg)
+    run_id, m = gradvar.main(cfg)
+    print(f"run {run_id} finished: grad_variance_ratio {m['grad_variance_ratio']:.3g} (score / reparam), "
+          f"encoder_grad_norm_no_trick {m['encoder_grad_norm_no_trick']}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from genlab import data
 
@@ -74,6 +85,13 @@ def build_parser() -> Parser:
     p.add_argument("--resume", metavar="RUN_ID", help="continue this run from its last checkpoint "
                    "(its logged params are used)")
     p.set_defaults(func=cmd_train_vae)
+
+    from genlab.train.gradvar import GradVarConfig
+
+    p = sub.add_parser("gradvar", help="P1Q1: gradient variance of the reparameterisation vs score-function "
+                       "estimator at fixed VAE parameters (one MLflow run)")
+    add_config_arguments(p, GradVarConfig)
+    p.set_defaults(func=cmd_gradvar)
 
     p = sub.add_parser("data", help="locate or download a data set")
     p.add_argument("action", choices=("download", "path"))
