@@ -64,6 +64,20 @@ def cmd_gradvar(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from genlab import study
+
+    cfg = config_from_args(args, study.StudyConfig)
+    outcome = study.run_study(cfg, dry_run=args.dry_run)
+    if args.dry_run:
+        return 0
+    skipped = f"; skipped {', '.join(outcome.skipped)}" if outcome.skipped else ""
+    failed = f"; FAILED: {', '.join(outcome.failed)}" if outcome.failed else ""
+    print(f"study {cfg.study} ({cfg.profile}): {outcome.trained} runs trained, {outcome.reused} reused in "
+          f"{outcome.seconds:.0f}s{skipped}{failed}")
+    return EXIT_RUNTIME if outcome.failed else 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from genlab import data
 
@@ -92,6 +106,14 @@ def build_parser() -> Parser:
                        "estimator at fixed VAE parameters (one MLflow run)")
     add_config_arguments(p, GradVarConfig)
     p.set_defaults(func=cmd_gradvar)
+
+    from genlab.study import StudyConfig
+
+    p = sub.add_parser("study", help="run the lab's experiment plans (experiments/*.yaml); finished runs with the "
+                       "same parameters, profile and code version are reused")
+    add_config_arguments(p, StudyConfig)
+    p.add_argument("--dry-run", action="store_true", help="list the runs (and which would be reused); run nothing")
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("data", help="locate or download a data set")
     p.add_argument("action", choices=("download", "path"))

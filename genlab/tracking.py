@@ -262,3 +262,10 @@ def log_json(run: Run, data: Any, artifact_file: str) -> None:
 
 
 RUN_STATUSES = [RunStatus.to_string(s) for s in RunStatus.all_status()]
+
+
+def set_run_tags(run_id: str, tags: dict[str, Any]) -> None:
+    """Tag a run this process does not hold (e.g. one an entry point created without taking tags)."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))
