@@ -77,8 +77,11 @@ class Entry:
 
 def load_entry(name: str) -> Entry:
     modules, kind = ENTRIES[name]
+    package = Path(__file__).resolve().parent
     for module_name in modules:
-        if importlib.util.find_spec(module_name) is not None:
+        spec = importlib.util.find_spec(module_name)
+        # only this checkout's modules (an editable install elsewhere can resolve names this tree lacks)
+        if spec is not None and spec.origin and Path(spec.origin).resolve().is_relative_to(package):
             module = importlib.import_module(module_name)
             configs = [c for c in vars(module).values() if dataclasses.is_dataclass(c) and isinstance(c, type)
                        and c.__module__ == module.__name__ and c.__name__.endswith("Config")]
@@ -438,6 +441,8 @@ def _call(run: PlannedRun, config: Any, tags: dict[str, str], splits_cache: dict
             splits_cache[key] = data.load(*key)
         kwargs["splits"] = splits_cache[key]
     result = main(config, **kwargs)
+    if isinstance(result, dict):  # the search returns its summary, with the parent run's id
+        result = result.get("parent_run_id") or result.get("run_id")
     run_id = result[0] if isinstance(result, tuple) else result
     if not isinstance(run_id, str):
         raise RuntimeError(f"{run.entry.name}'s main() returned no run id")
@@ -457,6 +462,10 @@ def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
     outcome = Outcome(skipped=[n.split(":")[0] for n in notices])
     version = tracking.code_version()
     done = finished_runs(cfg, version)
+    print(f"genlab study: {cfg.study} {cfg.profile}: {len(runs)} runs planned; code {version}, "
+          f"{len(done)} finished runs of this study and profile at this code version in the store"
+          + (" (uncommitted changes: each edit is a new code version)" if version.endswith("-dirty") else ""),
+          file=sys.stderr, flush=True)
     if dry_run:
         print(f"{len(runs)} runs, about {sum(r.cost for r in runs) / 1e6:.2f}M image passes (code {version}):")
     progress, splits_cache, failed = Progress(runs, cfg.profile), {}, set()
