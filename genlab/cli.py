@@ -92,6 +92,31 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gradvar(args: argparse.Namespace) -> int:
+    from genlab.train import gradvar
+
+    cfg = config_from_args(args, gradvar.GradVarConfig)
+    gradvar.validate(cfg)
+    run_id, m = gradvar.main(cfg)
+    print(f"run {run_id} finished: grad_variance_ratio {m['grad_variance_ratio']:.3g} (score / reparam), "
+          f"encoder_grad_norm_no_trick {m['encoder_grad_norm_no_trick']}")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from genlab import study
+
+    cfg = config_from_args(args, study.StudyConfig)
+    outcome = study.run_study(cfg, dry_run=args.dry_run)
+    if args.dry_run:
+        return 0
+    skipped = f"; skipped {', '.join(outcome.skipped)}" if outcome.skipped else ""
+    failed = f"; FAILED: {', '.join(outcome.failed)}" if outcome.failed else ""
+    print(f"study {cfg.study} ({cfg.profile}): {outcome.trained} runs trained, {outcome.reused} reused in "
+          f"{outcome.seconds:.0f}s{skipped}{failed}")
+    return EXIT_RUNTIME if outcome.failed else 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from genlab import data
 
@@ -189,6 +214,21 @@ def build_parser() -> Parser:
     p = sub.add_parser("train-classifier", help="train the feature classifier of the sample-quality metrics")
     add_config_arguments(p, ClassifierConfig)
     p.set_defaults(func=cmd_train_classifier)
+
+    from genlab.train.gradvar import GradVarConfig
+
+    p = sub.add_parser("gradvar", help="P1Q1: gradient variance of the reparameterisation vs score-function "
+                       "estimator at fixed VAE parameters (one MLflow run)")
+    add_config_arguments(p, GradVarConfig)
+    p.set_defaults(func=cmd_gradvar)
+
+    from genlab.study import StudyConfig
+
+    p = sub.add_parser("study", help="run the lab's experiment plans (experiments/*.yaml); finished runs with the "
+                       "same parameters, profile and code version are reused")
+    add_config_arguments(p, StudyConfig)
+    p.add_argument("--dry-run", action="store_true", help="list the runs (and which would be reused); run nothing")
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("data", help="locate or download a data set")
     p.add_argument("action", choices=("download", "path"))

@@ -176,3 +176,16 @@ def is_proxy(logits: np.ndarray) -> float:
     log_marginal = log_p.exp().mean(dim=0).log()
     kl = (log_p.exp() * (log_p - log_marginal)).sum(dim=1)
     return float(kl.mean().exp())
+
+
+def linear_probe_accuracy(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray,
+                          test_labels: np.ndarray, max_iter: int = 1000) -> float:
+    """Test accuracy (fraction) of a multinomial logistic regression fitted on standardised train features:
+    how linearly readable the labels are from a representation."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+    probe.fit(np.asarray(train_features, dtype=np.float64), np.asarray(train_labels))
+    return float(probe.score(np.asarray(test_features, dtype=np.float64), np.asarray(test_labels)))

@@ -412,3 +412,10 @@ def alias_run_id(model_name: str, alias: str) -> str | None:
 
 def has_logged_model(run_id: str, name: str) -> bool:
     return _logged_model_uri(run_id, name).startswith("models:/")
+
+
+def set_run_tags(run_id: str, tags: dict[str, Any]) -> None:
+    """Tag a run this process does not hold (e.g. one an entry point created without taking tags)."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))

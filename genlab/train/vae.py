@@ -233,6 +233,8 @@ def train(cfg: VAEConfig, splits: data.Splits, run=None, resume: dict | None = N
     final.update({f"test_{k}": v for k, v in test.items() if k != "active_units"})
     final.update({f"train_eval_{k}": v for k, v in train_eval.items() if k != "active_units"})
     if run is not None:
+        final.update(log_latent_space(run, model, splits, device, step=cfg.epochs))
+    if run is not None:
         run.log_metrics({k: final[k] for k in final if k.startswith(("test_", "train_eval_"))}, step=cfg.epochs)
         if cfg.eval_samples > 0:
             final.update(_log_sample_quality(run, model, splits, cfg, device))
@@ -266,6 +268,53 @@ def _log_sample_quality(run, model: VAE, splits: data.Splits, cfg: VAEConfig, de
     quality["eval_seconds"] = time.perf_counter() - t0
     run.log_metrics(quality, step=cfg.epochs)
     return quality
+
+
+PROBE_TRAIN_IMAGES = 5000  # the linear probe of z_mean is fitted on at most this many training images
+
+
+@torch.no_grad()
+def encode_means(model: VAE, x: torch.Tensor, device: torch.device, batch_size: int = 500,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``z_mean`` and ``z_log_var`` (N, latent_dim) on the CPU for uint8 images ``x``."""
+    model.eval()
+    parts = [model.encoder.encode(xb) for xb in data.batches(x, batch_size, device=device)]
+    model.train()
+    return torch.cat([m for m, _ in parts]).float().cpu(), torch.cat([v for _, v in parts]).float().cpu()
+
+
+def log_latent_space(run, model: VAE, splits: data.Splits, device: torch.device, step: int) -> dict[str, float]:
+    """P1Q2's view of the latent space, logged to ``run``: ``latent_probe_accuracy`` (logistic regression on
+    ``z_mean``, fitted on training images, scored on the test split), ``kl_per_dim.json`` (mean KL per latent
+    dimension on the test split, nats) and, for a 2-d latent, ``latent_scatter.png`` (test ``z_mean`` by class)."""
+    train_mean, _ = encode_means(model, splits.train_x[:PROBE_TRAIN_IMAGES], device)
+    test_mean, test_log_var = encode_means(model, splits.test_x, device)
+    accuracy = metrics.linear_probe_accuracy(train_mean.numpy(), splits.train_y[:PROBE_TRAIN_IMAGES].numpy(),
+                                             test_mean.numpy(), splits.test_y.numpy())
+    run.log_metrics({"latent_probe_accuracy": accuracy}, step=step)
+    run.log_dict(losses.kl_per_dim(test_mean, test_log_var).mean(0).tolist(), "kl_per_dim.json")
+    if model.latent_dim == 2:
+        run.log_figure(latent_scatter(test_mean.numpy(), splits.test_y.numpy(),
+                                      data.CLASS_NAMES.get(splits.name)), "latent_scatter.png")
+    return {"latent_probe_accuracy": accuracy}
+
+
+def latent_scatter(z_mean: np.ndarray, labels: np.ndarray, class_names: list[str] | None = None):
+    """A matplotlib Figure of 2-d ``z_mean`` points coloured by class (no pyplot: no global state, no display)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 5.5), dpi=100)
+    ax = figure.subplots()
+    for label in np.unique(labels):
+        points = z_mean[labels == label]
+        name = class_names[label] if class_names and label < len(class_names) else str(label)
+        ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, color=f"C{label % 10}", label=name, linewidths=0)
+    ax.set_xlabel("z_mean[0]")
+    ax.set_ylabel("z_mean[1]")
+    ax.set_title("Test images in the latent space (z_mean)")
+    ax.legend(markerscale=4, fontsize=7, loc="best")
+    figure.tight_layout()
+    return figure
 
 
 def _progress(total: int, epoch: int, epochs: int):

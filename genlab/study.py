@@ -1,0 +1,518 @@
+"""``genlab study``: run the lab's experiment plans (``experiments/*.yaml``) as tracked runs, idempotently.
+
+A plan is plain data (see experiments/README.md): a question, shared ``defaults``, ``seeds`` and a list of ``runs``
+items, each naming an entry point, an ``arm`` (the condition, a template like ``beta={beta}``), fixed ``params``
+and a ``sweep`` (cartesian). Any value may be ``{quick: ..., full: ...}`` to differ per profile. A string
+parameter ``@name`` refers to the run an earlier item named ``name`` produced (its run id is substituted);
+``@pattern*:min(metric)`` / ``:max(metric)`` picks, among the runs whose names match the pattern, the one with the
+smallest / largest final ``metric``.
+
+Read top to bottom: load and validate the plans (all errors before any run) -> expand them into a list of runs
+-> select (``--only`` plus what the selection refers to) -> run each through the entry point's own ``main()``,
+reusing a FINISHED run with the same parameters, profile, question and code version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import importlib
+import importlib.util
+import inspect
+import itertools
+import re
+import string
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genlab.config import ConfigError, check, check_choice
+
+PROFILES = ("quick", "full")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PLANS = PROJECT_ROOT / "experiments"
+
+# entry point -> (candidate modules, genlab.kind). The config class is the module's one ``*Config`` dataclass.
+ENTRIES: dict[str, tuple[tuple[str, ...], str]] = {
+    "train_vae": (("genlab.train.vae",), "vae"),
+    "train_gan": (("genlab.train.gan",), "gan"),
+    "probe": (("genlab.probe", "genlab.train.probe"), "probe"),
+    "gradvar": (("genlab.train.gradvar",), "gradvar"),
+    "search": (("genlab.search",), "search"),
+}
+RUNNER_PARAMS = ("experiment",)  # set by the study (``<study>-<question>``) unless a plan sets it
+PLAN_KEYS = {"question", "title", "default", "defaults", "if_supported", "seeds", "runs"}
+ITEM_KEYS = {"name", "entry", "arm", "params", "sweep", "seeds"}
+REFERENCE = re.compile(r"^@(?P<pattern>[A-Za-z0-9_.*?=-]+)(?::(?P<mode>min|max)\((?P<metric>[A-Za-z0-9_]+)\))?$")
+NAME = re.compile(r"^[A-Za-z0-9_.=-]+$")
+FASHION_TRAIN_IMAGES = 55000  # for the ETA's cost estimate only
+
+
+@dataclass
+class StudyConfig:
+    profile: str = "quick"
+    only: str = "all"  # comma list of questions (p1q1,...,search); all = every plan marked default
+    study: str = "lab1"
+    plans: str = "experiments"  # folder of plan files, relative to the project root unless absolute
+
+
+# ---------------------------------------------------------------- entry points
+
+@dataclass
+class Entry:
+    name: str
+    kind: str
+    module: Any = None  # None: the module does not exist on this branch yet
+    config_class: Any = None
+
+    @property
+    def available(self) -> bool:
+        return self.module is not None
+
+    def fields(self) -> dict[str, str]:
+        return {f.name: f.type for f in dataclasses.fields(self.config_class)}
+
+
+def load_entry(name: str) -> Entry:
+    modules, kind = ENTRIES[name]
+    package = Path(__file__).resolve().parent
+    for module_name in modules:
+        spec = importlib.util.find_spec(module_name)
+        # only this checkout's modules (an editable install elsewhere can resolve names this tree lacks)
+        if spec is not None and spec.origin and Path(spec.origin).resolve().is_relative_to(package):
+            module = importlib.import_module(module_name)
+            configs = [c for c in vars(module).values() if dataclasses.is_dataclass(c) and isinstance(c, type)
+                       and c.__module__ == module.__name__ and c.__name__.endswith("Config")]
+            if len(configs) != 1 or not callable(getattr(module, "main", None)):
+                raise ConfigError(f"{module_name} must define one *Config dataclass and main() for entry {name}")
+            return Entry(name, kind, module, configs[0])
+    return Entry(name, kind)
+
+
+# ---------------------------------------------------------------- plans
+
+@dataclass
+class PlannedRun:
+    """One run of the study: what to call, with what, and how to tag it."""
+
+    question: str
+    entry: Entry
+    name: str  # symbolic name other items refer to with @name
+    arm: str
+    params: dict[str, Any]  # typed config values; strings starting with @ are references
+    cost: float = 0.0  # rough image passes, for the ETA
+    refs: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        seed = f" s{self.params['seed']}" if "seed" in self.params else ""
+        return f"{self.question} {self.arm}{seed} ({self.entry.name})"
+
+
+@dataclass
+class Plan:
+    question: str
+    title: str
+    default: bool
+    runs: list[PlannedRun]
+    skipped: str = ""  # why the question cannot run on this branch
+
+
+def _pick(value: Any, profile: str, where: str) -> Any:
+    """A ``{quick: a, full: b}`` mapping gives the profile's value; anything else is the value itself."""
+    if isinstance(value, dict) and set(value) & set(PROFILES):
+        if set(value) != set(PROFILES):
+            raise ConfigError(f"{where} must give exactly {', '.join(PROFILES)}, got {', '.join(map(str, value))}")
+        return value[profile]
+    return value
+
+
+def _cast(value: Any, type_name: str, where: str) -> Any:
+    """A plan value as the config field's type (YAML gives int for 1, float for 1.0); strict otherwise."""
+    if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
+        raise ConfigError(f"{where} must be a single {type_name} value, got {value!r}")
+    if type_name == "int":
+        check(isinstance(value, int), where, value, "an integer")
+    elif type_name == "float":
+        check(isinstance(value, (int, float)), where, value, "a number")
+        value = float(value)
+    elif type_name == "str":
+        check(isinstance(value, str), where, value, "a string")
+    return value
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _template(text: Any, values: dict[str, Any], where: str) -> str:
+    check(isinstance(text, str) and bool(text.strip()), where, text, "a non-empty string template")
+    names = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+    missing = names - set(values)
+    if missing:
+        raise ConfigError(f"{where} uses {{{sorted(missing)[0]}}}, which is not a parameter of the run")
+    return text.format(**{k: _fmt(v) for k, v in values.items()})
+
+
+def load_plan(path: Path, profile: str, entries: dict[str, Entry]) -> Plan:
+    """Read and check one plan file; expand its items for ``profile``. ConfigError names the file and key."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path.name}: cannot read the plan ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path.name}: a plan must be a mapping with keys {', '.join(sorted(PLAN_KEYS))}")
+    unknown = set(raw) - PLAN_KEYS
+    if unknown:
+        raise ConfigError(f"{path.name}: unknown key '{sorted(unknown)[0]}' (allowed: {', '.join(sorted(PLAN_KEYS))})")
+    question = raw.get("question")
+    check(question == path.stem, f"{path.name}: question", question, f"'{path.stem}' (the file name)")
+    defaults = raw.get("defaults") or {}
+    optional = raw.get("if_supported") or {}
+    check(isinstance(defaults, dict) and isinstance(optional, dict), f"{path.name}: defaults", defaults,
+          "a mapping of parameter: value")
+    items = raw.get("runs")
+    check(isinstance(items, list) and bool(items), f"{path.name}: runs", items, "a non-empty list")
+    plan = Plan(question, str(raw.get("title", "")), bool(raw.get("default", True)), [])
+
+    for i, item in enumerate(items, 1):
+        where = f"{path.name}: runs[{i}]"
+        check(isinstance(item, dict), where, item, "a mapping")
+        unknown = set(item) - ITEM_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key '{sorted(unknown)[0]}' (allowed: {', '.join(sorted(ITEM_KEYS))})")
+        check_choice(f"{where}: entry", item.get("entry"), tuple(ENTRIES))
+        entry = entries.setdefault(item["entry"], load_entry(item["entry"]))
+        if not entry.available:
+            plan.skipped = plan.skipped or f"{ENTRIES[entry.name][0][0]} ({entry.name}) is not on this branch yet"
+        seeds = _pick(item.get("seeds", raw.get("seeds", [0])), profile, f"{where}: seeds")
+        check(isinstance(seeds, list) and bool(seeds) and all(isinstance(s, int) and not isinstance(s, bool)
+                                                              and s >= 0 for s in seeds),
+              f"{where}: seeds", seeds, "a non-empty list of integers >= 0")
+        if entry.available and "seed" not in entry.fields():
+            if "seeds" in item or "seeds" in raw:
+                raise ConfigError(f"{where}: seeds are given but {entry.name} has no seed parameter")
+            seeds = [None]
+        sweep = {k: _pick(v, profile, f"{where}: sweep.{k}") for k, v in (item.get("sweep") or {}).items()}
+        for k, v in sweep.items():
+            check(isinstance(v, list) and bool(v), f"{where}: sweep.{k}", v, "a non-empty list")
+        fixed = {**defaults, **(item.get("params") or {})}
+        overlap = set(sweep) & (set(item.get("params") or {}) | {"seed"})
+        if overlap:
+            raise ConfigError(f"{where}: '{sorted(overlap)[0]}' is both swept and fixed")
+        for combo in itertools.product(*sweep.values()):
+            for seed in seeds:
+                values = {k: _pick(v, profile, f"{where}: {k}") for k, v in fixed.items()}
+                values.update(zip(sweep, combo, strict=True))
+                if seed is not None:
+                    values["seed"] = seed
+                extra = {k: _pick(v, profile, f"{where}: if_supported.{k}") for k, v in optional.items()}
+                run = PlannedRun(question, entry, "", "", {})
+                run.params = _typed_params(entry, values, extra, where)
+                shown = dict(run.params)
+                run.arm = _template(item.get("arm"), shown, f"{where}: arm")
+                default_name = re.sub(r"[^A-Za-z0-9_.=-]", "_", f"{question}_{item.get('arm')}_s{{seed}}")
+                run.name = _template(item.get("name", default_name), shown, f"{where}: name")
+                check(bool(NAME.match(run.name)), f"{where}: name", run.name, "letters, digits and _ . = - only")
+                run.refs = [v for v in run.params.values() if isinstance(v, str) and v.startswith("@")]
+                for ref in run.refs:
+                    check(bool(REFERENCE.match(ref)), f"{where}: reference", ref, "@name or @pattern*:min(metric)")
+                run.cost = estimate_cost(entry.name, run.params)
+                plan.runs.append(run)
+    return plan
+
+
+def _typed_params(entry: Entry, values: dict[str, Any], extra: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check names and types against the entry's config (skipped when the entry is not on this branch)."""
+    if not entry.available:
+        return {**values, **extra}
+    fields = entry.fields()
+    typed = {}
+    for k, v in values.items():
+        if k not in fields:
+            raise ConfigError(f"{where}: unknown parameter '{k}' for {entry.name} "
+                              f"(allowed: {', '.join(f for f in fields if f not in RUNNER_PARAMS)})")
+        typed[k] = _cast(v, fields[k], f"{where}: {k}")
+    for k, v in extra.items():  # declared as optional: dropped where this branch's entry lacks the field
+        if k in fields and k not in typed:
+            typed[k] = _cast(v, fields[k], f"{where}: if_supported.{k}")
+    return typed
+
+
+def estimate_cost(entry: str, params: dict[str, Any]) -> float:
+    """Rough image passes of one run (training dominates; evaluations ~20k images), for the ETA only."""
+    n_train = params.get("limit") or (1750 if params.get("dataset") == "synthetic" else FASHION_TRAIN_IMAGES)
+    epochs = params.get("epochs", 1) if isinstance(params.get("epochs", 1), int) else 1
+    if entry == "train_vae":
+        return epochs * n_train + 20000
+    if entry == "train_gan":
+        return 3 * epochs * n_train + 20000
+    if entry == "gradvar":
+        return 4 * params.get("n_samples", 200) * params.get("batch_size", 64) + epochs * n_train
+    return 30000
+
+
+def load_plans(cfg: StudyConfig) -> tuple[list[Plan], dict[str, Entry]]:
+    """Every plan in the folder, in question order, checked; ConfigError before anything runs."""
+    check_choice("profile", cfg.profile, PROFILES)
+    check(bool(NAME.match(cfg.study)), "study", cfg.study, "a name of letters, digits and _ . = -")
+    folder = Path(cfg.plans) if Path(cfg.plans).is_absolute() else PROJECT_ROOT / cfg.plans
+    paths = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    check(bool(paths), "plans", cfg.plans, "a folder with plan files (*.yaml)")
+    entries: dict[str, Entry] = {}
+    plans = [load_plan(p, cfg.profile, entries) for p in paths]
+    names: dict[str, PlannedRun] = {}
+    seen: dict[tuple, str] = {}
+    for plan in plans:
+        for run in plan.runs:
+            if run.name in names:
+                raise ConfigError(f"{plan.question}.yaml: run name '{run.name}' is used twice (names must be unique)")
+            key = (run.question, run.entry.name, tuple(sorted((k, str(v)) for k, v in run.params.items())))
+            if key in seen:
+                raise ConfigError(f"{plan.question}.yaml: runs '{seen[key]}' and '{run.name}' have the same parameters")
+            seen[key] = run.name
+            for ref in run.refs:
+                if not _matches(ref, names):
+                    raise ConfigError(f"{plan.question}.yaml: '{run.name}' refers to {ref}, which no earlier run "
+                                      f"defines")
+                if REFERENCE.match(ref)["mode"] is None and len(_matches(ref, names)) != 1:
+                    raise ConfigError(f"{plan.question}.yaml: {ref} matches several runs; add :min(metric) or "
+                                      f":max(metric)")
+            names[run.name] = run
+            if run.entry.available and not run.refs and hasattr(run.entry.module, "validate"):
+                try:
+                    run.entry.module.validate(_config(run, run.params, cfg, plan.question))
+                except ConfigError as e:
+                    raise ConfigError(f"{plan.question}.yaml: {run.name}: {e}") from None
+    return plans, entries
+
+
+def _matches(ref: str, names: dict[str, PlannedRun]) -> list[PlannedRun]:
+    pattern = REFERENCE.match(ref)["pattern"]
+    return [run for name, run in names.items() if fnmatch.fnmatchcase(name, pattern)]
+
+
+def _config(run: PlannedRun, params: dict[str, Any], cfg: StudyConfig, question: str) -> Any:
+    fields = run.entry.fields()
+    values = dict(params)
+    if "experiment" in fields and "experiment" not in values:
+        values["experiment"] = f"{cfg.study}-{question}"
+    return run.entry.config_class(**values)
+
+
+def select(plans: list[Plan], only: str) -> tuple[list[PlannedRun], list[str]]:
+    """The runs of the chosen questions plus every run they refer to (in plan order), and skip notices."""
+    by_question = {p.question: p for p in plans}
+    if only.strip() == "all":
+        chosen = [p.question for p in plans if p.default]
+    else:
+        chosen = [q.strip() for q in only.split(",") if q.strip()]
+        unknown = [q for q in chosen if q not in by_question]
+        if unknown or not chosen:
+            raise ConfigError(f"only must be 'all' or a comma list of {', '.join(by_question)}, got {only!r}")
+    everything = [run for plan in plans for run in plan.runs]
+    earlier: dict[str, PlannedRun] = {}
+    deps: dict[str, list[PlannedRun]] = {}
+    unavailable: dict[str, str] = {}  # name -> why it cannot run on this branch
+    for run in everything:  # references point backwards, so one forward pass settles availability
+        deps[run.name] = [dep for ref in run.refs for dep in _matches(ref, earlier)]
+        missing = [dep.name for dep in deps[run.name] if dep.name in unavailable]
+        if by_question[run.question].skipped:
+            unavailable[run.name] = by_question[run.question].skipped
+        elif missing:
+            unavailable[run.name] = f"needs {missing[0]}, which cannot run"
+        earlier[run.name] = run
+    wanted = {run.name for q in chosen for run in by_question[q].runs if run.name not in unavailable}
+    for run in reversed(everything):  # close the selection over what it refers to
+        if run.name in wanted:
+            wanted |= {dep.name for dep in deps[run.name]}
+    notices = []
+    for q in chosen:
+        reasons = [unavailable[run.name] for run in by_question[q].runs if run.name in unavailable]
+        if reasons:
+            notices.append(f"{q}: skipped{'' if len(reasons) == len(by_question[q].runs) else ' in part'}: "
+                           f"{reasons[0]}")
+    return [run for run in everything if run.name in wanted], notices
+
+
+# ---------------------------------------------------------------- running
+
+class Progress:
+    """``run i of n`` lines on stderr with elapsed time and an ETA from the work done so far."""
+
+    def __init__(self, runs: list[PlannedRun], profile: str):
+        self.total, self.profile = len(runs), profile
+        self.remaining_cost = sum(r.cost for r in runs)
+        self.start = time.perf_counter()
+        self.work_seconds = self.work_cost = 0.0
+
+    def begin(self, i: int, run: PlannedRun) -> None:
+        print(f"[study {self.profile} {i}/{self.total}] {run.label} ...", file=sys.stderr, flush=True)
+
+    def end(self, i: int, run: PlannedRun, outcome: str, seconds: float, trained: bool) -> None:
+        self.remaining_cost -= run.cost
+        if trained:
+            self.work_seconds += seconds
+            self.work_cost += run.cost
+        eta = (f"ETA {_clock(self.work_seconds / self.work_cost * self.remaining_cost)}" if self.work_cost
+               else "ETA --")
+        print(f"[study {self.profile} {i}/{self.total}] {run.label}: {outcome} · elapsed "
+              f"{_clock(time.perf_counter() - self.start)} · {eta}", file=sys.stderr, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+@dataclass
+class Outcome:
+    trained: int = 0
+    reused: int = 0
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    run_ids: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def finished_runs(cfg: StudyConfig, version: str) -> Any:
+    """The store's FINISHED runs of this study, profile and code version (a pandas DataFrame)."""
+    from genlab import tracking
+
+    return tracking.search_runs(filter_string=(
+        f"tags.`genlab.study` = '{cfg.study}' and tags.`genlab.profile` = '{cfg.profile}' and "
+        f"tags.`genlab.code_version` = '{version}' and attributes.status = 'FINISHED'"))
+
+
+def find_reusable(done: Any, run: PlannedRun, config: Any) -> str | None:
+    """The newest finished run of the same question, kind and logged parameters, if any."""
+    if done is None or len(done) == 0 or not {"tags.genlab.question", "tags.genlab.kind"} <= set(done.columns):
+        return None
+    rows = done[(done.get("tags.genlab.question") == run.question) & (done.get("tags.genlab.kind") == run.entry.kind)]
+    for k, v in dataclasses.asdict(config).items():
+        column = f"params.{k}"
+        if column not in rows:
+            return None
+        rows = rows[rows[column] == str(v)]
+    return None if len(rows) == 0 else str(rows.sort_values("start_time").iloc[-1]["run_id"])
+
+
+def resolve(run: PlannedRun, run_ids: dict[str, str]) -> dict[str, Any]:
+    """Replace each @reference by the run id it names (``:min/max(metric)`` reads the runs' final metrics)."""
+    from genlab import tracking
+
+    params = dict(run.params)
+    for key, value in run.params.items():
+        if not (isinstance(value, str) and value.startswith("@")):
+            continue
+        match = REFERENCE.match(value)
+        candidates = [rid for name, rid in run_ids.items() if fnmatch.fnmatchcase(name, match["pattern"])]
+        if not candidates:
+            raise RuntimeError(f"{value} names no finished run")
+        if match["mode"] is None:
+            params[key] = candidates[0]
+            continue
+        scored = []
+        for rid in candidates:
+            metrics = tracking.get_run(rid).data.metrics
+            if match["metric"] not in metrics:
+                raise RuntimeError(f"{value}: run {rid} has no metric {match['metric']}")
+            scored.append((metrics[match["metric"]], rid))
+        params[key] = (min if match["mode"] == "min" else max)(scored)[1]
+    return params
+
+
+def _call(run: PlannedRun, config: Any, tags: dict[str, str], splits_cache: dict) -> str:
+    """Call the entry's main() the way its own command does; returns the run id."""
+    from genlab import data, tracking
+
+    main = run.entry.module.main
+    accepted = inspect.signature(main).parameters
+    kwargs: dict[str, Any] = {}
+    if "tags" in accepted:
+        kwargs["tags"] = tags
+    if "splits" in accepted and hasattr(config, "dataset"):
+        key = (config.dataset, getattr(config, "limit", 0))
+        if key not in splits_cache:
+            splits_cache[key] = data.load(*key)
+        kwargs["splits"] = splits_cache[key]
+    result = main(config, **kwargs)
+    if isinstance(result, dict):  # the search returns its summary, with the parent run's id
+        result = result.get("parent_run_id") or result.get("run_id")
+    run_id = result[0] if isinstance(result, tuple) else result
+    if not isinstance(run_id, str):
+        raise RuntimeError(f"{run.entry.name}'s main() returned no run id")
+    if "tags" not in accepted:
+        tracking.set_run_tags(run_id, tags)
+    return run_id
+
+
+def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
+    """Load, check and select plans, then run (or reuse) each planned run in order."""
+    from genlab import tracking
+
+    plans, _ = load_plans(cfg)
+    runs, notices = select(plans, cfg.only)
+    for notice in notices:
+        print(f"genlab study: {notice}", file=sys.stderr, flush=True)
+    outcome = Outcome(skipped=[n.split(":")[0] for n in notices])
+    version = tracking.code_version()
+    done = finished_runs(cfg, version)
+    print(f"genlab study: {cfg.study} {cfg.profile}: {len(runs)} runs planned; code {version}, "
+          f"{len(done)} finished runs of this study and profile at this code version in the store"
+          + (" (uncommitted changes: each edit is a new code version)" if version.endswith("-dirty") else ""),
+          file=sys.stderr, flush=True)
+    if dry_run:
+        print(f"{len(runs)} runs, about {sum(r.cost for r in runs) / 1e6:.2f}M image passes (code {version}):")
+    progress, splits_cache, failed = Progress(runs, cfg.profile), {}, set()
+    start = time.perf_counter()
+    for i, run in enumerate(runs, 1):
+        t0 = time.perf_counter()
+        needs_failed = [n for ref in run.refs for n in failed if fnmatch.fnmatchcase(n, REFERENCE.match(ref)["pattern"])]
+        if needs_failed:
+            failed.add(run.name)
+            outcome.failed.append(run.label)
+            progress.end(i, run, f"not run: needs {needs_failed[0]}, which failed", 0.0, False)
+            continue
+        tags = {"genlab.study": cfg.study, "genlab.profile": cfg.profile, "genlab.question": run.question,
+                "genlab.arm": run.arm, "genlab.ref": run.name}
+        try:
+            if dry_run and any(_unresolved(ref, outcome.run_ids) for ref in run.refs):
+                print(f"{i:3d}/{len(runs)} {run.label}: would train (after what it refers to) [{run.name}]")
+                continue
+            config = _config(run, resolve(run, outcome.run_ids), cfg, run.question)
+            reuse = find_reusable(done, run, config)
+            if dry_run:
+                print(f"{i:3d}/{len(runs)} {run.label}: " + (f"reuse {reuse}" if reuse else "would train")
+                      + f" [{run.name}] " + " ".join(f"{k}={_fmt(v)}" for k, v in run.params.items()))
+                if reuse:
+                    outcome.run_ids[run.name] = reuse
+                continue
+            progress.begin(i, run)
+            if reuse:
+                outcome.run_ids[run.name] = reuse
+                outcome.reused += 1
+                progress.end(i, run, f"reused run {reuse}", time.perf_counter() - t0, False)
+                continue
+            run_id = _call(run, config, tags, splits_cache)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # the entry marked its run FAILED; the study goes on without what needs it
+            message = str(e).splitlines()[0] if str(e) else ""
+            failed.add(run.name)
+            outcome.failed.append(run.label)
+            progress.end(i, run, f"FAILED: {type(e).__name__}: {message}", time.perf_counter() - t0, True)
+            continue
+        outcome.run_ids[run.name] = run_id
+        outcome.trained += 1
+        progress.end(i, run, f"run {run_id} in {time.perf_counter() - t0:.0f}s", time.perf_counter() - t0, True)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def _unresolved(ref: str, run_ids: dict[str, str]) -> bool:
+    return not any(fnmatch.fnmatchcase(name, REFERENCE.match(ref)["pattern"]) for name in run_ids)
