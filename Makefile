@@ -23,8 +23,13 @@ data: $(STAMP)
 	     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null)); } ; \
 	$(BIN)/genlab data path fashion-mnist >/dev/null 2>&1 || $(BIN)/genlab data download fashion-mnist
 
+# The quick study (every question end to end, about 5 minutes on 2 cores), then the report built from its runs.
+# PROFILE=full for the real conclusions (about an hour). Finished runs are reused: an interrupted study continues.
+PROFILE ?= quick
 study: data
-	$(BIN)/genlab train-vae --dataset fashion-mnist --epochs 3 --limit 10000
+	$(BIN)/genlab study --profile $(PROFILE)
+	$(BIN)/genlab report --profile $(PROFILE)
+	@echo "Report: $(CURDIR)/reports/build/en/report.html (French: reports/build/fr/report.html)"
 	@echo "Runs are in $(CURDIR)/mlflow.db (artifacts in $(CURDIR)/mlruns). Browse them: make ui"
 
 test: $(STAMP)
