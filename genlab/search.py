@@ -36,6 +36,7 @@ MODEL_NAME, MODEL_ALIAS = "genlab-vae", "best"
 GRID_BETAS = 5  # log-spaced beta values per latent_dim for sampler=grid
 PRUNER_STARTUP_TRIALS = 3  # complete trials before the median pruner may stop one
 PRUNER_WARMUP_EPOCHS = 0  # a clearly bad trial may be stopped after its first epoch already
+MIN_TRIALS_FOR_IMPORTANCES = 5
 MAX_RETRIES = 2  # a trial whose worker died is re-queued at most this many times
 # Study user attrs: the trial settings (a resumed study must keep them) and the MLflow parent run.
 SETTINGS_ATTR, PARENT_ATTR = "genlab.settings", "genlab.mlflow_parent_run_id"
@@ -560,8 +561,11 @@ def plot_study(study, cfg: SearchConfig) -> tuple[dict[str, Any], dict[str, str]
     fig.tight_layout()
     figures["history.png"] = fig
 
-    # Parameter importances (fANOVA) per target.
-    try:
+    # Parameter importances (fANOVA) per target: a random forest on fewer trials would only fit noise.
+    if len(complete) < MIN_TRIALS_FOR_IMPORTANCES:
+        texts["importances.txt"] = (f"no parameter importances: {len(complete)} complete trials, fANOVA needs "
+                                    f"{MIN_TRIALS_FOR_IMPORTANCES}")
+    else:
         import optuna
 
         fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3), squeeze=False)
@@ -573,9 +577,6 @@ def plot_study(study, cfg: SearchConfig) -> tuple[dict[str, Any], dict[str, str]
             ax.set(xlabel="importance (fANOVA)", title=f"importances: {label[target]}")
         fig.tight_layout()
         figures["importances.png"] = fig
-    except (ValueError, RuntimeError) as e:
-        plt.close(fig)
-        texts["importances.txt"] = f"no parameter importances: {e}"
 
     # The search space: latent_dim x beta, coloured by the objective; pruned and failed trials marked.
     fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4), squeeze=False)
