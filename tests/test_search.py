@@ -74,7 +74,7 @@ def done(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
 
 
-def test_two_workers_exact_counts_nesting_artifacts_then_resume(store, tmp_path):
+def test_two_workers_exact_counts_nesting_artifacts_then_resume(store, tmp_path, capsys):
     cfg = config(tmp_path, n_trials=4, workers=2)
     search.main(cfg)  # this process coordinates; the two workers are processes
     study = load(cfg)
@@ -106,10 +106,12 @@ def test_two_workers_exact_counts_nesting_artifacts_then_resume(store, tmp_path)
     assert parent.data.metrics["trials_complete"] + parent.data.metrics["trials_pruned"] == 4
     assert client.get_model_version_by_alias("genlab-vae", "best").run_id == best.user_attrs[search.RUN_ID_ATTR]
 
-    # Resume in this process after raising n_trials: one more trial, same parent, nothing run twice.
+    # Resume through the CLI after raising n_trials: one more trial, same parent, nothing run twice.
     before = {n: r.info.run_id for n, r in by_number.items()}
-    summary = search.main(config(tmp_path, n_trials=5, workers=1))
-    assert summary["trials_complete"] + summary["trials_pruned"] == 5 and summary["parent_run_id"] == parent.info.run_id
+    capsys.readouterr()
+    assert cli.main(["search", *cli_args(config(tmp_path, n_trials=5, workers=1))]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("search t: ") and out.endswith(f"parent run {parent.info.run_id}") and "best neg_elbo" in out
     (parent2,), children2 = search_runs()
     assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FINISHED"
     after = {int(r.data.tags["optuna.trial_number"]): r.info.run_id for r in children2}
@@ -203,6 +205,13 @@ def test_nan_trial_fails_a_bad_trial_is_pruned_and_ctrl_c_kills(store, tmp_path,
     assert killed.info.status == "KILLED" and killed.data.tags["optuna.state"] == "FAIL"
     (parent,), _ = search_runs()
     assert parent.info.status == "KILLED"
+
+    # Every trial failing: the worker stops instead of sampling forever; the parent run FAILED.
+    load(cfg).enqueue_trial({"latent_dim": 2, "beta": 7.0})
+    monkeypatch.setattr(search, "MAX_FAILURES_IN_A_ROW", 1)
+    with pytest.raises(RuntimeError, match="1 trials in a row failed"):
+        search.main(config(tmp_path, n_trials=3))
+    assert load(cfg).trials[4].state.name == "FAIL" and search_runs()[0][0].info.status == "FAILED"
 
 
 def test_pareto_objective_logs_the_front(store, tmp_path):
