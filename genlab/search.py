@@ -36,6 +36,8 @@ MODEL_NAME, MODEL_ALIAS = "genlab-vae", "best"
 GRID_BETAS = 5  # log-spaced beta values per latent_dim for sampler=grid
 PRUNER_STARTUP_TRIALS = 3  # complete trials before the median pruner may stop one
 PRUNER_WARMUP_EPOCHS = 0  # a clearly bad trial may be stopped after its first epoch already
+MIN_TRIALS_FOR_IMPORTANCES = 5
+MAX_FAILURES_IN_A_ROW = 5  # a worker stops rather than sample forever when every trial fails
 MAX_RETRIES = 2  # a trial whose worker died is re-queued at most this many times
 # Study user attrs: the trial settings (a resumed study must keep them) and the MLflow parent run.
 SETTINGS_ATTR, PARENT_ATTR = "genlab.settings", "genlab.mlflow_parent_run_id"
@@ -357,7 +359,11 @@ def run_worker(cfg: SearchConfig, worker_index: int = 0, study=None) -> None:
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else math.inf
     grace = 3 * cfg.heartbeat_seconds
     waiting_since = None
+    states: list[str] = []  # of this worker's trials
     while True:
+        if states[-MAX_FAILURES_IN_A_ROW:] == ["FAIL"] * MAX_FAILURES_IN_A_ROW:
+            raise RuntimeError(f"{MAX_FAILURES_IN_A_ROW} trials in a row failed (see their fail_reason); fix the "
+                               "cause and rerun the same command to resume")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             optuna.storages.fail_stale_trials(study)
@@ -374,7 +380,8 @@ def run_worker(cfg: SearchConfig, worker_index: int = 0, study=None) -> None:
         waiting_since = None
         try:
             study.optimize(lambda trial: objective(trial, cfg, parent_run_id, splits), n_trials=1,
-                           catch=(vae.NonFiniteLoss, SurplusTrial))
+                           catch=(vae.NonFiniteLoss, SurplusTrial),
+                           callbacks=[lambda _, trial: states.append(trial.state.name)])
         except optuna.exceptions.UpdateFinishedTrialError:  # declared dead while alive (a very late heartbeat)
             print("a trial of this worker was declared dead while running; it was queued again", file=sys.stderr)
 
@@ -401,10 +408,13 @@ def main(cfg: SearchConfig) -> dict[str, float]:
         else:
             codes = _run_worker_processes(cfg)
         summary = summarize(study, cfg, parent_run_id)
-        if summary["trials_complete"] + summary["trials_pruned"] < cfg.n_trials and any(codes):
-            raise RuntimeError(f"worker exit codes {codes}: the study has {summary['trials_complete']:.0f} complete "
-                               f"+ {summary['trials_pruned']:.0f} pruned of {cfg.n_trials} trials; rerun the same "
-                               "command to resume")
+        short = summary["trials_complete"] + summary["trials_pruned"] < cfg.n_trials
+        if any(codes):
+            message = (f"worker exit codes {codes}: the study has {summary['trials_complete']:.0f} complete + "
+                       f"{summary['trials_pruned']:.0f} pruned of {cfg.n_trials} trials")
+            if short:
+                raise RuntimeError(message + "; rerun the same command to resume")
+            print(f"genlab: warning: {message} (the other workers completed it)", file=sys.stderr)
     except KeyboardInterrupt:
         tracking.mark_run(parent_run_id, "KILLED", "interrupted")
         raise
@@ -560,8 +570,11 @@ def plot_study(study, cfg: SearchConfig) -> tuple[dict[str, Any], dict[str, str]
     fig.tight_layout()
     figures["history.png"] = fig
 
-    # Parameter importances (fANOVA) per target.
-    try:
+    # Parameter importances (fANOVA) per target: a random forest on fewer trials would only fit noise.
+    if len(complete) < MIN_TRIALS_FOR_IMPORTANCES:
+        texts["importances.txt"] = (f"no parameter importances: {len(complete)} complete trials, fANOVA needs "
+                                    f"{MIN_TRIALS_FOR_IMPORTANCES}")
+    else:
         import optuna
 
         fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3), squeeze=False)
@@ -573,9 +586,6 @@ def plot_study(study, cfg: SearchConfig) -> tuple[dict[str, Any], dict[str, str]
             ax.set(xlabel="importance (fANOVA)", title=f"importances: {label[target]}")
         fig.tight_layout()
         figures["importances.png"] = fig
-    except (ValueError, RuntimeError) as e:
-        plt.close(fig)
-        texts["importances.txt"] = f"no parameter importances: {e}"
 
     # The search space: latent_dim x beta, coloured by the objective; pruned and failed trials marked.
     fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4), squeeze=False)

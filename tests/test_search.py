@@ -74,10 +74,9 @@ def done(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
 
 
-def test_two_workers_exact_counts_nesting_artifacts_then_resume(store, tmp_path):
+def test_two_workers_exact_counts_nesting_artifacts_then_resume(store, tmp_path, capsys):
     cfg = config(tmp_path, n_trials=4, workers=2)
-    result = subprocess.run(genlab_cmd("search", *cli_args(cfg)), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    search.main(cfg)  # this process coordinates; the two workers are processes
     study = load(cfg)
     assert len(done(study)) == 4
     assert study.trials[0].params == search.DEFAULT_TRIAL  # the lab's configuration comes first
@@ -107,10 +106,12 @@ def test_two_workers_exact_counts_nesting_artifacts_then_resume(store, tmp_path)
     assert parent.data.metrics["trials_complete"] + parent.data.metrics["trials_pruned"] == 4
     assert client.get_model_version_by_alias("genlab-vae", "best").run_id == best.user_attrs[search.RUN_ID_ATTR]
 
-    # Resume in this process after raising n_trials: one more trial, same parent, nothing run twice.
+    # Resume through the CLI after raising n_trials: one more trial, same parent, nothing run twice.
     before = {n: r.info.run_id for n, r in by_number.items()}
-    summary = search.main(config(tmp_path, n_trials=5, workers=1))
-    assert summary["trials_complete"] + summary["trials_pruned"] == 5 and summary["parent_run_id"] == parent.info.run_id
+    capsys.readouterr()
+    assert cli.main(["search", *cli_args(config(tmp_path, n_trials=5, workers=1))]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("search t: ") and out.endswith(f"parent run {parent.info.run_id}") and "best neg_elbo" in out
     (parent2,), children2 = search_runs()
     assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FINISHED"
     after = {int(r.data.tags["optuna.trial_number"]): r.info.run_id for r in children2}
@@ -133,7 +134,7 @@ def wait_for(condition, timeout: float, what: str):
 
 
 def test_killed_worker_trial_fails_its_run_fails_and_it_is_retried(store, tmp_path):
-    cfg = config(tmp_path, n_trials=2, epochs=2, heartbeat_seconds=1)
+    cfg = config(tmp_path, n_trials=1, epochs=2, heartbeat_seconds=1)
     proc = subprocess.Popen(genlab_cmd("search", *cli_args(cfg)), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -143,30 +144,31 @@ def test_killed_worker_trial_fails_its_run_fails_and_it_is_retried(store, tmp_pa
 
         (victim,) = wait_for(running_child, 300, "a running trial")
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole search: the worker is this process
         proc.wait()
     assert [t.state.name for t in load(cfg).trials] == ["RUNNING"]
 
-    summary = search.main(cfg)  # resume: the dead trial goes FAIL (heartbeat) and is run again
+    # Resume: the only missing trial is "running", so the worker waits for its heartbeat to go stale, marks it
+    # FAIL (its run FAILED) and runs the queued copy.
+    summary = search.main(cfg)
     study = load(cfg)
-    dead = study.trials[0]
-    assert dead.state.name == "FAIL" and len(done(study)) == summary["trials_complete"] == 2
-    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == 0]
-    assert retry.state.name == "COMPLETE" and retry.params == dead.params
+    dead, retry = study.trials
+    assert dead.state.name == "FAIL" and retry.state.name == "COMPLETE" and summary["trials_complete"] == 1
+    assert retry.system_attrs["failed_trial"] == 0 and retry.params == dead.params
     victim = MlflowClient().get_run(victim.info.run_id)
     assert victim.info.status == "FAILED" and victim.data.tags["optuna.state"] == "FAIL"
     assert "heartbeat" in victim.data.tags["optuna.reason"]
     parents, children = search_runs()
     assert [p.info.status for p in parents] == ["FINISHED"]
-    assert sorted(r.info.status for r in children) == ["FAILED", "FINISHED", "FINISHED"]
+    assert sorted(r.info.status for r in children) == ["FAILED", "FINISHED"]
 
 
-def test_nan_trial_fails_with_reason_and_a_bad_trial_is_pruned(store, tmp_path, monkeypatch):
-    cfg = config(tmp_path, n_trials=1, epochs=2)
-    search.main(cfg)  # trial 0: the lab default, the pruner's reference
-    study = load(cfg)
+def test_nan_trial_fails_a_bad_trial_is_pruned_and_ctrl_c_kills(store, tmp_path, monkeypatch):
+    cfg = config(tmp_path, n_trials=2)
+    study = search.open_study(cfg, create=True)  # queues the lab default first: the pruner's reference
     study.enqueue_trial({"latent_dim": 4, "beta": 7.0})  # its loss becomes NaN (below)
     study.enqueue_trial({"latent_dim": 16, "beta": 10.0})  # trained uphill (below): worse than trial 0, pruned
+    study.enqueue_trial({"latent_dim": 2, "beta": 3.0})  # interrupted (below)
     vae_terms = losses.vae_terms
 
     def sabotaged(logits, x, z_mean, z_log_var, beta):
@@ -180,10 +182,9 @@ def test_nan_trial_fails_with_reason_and_a_bad_trial_is_pruned(store, tmp_path, 
 
     monkeypatch.setattr(losses, "vae_terms", sabotaged)
     monkeypatch.setattr(search, "PRUNER_STARTUP_TRIALS", 1)
-    summary = search.main(config(tmp_path, n_trials=2, epochs=2))
+    summary = search.main(cfg)
     assert (summary["trials_complete"], summary["trials_pruned"], summary["trials_failed"]) == (1, 1, 1)
-    study = load(cfg)
-    nan_trial, pruned = study.trials[1], study.trials[2]
+    nan_trial, pruned = load(cfg).trials[1:3]
     assert nan_trial.state.name == "FAIL" and "NonFiniteLoss" in nan_trial.user_attrs["fail_reason"]
     client = MlflowClient()
     nan_run = client.get_run(nan_trial.user_attrs[search.RUN_ID_ATTR])
@@ -193,19 +194,24 @@ def test_nan_trial_fails_with_reason_and_a_bad_trial_is_pruned(store, tmp_path, 
     pruned_run = client.get_run(pruned.user_attrs[search.RUN_ID_ATTR])
     assert pruned_run.info.status == "FINISHED" and pruned_run.data.tags["optuna.state"] == "PRUNED"
     assert "genlab.failure" not in pruned_run.data.tags
-    assert all(r.info.status != "RUNNING" for r in client.search_runs(
-        [client.get_experiment_by_name("genlab-search").experiment_id]))
+    assert all(r.info.status != "RUNNING" for r in search_runs()[1])
 
     # Ctrl-C: the trial FAIL, its run KILLED, the parent run KILLED.
-    study.enqueue_trial({"latent_dim": 2, "beta": 3.0})
     with pytest.raises(KeyboardInterrupt):
-        search.main(config(tmp_path, n_trials=3, epochs=2))
+        search.main(config(tmp_path, n_trials=3))
     interrupted = load(cfg).trials[3]
     assert interrupted.state.name == "FAIL" and interrupted.user_attrs["fail_reason"] == "interrupted"
     killed = client.get_run(interrupted.user_attrs[search.RUN_ID_ATTR])
     assert killed.info.status == "KILLED" and killed.data.tags["optuna.state"] == "FAIL"
     (parent,), _ = search_runs()
     assert parent.info.status == "KILLED"
+
+    # Every trial failing: the worker stops instead of sampling forever; the parent run FAILED.
+    load(cfg).enqueue_trial({"latent_dim": 2, "beta": 7.0})
+    monkeypatch.setattr(search, "MAX_FAILURES_IN_A_ROW", 1)
+    with pytest.raises(RuntimeError, match="1 trials in a row failed"):
+        search.main(config(tmp_path, n_trials=3))
+    assert load(cfg).trials[4].state.name == "FAIL" and search_runs()[0][0].info.status == "FAILED"
 
 
 def test_pareto_objective_logs_the_front(store, tmp_path):
@@ -217,6 +223,31 @@ def test_pareto_objective_logs_the_front(store, tmp_path):
     assert all(len(t.values) == 2 for t in load(cfg).trials)
     (parent,), _ = search_runs()
     assert "pareto_front.png" in {f.path for f in MlflowClient().list_artifacts(parent.info.run_id)}
+
+
+@pytest.mark.parametrize("objective", ["neg_elbo", "pareto"])
+def test_study_figures_from_constructed_trials(tmp_path, objective):
+    """The summary figures on a study of made-up trials (no training): every state, enough for fANOVA."""
+    import matplotlib.pyplot as plt
+
+    cfg = config(tmp_path, objective=objective)
+    study = optuna.create_study(directions=["minimize"] * (2 if objective == "pareto" else 1))
+    space = {"latent_dim": optuna.distributions.CategoricalDistribution(search.latent_dims(cfg)),
+             "beta": optuna.distributions.FloatDistribution(cfg.beta_min, cfg.beta_max, log=True)}
+    for i, (z, beta) in enumerate([(2, 0.2), (4, 0.5), (16, 1.0), (2, 3.0), (4, 8.0), (16, 0.1), (16, 5.0)]):
+        values = [300.0 - 10 * i + beta, 50.0 + 5 * i] if objective == "pareto" else [200.0 + z + beta]
+        state = {5: "PRUNED", 6: "FAIL"}.get(i, "COMPLETE") if objective == "neg_elbo" else "COMPLETE"
+        study.add_trial(optuna.create_trial(
+            state=optuna.trial.TrialState[state], params={"latent_dim": z, "beta": beta}, distributions=space,
+            values=values if state == "COMPLETE" else None,
+            intermediate_values={1: values[0]} if state == "PRUNED" else None))
+    figures, texts = search.plot_study(study, cfg)
+    expected = {"history.png", "importances.png", "latent_dim_beta.png"}
+    assert set(figures) == expected | ({"pareto_front.png"} if objective == "pareto" else set()) and not texts
+    if objective == "pareto":  # every made-up trial trades recon for fid: all on the front
+        assert len(study.best_trials) == 7
+    for figure in figures.values():
+        plt.close(figure)
 
 
 BAD_SEARCH = [

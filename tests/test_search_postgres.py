@@ -18,8 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from genlab import search
 
-from .conftest import genlab_cmd
-from .test_search import TINY, cli_args, done, search_runs
+from .test_search import TINY, done, search_runs
 
 PG_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
 
@@ -70,15 +69,11 @@ def test_two_workers_share_one_study_in_postgres(postgres, tmp_path, monkeypatch
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres.replace("postgresql://", "postgresql+psycopg://") + "/mlflow")
     cfg = search.SearchConfig(**{**TINY, "storage": f"{postgres}/optuna", "n_trials": 3, "workers": 2})
-    result = subprocess.run(genlab_cmd("search", *cli_args(cfg)), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    search.main(cfg)  # this process creates the study and the parent run, then starts and waits for 2 workers
 
     study = optuna.load_study(study_name=cfg.study_name, storage=search.storage_url(cfg.storage))
     numbers = [t.number for t in study.trials]
     assert len(done(study)) == 3 and len(numbers) == len(set(numbers))
-    from genlab import tracking
-
-    tracking.init_store()
     (parent,), children = search_runs()
     assert parent.info.status == "FINISHED"
     per_trial = sorted(int(r.data.tags["optuna.trial_number"]) for r in children)
