@@ -38,3 +38,16 @@ def test_goals_and_not_measured():
     assert bench.Measure("y", 0.02, "fraction", goal=("<=", 0.03)).met is True
     missing = bench.Measure("z", None, reason="module absent")
     assert missing.met is None and missing.as_dict()["status"] == "not measured"
+
+
+def test_mlproject_bench_entry_matches_the_config():
+    import dataclasses
+    from pathlib import Path
+
+    import yaml
+
+    entry = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())["entry_points"]["bench"]
+    fields = {f.name for f in dataclasses.fields(bench.BenchConfig)}
+    assert set(entry["parameters"]) == fields
+    for name in fields:
+        assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"]
