@@ -68,6 +68,17 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from genlab import calibrate
+
+    cfg = config_from_args(args, calibrate.CalibrationConfig)
+    calibrate.validate(cfg)
+    run_id, rows = calibrate.main(cfg)
+    print(calibrate.format_table(rows))
+    print(f"run {run_id} finished (artifacts calibration.csv, calibration.json)")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from genlab import data
 
@@ -90,11 +101,16 @@ def build_parser() -> Parser:
                    "(its logged params are used)")
     p.set_defaults(func=cmd_train_vae)
 
+    from genlab.calibrate import CalibrationConfig
     from genlab.train.classifier import ClassifierConfig
 
     p = sub.add_parser("train-classifier", help="train the feature classifier of the sample-quality metrics")
     add_config_arguments(p, ClassifierConfig)
     p.set_defaults(func=cmd_train_classifier)
+
+    p = sub.add_parser("calibrate", help="sample-quality metrics of reference image sets (train vs test, noise, ...)")
+    add_config_arguments(p, CalibrationConfig)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("data", help="locate or download a data set")
     p.add_argument("action", choices=("download", "path"))
