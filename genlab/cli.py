@@ -117,6 +117,17 @@ def cmd_study(args: argparse.Namespace) -> int:
     return EXIT_RUNTIME if outcome.failed else 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from genlab import calibrate
+
+    cfg = config_from_args(args, calibrate.CalibrationConfig)
+    calibrate.validate(cfg)
+    run_id, rows = calibrate.main(cfg)
+    print(calibrate.format_table(rows))
+    print(f"run {run_id} finished (artifacts calibration.csv, calibration.json)")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from genlab import data
 
@@ -209,6 +220,8 @@ def build_parser() -> Parser:
                    help="run trials only, as worker INDEX of an existing study (started by --workers N, or by hand "
                    "on another machine with a distinct INDEX: it seeds the sampler)")
     p.set_defaults(func=cmd_search)
+
+    from genlab.calibrate import CalibrationConfig
     from genlab.train.classifier import ClassifierConfig
 
     p = sub.add_parser("train-classifier", help="train the feature classifier of the sample-quality metrics")
@@ -229,6 +242,10 @@ def build_parser() -> Parser:
     add_config_arguments(p, StudyConfig)
     p.add_argument("--dry-run", action="store_true", help="list the runs (and which would be reused); run nothing")
     p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("calibrate", help="sample-quality metrics of reference image sets (train vs test, noise, ...)")
+    add_config_arguments(p, CalibrationConfig)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("data", help="locate or download a data set")
     p.add_argument("action", choices=("download", "path"))

@@ -93,7 +93,7 @@ def test_kid_matches_torchmetrics_mmd_and_orders_distributions():
     rng = np.random.default_rng(4)
     real, near, far = rng.normal(size=(400, 16)), rng.normal(0.1, 1, (400, 16)), rng.normal(1.0, 1, (400, 16))
     # one subset holding every sample: the same unbiased estimator as torchmetrics
-    mean, std = metrics.kid(real, far, subsets=1, subset_size=400)
+    mean, std = metrics.kid(real, far, subsets=1, subset_size=400, normalise=False)
     expected = float(poly_mmd(torch.from_numpy(real), torch.from_numpy(far)))
     assert mean == pytest.approx(expected, rel=1e-5) and std == 0.0
     same = metrics.kid(real[:200], real[200:], subsets=20, subset_size=150)
@@ -103,6 +103,9 @@ def test_kid_matches_torchmetrics_mmd_and_orders_distributions():
     assert same[0] < small[0] < large[0] and large[1] > 0
     assert metrics.kid(real, far, subsets=5, subset_size=100, seed=7) == metrics.kid(real, far, subsets=5,
                                                                                       subset_size=100, seed=7)
+    # normalised: invariant to the scale of the features (the real features' RMS value is divided out)
+    assert metrics.kid(10 * real, 10 * far, subsets=5, subset_size=100) == pytest.approx(
+        metrics.kid(real, far, subsets=5, subset_size=100), rel=1e-5)
 
 
 def test_prdc_matches_the_prdc_package():
