@@ -338,7 +338,7 @@ def measure_training(ctx: Context) -> list[Measure]:
                    f"autocast bf16 vs fp32 images/s on {ctx.device.type}")
     elbo = Measure("bf16_neg_elbo_rel_diff", rel_diff, "", ("<=", 0.005),
                    {"fp32_test_neg_elbo": fp32_elbo, "bf16_test_neg_elbo": bf16_elbo, "images_trained": n16},
-                   f"|bf16 - fp32| / fp32 test neg-ELBO after one epoch of {n16} images, same seed: bf16 "
+                   f"abs(bf16 - fp32) / fp32 test neg-ELBO after one epoch of {n16} images, same seed: bf16 "
                    f"{'keeps' if rel_diff <= 0.005 else 'does not keep'} it within 0.5 %")
     return [speedup, fraction, bf16, elbo]
 
@@ -497,7 +497,7 @@ def markdown(measures: list[Measure], info: dict) -> str:
         goal = f"{m.goal[0]} {m.goal[1]:g}" if m.goal else ""
         met = {True: "yes", False: "**no**", None: ""}[m.met]
         side = ", ".join(f"{k} {_short(v)}" for k, v in m.detail.items() if not isinstance(v, list))
-        how = m.note if m.value is not None else m.reason
+        how = (m.note if m.value is not None else m.reason).replace("|", "\\|")
         rows.append(f"| {m.name} | {_fmt(m.value, m.unit)} | {goal} | {met} | {side} | {how} |")
     machine_line = ", ".join(f"{k} {v}" for k, v in info.items())
     return "\n".join(rows) + f"\n\nMachine: {machine_line}.\n"

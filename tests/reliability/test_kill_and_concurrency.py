@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from genlab import data
@@ -44,6 +45,7 @@ def wait_for_checkpoint(proc: subprocess.Popen, folder, timeout: float = 300) ->
     raise AssertionError(f"no checkpoint appeared (process exit code {proc.poll()})")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(store, tmp_path):
     proc = subprocess.Popen(genlab_cmd("train-vae", *cli_args(kill_cfg())), cwd=tmp_path, env=child_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -74,6 +76,7 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(store, tmp_pat
                                                                                     reference[key])
 
 
+@pytest.mark.slow
 def test_two_processes_write_to_one_sqlite_store_at_once(store, tmp_path):
     # The store exists (the fixture created it): creating one SQLite schema from two processes is not supported.
     cfgs = [kill_cfg(epochs=2, limit=256, batch_size=64, seed=seed, experiment="concurrent") for seed in (0, 1)]
