@@ -1,13 +1,17 @@
 """`genlab study`: plan loading and strict validation, the lab's plans, and a tiny study that reuses its runs."""
 
+import dataclasses
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from genlab import cli, study
 from genlab.config import ConfigError
+from genlab.train import gradvar
 
 Q1 = """
 question: q1
@@ -168,3 +172,15 @@ def test_tiny_study_runs_tags_and_reuses_every_run(store, tmp_path, capsys, monk
     # another profile is another set of runs (not run here: the dry run says what it would train)
     assert cli.main(["study", "--plans", folder, "--study", "tiny", "--profile", "full", "--dry-run"]) == 0
     assert capsys.readouterr().out.count("would train") == 4
+
+
+@pytest.mark.parametrize("entry,config", [("study", study.StudyConfig), ("gradvar", gradvar.GradVarConfig)])
+def test_mlproject_entry_matches_the_config(entry, config):
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())["entry_points"][entry]
+    names = {f.name for f in dataclasses.fields(config)}
+    assert set(spec["parameters"]) == names
+    command = " ".join(spec["command"].split())
+    assert all(f"--{n.replace('_', '-')} {{{n}}}" in command for n in names)
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    assert all(str(spec["parameters"][n]["default"]) in (str(defaults[n]), f"{defaults[n]:g}" if isinstance(
+        defaults[n], (int, float)) else str(defaults[n])) for n in names)
