@@ -20,6 +20,7 @@ import importlib
 import importlib.util
 import inspect
 import itertools
+import os
 import re
 import string
 import sys
@@ -460,6 +461,8 @@ def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
     for notice in notices:
         print(f"genlab study: {notice}", file=sys.stderr, flush=True)
     outcome = Outcome(skipped=[n.split(":")[0] for n in notices])
+    # Under `mlflow run . -e study` that run is the study's own: the entry points must not adopt it as theirs.
+    umbrella = os.environ.pop("MLFLOW_RUN_ID", None)
     version = tracking.code_version()
     done = finished_runs(cfg, version)
     print(f"genlab study: {cfg.study} {cfg.profile}: {len(runs)} runs planned; code {version}, "
@@ -511,6 +514,11 @@ def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
         outcome.trained += 1
         progress.end(i, run, f"run {run_id} in {time.perf_counter() - t0:.0f}s", time.perf_counter() - t0, True)
     outcome.seconds = time.perf_counter() - start
+    if umbrella and not dry_run:
+        tracking.set_run_tags(umbrella, {
+            "genlab.kind": "study", "genlab.study": cfg.study, "genlab.profile": cfg.profile, "genlab.only": cfg.only,
+            "genlab.summary": f"{outcome.trained} trained, {outcome.reused} reused, {len(outcome.failed)} failed "
+                              f"in {outcome.seconds:.0f}s"})
     return outcome
 
 

@@ -1,13 +1,17 @@
 """`genlab study`: plan loading and strict validation, the lab's plans, and a tiny study that reuses its runs."""
 
+import dataclasses
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from genlab import cli, study
 from genlab.config import ConfigError
+from genlab.train import gradvar
 
 Q1 = """
 question: q1
@@ -129,7 +133,7 @@ def test_cli_bad_plan_is_exit_2_and_creates_nothing(tmp_path, monkeypatch, capsy
 
 # ---------------------------------------------------------------- a tiny study, twice
 
-def test_tiny_study_runs_tags_and_reuses_every_run(store, tmp_path, capsys):
+def test_tiny_study_runs_tags_and_reuses_every_run(store, tmp_path, capsys, monkeypatch):
     folder = write_plans(tmp_path / "plans", q1=Q1, q2=Q2)
     assert cli.main(["study", "--plans", folder, "--study", "tiny"]) == 0
     out, err = capsys.readouterr()
@@ -154,12 +158,29 @@ def test_tiny_study_runs_tags_and_reuses_every_run(store, tmp_path, capsys):
     assert len(json.loads(open(client.download_artifacts(vae_id, "kl_per_dim.json", str(tmp_path))).read())) == 2
     assert 0 <= by_ref["q1_vae_s1"].data.metrics["latent_probe_accuracy"] <= 1
 
-    # Second invocation, and one that selects only q2 (pulling in q1's runs): nothing new is trained.
+    # Second invocation (as `mlflow run . -e study` starts it: inside a run of its own), and one that selects only
+    # q2 (pulling in q1's runs): nothing new is trained.
+    umbrella = client.create_run(client.get_experiment_by_name("Default").experiment_id).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", umbrella)
     assert cli.main(["study", "--plans", folder, "--study", "tiny"]) == 0
     assert "0 runs trained, 3 reused" in capsys.readouterr().out
+    tags = client.get_run(umbrella).data.tags
+    assert tags["genlab.kind"] == "study" and tags["genlab.summary"].startswith("0 trained, 3 reused, 0 failed")
     assert cli.main(["study", "--plans", folder, "--study", "tiny", "--only", "q2"]) == 0
     assert "0 runs trained, 3 reused" in capsys.readouterr().out
-    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == 3
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == 3 + 1  # + umbrella
     # another profile is another set of runs (not run here: the dry run says what it would train)
     assert cli.main(["study", "--plans", folder, "--study", "tiny", "--profile", "full", "--dry-run"]) == 0
     assert capsys.readouterr().out.count("would train") == 4
+
+
+@pytest.mark.parametrize("entry,config", [("study", study.StudyConfig), ("gradvar", gradvar.GradVarConfig)])
+def test_mlproject_entry_matches_the_config(entry, config):
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())["entry_points"][entry]
+    names = {f.name for f in dataclasses.fields(config)}
+    assert set(spec["parameters"]) == names
+    command = " ".join(spec["command"].split())
+    assert all(f"--{n.replace('_', '-')} {{{n}}}" in command for n in names)
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    assert all(str(spec["parameters"][n]["default"]) in (str(defaults[n]), f"{defaults[n]:g}" if isinstance(
+        defaults[n], (int, float)) else str(defaults[n])) for n in names)

@@ -9,6 +9,19 @@ from genlab.config import ConfigError
 from genlab.train import gradvar, vae
 
 
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory):
+    """One tracking store for this module's tests (creating one costs seconds); each test uses its own
+    experiment names."""
+    folder = tmp_path_factory.mktemp("gradvar-store")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        tracking.init_store()
+        yield
+
+
 def tiny(**kw) -> gradvar.GradVarConfig:
     base = dict(dataset="synthetic", latent_dim=4, n_samples=12, batch_size=16, experiment="test-gradvar")
     return gradvar.GradVarConfig(**{**base, **kw})
@@ -24,7 +37,7 @@ def test_running_moments_match_torch_var():
     assert torch.allclose(moments.mean, x.double().mean(0), rtol=1e-6)
 
 
-def test_score_estimator_is_noisier_and_no_trick_sends_no_gradient(store):
+def test_score_estimator_is_noisier_and_no_trick_sends_no_gradient(shared_store):
     run_id, m = gradvar.main(tiny())
     assert m["grad_variance_ratio"] > 1
     assert m["grad_variance_ratio"] == pytest.approx(m["grad_variance_score"] / m["grad_variance_reparam"])
@@ -37,7 +50,7 @@ def test_score_estimator_is_noisier_and_no_trick_sends_no_gradient(store):
     assert "grad_variance_per_tensor.json" in {f.path for f in MlflowClient().list_artifacts(run_id)}
 
 
-def test_parameters_come_from_a_vae_run(store):
+def test_parameters_come_from_a_vae_run(shared_store):
     source_id, _ = vae.main(vae.VAEConfig(dataset="synthetic", latent_dim=4, epochs=1, limit=200, batch_size=64,
                                           experiment="src"))
     state = gradvar.load_source(tiny(vae_run=source_id))
@@ -46,10 +59,10 @@ def test_parameters_come_from_a_vae_run(store):
     logged = vae.load_checkpoint(tracking.download_artifact(source_id, "checkpoint/last.pt"))["model"]
     assert all(torch.equal(model.state_dict()[k], logged[k]) for k in logged)
     with pytest.raises(ConfigError, match="latent_dim must match"):
-        gradvar.main(tiny(vae_run=source_id, latent_dim=8))
+        gradvar.main(tiny(vae_run=source_id, latent_dim=8, experiment="mismatch"))
     with pytest.raises(ConfigError, match="epochs must be 0"):
-        gradvar.main(tiny(vae_run=source_id, epochs=1))
-    assert not MlflowClient().get_experiment_by_name("test-gradvar")
+        gradvar.main(tiny(vae_run=source_id, epochs=1, experiment="mismatch"))
+    assert not MlflowClient().get_experiment_by_name("mismatch")
 
 
 BAD_INPUT = [(["--n-samples", "1"], "n_samples"), (["--batch-size", "0"], "batch_size"),
@@ -57,7 +70,7 @@ BAD_INPUT = [(["--n-samples", "1"], "n_samples"), (["--batch-size", "0"], "batch
              (["--epochs", "-1"], "epochs")]
 
 
-def test_bad_input_is_one_line_exit_2(store, capsys):
+def test_bad_input_is_one_line_exit_2(shared_store, capsys):
     for args, name in BAD_INPUT:  # one store for all cases: creating one costs seconds
         code = cli.main(["gradvar", "--dataset", "synthetic", *args])
         err = capsys.readouterr().err
