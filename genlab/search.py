@@ -407,7 +407,7 @@ def _trial_loop(cfg: SearchConfig, study, parent_run_id: str, splits: data.Split
             waiting_since = waiting_since or time.monotonic()
             if time.monotonic() - waiting_since > grace + cfg.heartbeat_seconds:
                 return
-            time.sleep(cfg.heartbeat_seconds)
+            time.sleep(min(1.0, cfg.heartbeat_seconds))  # notice at once when the last trial ends
             continue
         waiting_since = None
         try:
