@@ -11,14 +11,17 @@ coordinator (``main``: parent run, local worker processes, summary) -> summary (
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -346,8 +349,6 @@ def _end_trial_run(trial, cfg: SearchConfig, state: str, reason: str = "") -> No
 def run_worker(cfg: SearchConfig, worker_index: int = 0, study=None) -> None:
     """Run trials until the study has n_trials COMPLETE + PRUNED (or the timeout). Trials running elsewhere
     count as on their way; when only those remain, wait one grace period in case their worker is dead."""
-    import optuna
-
     from genlab import tracking
 
     tracking.init_store()
@@ -356,11 +357,42 @@ def run_worker(cfg: SearchConfig, worker_index: int = 0, study=None) -> None:
     if parent_run_id is None:
         raise ConfigError(f"study_name {cfg.study_name!r} has no MLflow parent run: start it with genlab search")
     splits = data.load(cfg.dataset, cfg.limit)  # once per worker, not once per trial
-    deadline = time.monotonic() + cfg.timeout if cfg.timeout else math.inf
+    with _stop_on_signals() as stop:
+        _trial_loop(cfg, study, parent_run_id, splits, stop)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """Ctrl-C / SIGTERM raise KeyboardInterrupt (the current trial FAIL, its run KILLED) and also set an event
+    that the loop checks before each trial: an interrupt that lands where Python ignores exceptions (a __del__,
+    a weakref callback) still stops the worker after its current trial."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _trial_loop(cfg: SearchConfig, study, parent_run_id: str, splits: data.Splits, stop: threading.Event) -> None:
+    import optuna
+
     grace = 3 * cfg.heartbeat_seconds
+    deadline = time.monotonic() + cfg.timeout if cfg.timeout else math.inf
     waiting_since = None
     states: list[str] = []  # of this worker's trials
     while True:
+        if stop.is_set():
+            raise KeyboardInterrupt
         if states[-MAX_FAILURES_IN_A_ROW:] == ["FAIL"] * MAX_FAILURES_IN_A_ROW:
             raise RuntimeError(f"{MAX_FAILURES_IN_A_ROW} trials in a row failed (see their fail_reason); fix the "
                                "cause and rerun the same command to resume")
@@ -375,7 +407,7 @@ def run_worker(cfg: SearchConfig, worker_index: int = 0, study=None) -> None:
             waiting_since = waiting_since or time.monotonic()
             if time.monotonic() - waiting_since > grace + cfg.heartbeat_seconds:
                 return
-            time.sleep(cfg.heartbeat_seconds)
+            time.sleep(min(1.0, cfg.heartbeat_seconds))  # notice at once when the last trial ends
             continue
         waiting_since = None
         try:
