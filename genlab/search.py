@@ -147,10 +147,11 @@ def _has_fid_proxy() -> bool:
     return importlib.util.find_spec("genlab.train.classifier") is not None
 
 
-def check_data(cfg: SearchConfig) -> None:
+def check_data(cfg: SearchConfig) -> data.Splits:
     """The data set exists and is large enough for the trials' batches (DataError / ConfigError otherwise)."""
     splits = data.load(cfg.dataset, cfg.limit)
     vae.check_data(trial_config(cfg, latent_dims(cfg)[0], cfg.beta_min), splits)
+    return splits
 
 
 def trial_config(cfg: SearchConfig, latent_dim: int, beta: float) -> vae.VAEConfig:
@@ -183,12 +184,34 @@ def make_storage(cfg: SearchConfig):
     import optuna
 
     url = storage_url(cfg.storage)
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    sqlite = url.startswith("sqlite")
+    engine_kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # heartbeats are an "experimental" Optuna feature
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=cfg.heartbeat_seconds,
-                                          grace_period=3 * cfg.heartbeat_seconds,
-                                          heartbeat_stale_trial_callback=_stale_trial_callback(cfg))
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                             heartbeat_interval=cfg.heartbeat_seconds,
+                                             grace_period=3 * cfg.heartbeat_seconds,
+                                             heartbeat_stale_trial_callback=_stale_trial_callback(cfg))
+    if sqlite:
+        _serialize_sqlite_transactions(storage.engine)
+    return storage
+
+
+def _serialize_sqlite_transactions(engine) -> None:
+    """SQLite has no row locks and pysqlite starts transactions late, so two local workers can both take the
+    same queued trial (Optuna reads WAITING, then writes RUNNING). BEGIN IMMEDIATE makes each transaction hold
+    the write lock from its start (SQLAlchemy's recipe for pysqlite); PostgreSQL locks the row itself."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, connection_record) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # pooled connections made before the listeners
 
 
 def _stale_trial_callback(cfg: SearchConfig):
@@ -426,13 +449,16 @@ def main(cfg: SearchConfig) -> dict[str, float]:
     from genlab import tracking
 
     validate(cfg)
-    check_data(cfg)
+    splits = check_data(cfg)
     study = open_study(cfg, create=True)  # creates a fresh SQLite file now, before any worker starts
     params = dict(settings_of(cfg))
     params.update(study_name=cfg.study_name, storage=redacted(cfg.storage), latent_dims=cfg.latent_dims)
     parent_run_id = tracking.start_search_run(cfg.experiment, cfg.study_name, f"search {cfg.study_name}", params,
                                               {"genlab.kind": "search", "optuna.storage": redacted(cfg.storage)})
     study.set_user_attr(PARENT_ATTR, parent_run_id)
+    for split in ("train", "val", "test"):  # before the workers: they then find the data set instead of racing
+        tracking.log_dataset_to_run(parent_run_id, splits.name, splits.source, splits.digest(split), split,
+                                    len(getattr(splits, f"{split}_x")))
     try:
         codes = [0]
         if cfg.workers == 1:

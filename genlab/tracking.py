@@ -354,6 +354,17 @@ def start_search_run(experiment: str, study_name: str, run_name: str, params: di
     return run_id
 
 
+def log_dataset_to_run(run_id: str, name: str, source: str, digest: str, context: str, n_images: int) -> None:
+    """``Run.log_dataset`` for a run that is not active here. A search's parent run logs its data set before the
+    workers start, so their trial runs find it in the experiment: MLflow's "insert if absent" races otherwise."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.tracking.fluent import _create_dataset_input
+
+    dataset = MetaDataset(LocalArtifactDatasetSource(source), name=f"{name}-{context}", digest=digest)
+    MlflowClient().log_inputs(run_id, datasets=[_create_dataset_input(dataset, context, {"images": str(n_images)})])
+
+
 def find_trial_run(experiment: str, study_name: str, trial_number: int) -> str | None:
     """The child run of one trial, by its tags (set when the run starts), or None."""
     experiment_obj = MlflowClient().get_experiment_by_name(experiment)
