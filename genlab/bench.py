@@ -38,10 +38,10 @@ PROFILES = ("quick", "full")
 # Timed epochs are sized from a warm-up estimate of this machine's training speed, so the whole bench fits its
 # budget on a slow shared CPU as on a GPU: quick < 2 min, full < 10 min on 2 CPU cores.
 SIZES = {
-    "quick": {"repeats": 3, "pipeline_images": 20000, "train_seconds": 5.0, "bf16_seconds": 2.0, "bf16_rounds": 1,
-              "tracking_seconds": 4.0, "eval_images": 256, "matmul_size": 1024},
+    "quick": {"repeats": 3, "pipeline_images": 20000, "train_seconds": 4.0, "bf16_seconds": 2.0, "bf16_rounds": 1,
+              "threads_rounds": 2, "tracking_seconds": 3.0, "eval_images": 256, "matmul_size": 1024},
     "full": {"repeats": 5, "pipeline_images": 55000, "train_seconds": 12.0, "bf16_seconds": 8.0, "bf16_rounds": 2,
-             "tracking_seconds": 20.0, "eval_images": 1000, "matmul_size": 1024},
+             "threads_rounds": 3, "tracking_seconds": 12.0, "eval_images": 500, "matmul_size": 1024},
 }
 MIN_BATCHES = 4  # per timed epoch, whatever the speed estimate says
 
@@ -343,6 +343,32 @@ def measure_training(ctx: Context) -> list[Measure]:
     return [speedup, fraction, bf16, elbo]
 
 
+def measure_threads(ctx: Context) -> list[Measure]:
+    """genlab's loop with one intra-op thread vs torch's default (one per core). On a machine shared with other
+    jobs, threads that wait for each other at every operation can cost more than they bring."""
+    default = torch.get_num_threads()
+    if ctx.device.type != "cpu" or default == 1:
+        return [Measure("one_thread_speedup", None, "x", reason=f"needs a CPU run with > 1 thread ({default} here)")]
+    n = ctx.images_for(ctx.sizes["train_seconds"] / 2)
+    splits = ctx.train_splits(n, n_eval=ctx.cfg.batch_size)
+
+    def rate(threads: int) -> float:
+        torch.set_num_threads(threads)
+        try:
+            return genlab_train(ctx, splits)["images_per_second"]
+        finally:
+            torch.set_num_threads(default)
+
+    rates = interleaved({"one": lambda: rate(1), "default": lambda: rate(default)},
+                        min(ctx.repeats, ctx.sizes["threads_rounds"]))
+    return [Measure("one_thread_speedup", median_ratio(rates["one"], rates["default"]), "x", None,
+                    {"images": n, "default_threads": default,
+                     "one_thread_images_per_second": statistics.median(rates["one"]),
+                     "default_threads_images_per_second": statistics.median(rates["default"])},
+                    "genlab VAE loop, torch.set_num_threads(1) vs the default; > 1 means set OMP_NUM_THREADS=1 "
+                    "on this machine (as loaded now)")]
+
+
 # ---------------------------------------------------------------- tracking
 
 class _TimedRun:
@@ -459,7 +485,8 @@ def measure_search(ctx: Context) -> list[Measure]:
 
 
 MEASUREMENTS: list[Callable[[Context], list[Measure]]] = [
-    measure_data_pipeline, measure_training, measure_tracking, measure_fid, measure_gan, measure_search,
+    measure_data_pipeline, measure_training, measure_threads, measure_tracking, measure_fid, measure_gan,
+    measure_search,
 ]
 
 
