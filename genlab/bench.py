@@ -222,7 +222,7 @@ def measure_data_pipeline(ctx: Context) -> list[Measure]:
                     {"images": n, "batch_size": ctx.cfg.batch_size,
                      "genlab_images_per_second": statistics.median(rates["genlab"]),
                      "reference_images_per_second": statistics.median(rates["reference"])},
-                    "uint8 tensor, index_select of a permutation, converted per batch vs DataLoader over a "
+                    "uint8 split, rows of a permutation gathered and divided per batch (numpy) vs DataLoader over a "
                     "per-item Dataset (num_workers=0); images and labels")]
 
 
