@@ -15,7 +15,7 @@ from genlab.train import gradvar
 
 Q1 = """
 question: q1
-defaults: {dataset: synthetic, limit: 200, epochs: 1, batch_size: 64, latent_dim: 2, beta: 1.0}
+defaults: {dataset: synthetic, limit: 200, epochs: 1, batch_size: 64, latent_dim: 2, beta: 1.0, eval_samples: 0}
 seeds: {quick: [0, 1], full: [0, 1, 2]}
 runs:
   - name: q1_vae_s{seed}

@@ -288,8 +288,15 @@ def _train_in_subprocess(cfg: ClassifierConfig) -> str:
     env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(data.PROJECT_ROOT), env.get("PYTHONPATH")]))
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in dataclasses.asdict(cfg).items()]
-    result = subprocess.run([sys.executable, "-m", "genlab", "train-classifier", *flags], env=env,
-                            stdout=sys.stderr, check=False)
+    try:
+        sys.stderr.fileno()
+        streams: dict = {"stdout": sys.stderr}
+    except (AttributeError, OSError, ValueError):  # stderr held in memory (pytest capture, notebooks): relay it
+        streams = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    result = subprocess.run([sys.executable, "-m", "genlab", "train-classifier", *flags], env=env, check=False,
+                            **streams)
+    if result.stdout:
+        sys.stderr.write(result.stdout)
     run_id = find_classifier(cfg)
     if result.returncode != 0 or run_id is None:
         raise RuntimeError(f"training the feature classifier for {cfg.dataset} failed (exit {result.returncode}); "
