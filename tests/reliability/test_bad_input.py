@@ -120,8 +120,7 @@ TABLE: dict[str, list[Case]] = {
         Case("data files missing offline", ["--dataset", "fashion-mnist"], "fashion-mnist not found",
              process=True),
         Case("truncated IDX", ["--dataset", "fashion-mnist"], "truncated", setup=idx_files("truncated")),
-        Case("wrong IDX magic", ["--dataset", "fashion-mnist"], "not an IDX file", setup=idx_files("magic"),
-             process=True),
+        Case("wrong IDX magic", ["--dataset", "fashion-mnist"], "not an IDX file", setup=idx_files("magic")),
         Case("resume unknown run", ["--resume", "0123456789abcdef0123456789abcdef"], "not found"),
         Case("resume corrupted checkpoint", ["--resume", "{run}"], "unreadable", setup=earlier_run("corrupt")),
         Case("resume foreign checkpoint", ["--resume", "{run}"], "not a genlab VAE checkpoint",
@@ -145,7 +144,7 @@ TABLE: dict[str, list[Case]] = {
     "bench": [
         Case("unknown profile", ["--profile", "medium"], "profile"),
         Case("missing output dir", ["--output-dir", "{tmp}/missing"], "output_dir"),
-        Case("output dir is a file", ["--output-dir", "{tmp}/afile"], "output_dir", setup=a_file, process=True),
+        Case("output dir is a file", ["--output-dir", "{tmp}/afile"], "output_dir", setup=a_file),
         Case("repeats negative", ["--repeats", "-1"], "repeats"),
         Case("batch larger than the data set", [*SYN, "--batch-size", "100000", "--output-dir", "{tmp}"],
              "batch_size", absent=["bench.json", "bench.md"]),
