@@ -37,3 +37,17 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device must be auto or cpu here: cuda is not available")
     return torch.device(device)
+
+
+def config_from_params(config_class: type, params: dict[str, str]) -> Any:
+    """Rebuild a config dataclass from a run's logged params (strings); fields absent there keep their default."""
+    import dataclasses
+
+    casts = {"int": int, "float": float, "str": str}
+    return config_class(**{f.name: casts[f.type](params[f.name])
+                           for f in dataclasses.fields(config_class) if f.name in params})
+
+
+def check_batch_fits(batch_size: int, n_images: int) -> None:
+    if batch_size > n_images:
+        raise ConfigError(f"batch_size must be <= the {n_images} training images, got {batch_size}")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genlab import data, images, metrics
+from genlab import config, data, images, metrics
 from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
 from genlab.models.gan import Discriminator, Generator, generate
 from genlab.models.vae import ARCHS, param_count
@@ -99,14 +99,11 @@ def params_of(cfg: GANConfig) -> dict:
 
 def config_from_params(params: dict[str, str]) -> GANConfig:
     """Rebuild a config from a run's logged params (strings)."""
-    casts = {"int": int, "float": float, "str": str}
-    return GANConfig(**{f.name: casts[f.type](params[f.name])
-                        for f in dataclasses.fields(GANConfig) if f.name in params})
+    return config.config_from_params(GANConfig, params)
 
 
 def check_data(cfg: GANConfig, splits: data.Splits) -> None:
-    if cfg.batch_size > len(splits.train_x):
-        raise ConfigError(f"batch_size must be <= the {len(splits.train_x)} training images, got {cfg.batch_size}")
+    config.check_batch_fits(cfg.batch_size, len(splits.train_x))
 
 
 # ---------------------------------------------------------------- where the initial weights come from

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genlab import data, images, losses, metrics
+from genlab import config, data, images, losses, metrics
 from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
 from genlab.models.vae import ARCHS, VAE, param_count, reparameterize
 from genlab.train.classifier import MIN_SAMPLES as MIN_EVAL_SAMPLES
@@ -77,14 +77,11 @@ def params_of(cfg: VAEConfig) -> dict:
 
 def config_from_params(params: dict[str, str]) -> VAEConfig:
     """Rebuild a config from a run's logged params (strings)."""
-    casts = {"int": int, "float": float, "str": str}
-    return VAEConfig(**{f.name: casts[f.type](params[f.name])
-                        for f in dataclasses.fields(VAEConfig) if f.name in params})
+    return config.config_from_params(VAEConfig, params)
 
 
 def check_data(cfg: VAEConfig, splits: data.Splits) -> None:
-    if cfg.batch_size > len(splits.train_x):
-        raise ConfigError(f"batch_size must be <= the {len(splits.train_x)} training images, got {cfg.batch_size}")
+    config.check_batch_fits(cfg.batch_size, len(splits.train_x))
 
 
 # ---------------------------------------------------------------- evaluation
