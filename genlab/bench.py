@@ -6,14 +6,13 @@ Results go to ``bench.json`` and ``bench.md`` (a Markdown table) in ``output_dir
 ``genlab.kind=bench``.
 
 To add a measurement: write ``def measure_x(ctx: Context) -> list[Measure]`` and append it to ``MEASUREMENTS``.
-A piece that is not on this branch returns ``Measure(name, None, reason=...)``: "not measured", never a number.
+A measurement that cannot run here returns ``Measure(name, None, reason=...)``: "not measured", never a number.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import io
 import json
 import math
@@ -39,9 +38,11 @@ PROFILES = ("quick", "full")
 # budget on a slow shared CPU as on a GPU: quick < 2 min, full < 10 min on 2 CPU cores.
 SIZES = {
     "quick": {"repeats": 3, "pipeline_images": 20000, "train_seconds": 4.0, "bf16_seconds": 2.0, "bf16_rounds": 1,
-              "threads_rounds": 2, "tracking_seconds": 3.0, "eval_images": 256, "matmul_size": 1024},
+              "threads_rounds": 2, "tracking_seconds": 3.0, "eval_images": 256, "matmul_size": 1024,
+              "search_trials": 4, "search_limit": 1024, "search_rounds": 1},
     "full": {"repeats": 5, "pipeline_images": 55000, "train_seconds": 12.0, "bf16_seconds": 8.0, "bf16_rounds": 2,
-             "threads_rounds": 3, "tracking_seconds": 12.0, "eval_images": 500, "matmul_size": 1024},
+             "threads_rounds": 3, "tracking_seconds": 12.0, "eval_images": 500, "matmul_size": 1024,
+             "search_trials": 8, "search_limit": 4096, "search_rounds": 2},
 }
 MIN_BATCHES = 4  # per timed epoch, whatever the speed estimate says
 
@@ -455,33 +456,112 @@ def measure_tracking(ctx: Context) -> list[Measure]:
                     "of the training split at the measured untracked speed")]
 
 
-# ---------------------------------------------------------------- pieces from other issues
+# ---------------------------------------------------------------- sample quality, GAN, search
 
-def _missing(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is None
-    except ModuleNotFoundError:
-        return True
+FID_IMAGES = 10_000
 
 
 def measure_fid(ctx: Context) -> list[Measure]:
-    if _missing("genlab.train.classifier"):
-        reason = "genlab.train.classifier (the sample-quality issue) is not on this branch"
+    """Seconds for the FID-proxy of 10,000 generated images: classifier features, mean and covariance, Fréchet
+    distance to the real test statistics (which genlab caches per classifier, so they are computed outside the
+    timing). The store's classifier is used when it has one; otherwise an untrained one of the same architecture
+    (the cost does not depend on the weights), so the bench never trains a classifier."""
+    from genlab import metrics
+    from genlab.models.classifier import Classifier
+    from genlab.train import classifier
+
+    run_id = classifier.find_classifier(classifier.ClassifierConfig(dataset=ctx.cfg.dataset))
+    if run_id is not None:
+        model = classifier.load_classifier(run_id, ctx.device)
     else:
-        reason = "no FID-only entry point to time yet (Scorer.score also computes PRDC); wire one here"
-    return [Measure("fid_seconds_10k", None, "s", ("<=", 3.0), reason=reason)]
+        torch.manual_seed(ctx.cfg.seed)
+        model = Classifier().to(ctx.device)
+    real_feats, _ = classifier.extract_features(model, data.to_float(ctx.splits.test_x), ctx.device)
+    real_mu, real_sigma = metrics.feature_stats(real_feats, "real test images")
+    torch.manual_seed(ctx.cfg.seed)
+    with torch.no_grad():  # "generated" images: an untrained decoder's outputs (generation is not timed)
+        decoder = VAE(16).decoder.to(ctx.device).eval()
+        fakes = torch.cat([torch.sigmoid(decoder(torch.randn(1000, 16, device=ctx.device))).cpu()
+                           for _ in range(FID_IMAGES // 1000)])
+    values: list[float] = []
+
+    def fid_seconds() -> float:
+        t0 = time.perf_counter()
+        feats, _ = classifier.extract_features(model, fakes, ctx.device)
+        mu, sigma = metrics.feature_stats(feats)
+        values.append(metrics.frechet_distance(mu, sigma, real_mu, real_sigma))
+        _sync(ctx.device)
+        return time.perf_counter() - t0
+
+    fid_seconds()  # warm-up
+    seconds = interleaved({"fid": fid_seconds}, ctx.repeats)["fid"]
+    return [Measure("fid_seconds_10k", statistics.median(seconds), "s", ("<=", 3.0),
+                    {"images": FID_IMAGES, "classifier": run_id or "untrained (no classifier in this store)",
+                     "min_seconds": min(seconds), "max_seconds": max(seconds)},
+                    "classifier features + mean/covariance + Fréchet distance (float64) of 10,000 images, median "
+                    "of the repeats")]
+
+
+def gan_train_rate(ctx: Context, n_images: int) -> float:
+    """Images/s of one untracked epoch of genlab's GAN loop (random init, no sample-quality evaluation)."""
+    from genlab.train import gan
+
+    cfg = gan.GANConfig(dataset=ctx.cfg.dataset, epochs=1, batch_size=ctx.cfg.batch_size, limit=n_images,
+                        eval_samples=0, seed=ctx.cfg.seed, device=str(ctx.device), experiment=ctx.cfg.experiment)
+    with _quiet():
+        return gan.train(cfg, ctx.train_splits(n_images), run=None)[2]["images_per_second"]
 
 
 def measure_gan(ctx: Context) -> list[Measure]:
-    reason = ("genlab.train.gan (the GAN issue) is not on this branch" if _missing("genlab.train.gan")
-              else "genlab.train.gan exists but its benchmark is not wired here yet")
-    return [Measure("gan_images_per_second", None, "images/s", reason=reason)]
+    """gan_images_per_second, beside the VAE loop's rate on the same images (a GAN step is a D and a G update)."""
+    n = ctx.images_for(ctx.sizes["train_seconds"] / 2)
+    splits = ctx.train_splits(n, n_eval=ctx.cfg.batch_size)
+    gan_train_rate(ctx, ctx.cfg.batch_size)  # warm-up
+    rates = interleaved({"gan": lambda: gan_train_rate(ctx, n),
+                         "vae": lambda: genlab_train(ctx, splits)["images_per_second"]}, ctx.repeats)
+    return [Measure("gan_images_per_second", statistics.median(rates["gan"]), "images/s", None,
+                    {"images": n, "batch_size": ctx.cfg.batch_size,
+                     "vae_images_per_second": statistics.median(rates["vae"]),
+                     "gan_to_vae_ratio": median_ratio(rates["gan"], rates["vae"])},
+                    "DCGAN (generator = the VAE decoder, discriminator = encoder trunk + logit), one untracked epoch")]
+
+
+def search_trials_per_minute(ctx: Context, workers: int, folder: Path, index: int) -> tuple[float, str]:
+    """Run a small fresh study (its own Optuna SQLite file, runs in the bench experiment); trials per minute of
+    wall time, start-up and worker processes included. Returns (rate, parent run id)."""
+    from genlab import search
+
+    sizes = ctx.sizes
+    cfg = search.SearchConfig(study_name=f"bench-{workers}w-{index}", storage=f"sqlite:///{folder / f'{index}.db'}",
+                              n_trials=sizes["search_trials"], latent_dims="8,16", sampler="random", epochs=1,
+                              limit=sizes["search_limit"], eval_samples=0, dataset=ctx.cfg.dataset, seed=ctx.cfg.seed,
+                              workers=workers, experiment=ctx.cfg.experiment)
+    t0 = time.perf_counter()
+    with _own_runs(), _quiet(), contextlib.redirect_stdout(io.StringIO()):
+        summary = search.main(cfg)
+    return cfg.n_trials / ((time.perf_counter() - t0) / 60), summary["parent_run_id"]
 
 
 def measure_search(ctx: Context) -> list[Measure]:
-    reason = ("genlab.search (the search issue) is not on this branch" if _missing("genlab.search")
-              else "genlab.search exists but its benchmark is not wired here yet")
-    return [Measure(f"search_trials_per_minute_{w}w", None, "trials/min", reason=reason) for w in (1, 2)]
+    """search_trials_per_minute with 1 and 2 local workers, side by side, each on a fresh study."""
+    if ctx.device.type != "cpu":
+        return [Measure(f"search_trials_per_minute_{w}w", None, "trials/min", reason="local workers share one GPU: "
+                        "measured on CPU only") for w in (1, 2)]
+    parents: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="genlab-bench-search-") as folder:
+        def rate(workers: int) -> float:
+            value, parent = search_trials_per_minute(ctx, workers, Path(folder), len(parents))
+            parents.append(parent)
+            return value
+
+        rates = interleaved({"1w": lambda: rate(1), "2w": lambda: rate(2)}, min(ctx.repeats, ctx.sizes["search_rounds"]))
+    detail = {"trials_per_study": ctx.sizes["search_trials"], "trial": f"1 epoch on {ctx.sizes['search_limit']} "
+              "images, no sample-quality metrics", "two_to_one_worker_ratio": median_ratio(rates["2w"], rates["1w"]),
+              "parent_run_ids": parents}
+    note = "a fresh study per round: parent run, child runs, Optuna SQLite storage, worker processes for 2w"
+    return [Measure(f"search_trials_per_minute_{w}", statistics.median(rates[w]), "trials/min", None,
+                    detail if w == "2w" else {"trials_per_study": ctx.sizes["search_trials"]}, note)
+            for w in ("1w", "2w")]
 
 
 MEASUREMENTS: list[Callable[[Context], list[Measure]]] = [

@@ -59,6 +59,7 @@ class SearchConfig:
     sampler: str = "tpe"  # tpe | random | grid
     epochs: int = 10
     limit: int = 0
+    eval_samples: int = 10000  # prior samples scored per trial (fid_proxy, ...); 0 = skip (objective neg_elbo only)
     dataset: str = "fashion-mnist"
     seed: int = 0
     workers: int = 1  # local worker processes
@@ -117,7 +118,9 @@ def validate(cfg: SearchConfig) -> None:
     check_int("workers", cfg.workers, 1)
     check_positive("timeout", cfg.timeout, allow_zero=True)
     check_int("heartbeat_seconds", cfg.heartbeat_seconds, 1)
-    vae.validate(trial_config(cfg, dims[0], cfg.beta_min))  # dataset, epochs, limit, seed, experiment
+    vae.validate(trial_config(cfg, dims[0], cfg.beta_min))  # dataset, epochs, limit, eval_samples, seed, experiment
+    check(cfg.objective == "neg_elbo" or cfg.eval_samples > 0, "eval_samples", cfg.eval_samples,
+          f"> 0 for objective {cfg.objective} (it minimises fid_proxy)")
     if cfg.objective in ("fid", "pareto") and not _has_fid_proxy():
         raise ConfigError(f"objective {cfg.objective} needs fid_proxy (genlab.train.classifier, the metrics issue), "
                           "which is not installed: use objective neg_elbo")
@@ -157,7 +160,7 @@ def check_data(cfg: SearchConfig) -> data.Splits:
 def trial_config(cfg: SearchConfig, latent_dim: int, beta: float) -> vae.VAEConfig:
     """The train-vae configuration of one trial: the lab's defaults plus the searched values."""
     return vae.VAEConfig(dataset=cfg.dataset, latent_dim=latent_dim, beta=beta, epochs=cfg.epochs, limit=cfg.limit,
-                         seed=cfg.seed, experiment=cfg.experiment)
+                         eval_samples=cfg.eval_samples, seed=cfg.seed, experiment=cfg.experiment)
 
 
 def grid_betas(cfg: SearchConfig) -> list[float]:
@@ -173,7 +176,7 @@ def settings_of(cfg: SearchConfig) -> dict[str, Any]:
     """What a resumed study must keep: the search space, the objective and the trials' training settings."""
     return {"objective": cfg.objective, "latent_dims": latent_dims(cfg), "beta_min": cfg.beta_min,
             "beta_max": cfg.beta_max, "sampler": cfg.sampler, "dataset": cfg.dataset, "epochs": cfg.epochs,
-            "limit": cfg.limit, "seed": cfg.seed}
+            "limit": cfg.limit, "eval_samples": cfg.eval_samples, "seed": cfg.seed}
 
 
 # ---------------------------------------------------------------- storage and study

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import subprocess
@@ -26,6 +27,10 @@ import mlflow  # noqa: E402
 from mlflow.entities import RunStatus  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+
+# Creating a store logs "Creating initial MLflow database tables..." at INFO: keep stderr to genlab's own lines.
+for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy==2.4.6"]  # explicit: inferring them costs seconds per model

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genlab.config import check, check_choice
+from genlab.config import ConfigError, check, check_choice
 
 if TYPE_CHECKING:  # the heavy imports (pandas, scipy) wait until a report is built: `genlab --help` stays fast
     import pandas as pd
@@ -278,6 +278,9 @@ def main(cfg: ReportConfig) -> tuple[str, dict[str, Path], dict[str, V.Verdict]]
     validate(cfg)
     uri = tracking.open_existing_store()
     collected = collect(cfg.study, cfg.profile)
+    if not len(collected["runs"]):  # nothing to answer from: a report of five empty sections helps nobody
+        raise ConfigError(f"no runs of study '{cfg.study}' in {redact(uri)}: run `genlab study --study {cfg.study} "
+                          "--profile quick` (or `make study`) first, or set MLFLOW_TRACKING_URI to the store that has them")
     verdicts = compute(collected)
     runs = collected["runs"]
     run_info = {r["run_id"]: (str(r["experiment_id"]), str(r.get("tags.mlflow.runName") or ""))

@@ -9,21 +9,46 @@ from genlab import bench, data
 
 def test_bench_writes_json_markdown_and_a_bench_run(store, tmp_path):
     cfg = bench.BenchConfig(profile="quick", dataset="synthetic", batch_size=64, repeats=1, output_dir=str(tmp_path))
-    measurements = [bench.measure_data_pipeline, bench.measure_fid, bench.measure_gan, bench.measure_search]
+
+    def absent(ctx):
+        return [bench.Measure("absent_piece", None, "s", reason="not available here")]
+
+    measurements = [bench.measure_data_pipeline, bench.measure_fid, bench.measure_gan, absent]
     run_id, report = bench.main(cfg, measurements, splits=data.load("synthetic"))
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["results"].keys() == report["results"].keys() >= {"data_pipeline_speedup", "fid_seconds_10k"}
     pipeline = saved["results"]["data_pipeline_speedup"]
     assert pipeline["value"] > 0 and pipeline["goal"] == ">= 2" and pipeline["detail"]["genlab_images_per_second"] > 0
     fid = saved["results"]["fid_seconds_10k"]
-    assert fid["value"] is None and fid["status"] == "not measured" and fid["reason"]
+    assert fid["value"] > 0 and fid["goal"] == "<= 3" and fid["detail"]["images"] == 10_000
+    assert fid["detail"]["classifier"].startswith("untrained")  # the bench never trains one
+    gan = saved["results"]["gan_images_per_second"]
+    assert gan["value"] > 0 and gan["detail"]["vae_images_per_second"] > 0
+    absent = saved["results"]["absent_piece"]
+    assert absent["value"] is None and absent["status"] == "not measured" and absent["reason"]
     table = (tmp_path / "bench.md").read_text()
     assert "| data_pipeline_speedup |" in table and "not measured" in table and "Machine:" in table
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["genlab.kind"] == "bench"
-    assert run.data.tags["genlab.profile"] == "quick" and "fid_seconds_10k" not in run.data.metrics
+    assert run.data.tags["genlab.profile"] == "quick" and "absent_piece" not in run.data.metrics
+    assert run.data.metrics["fid_seconds_10k"] == fid["value"]
     assert run.data.metrics["data_pipeline_speedup"] == pipeline["value"]
     assert {f.path for f in MlflowClient().list_artifacts(run_id)} == {"bench.json", "bench.md"}
+
+
+def test_search_rate_runs_a_fresh_study_in_the_bench_experiment(store, tmp_path):
+    import torch
+
+    cfg = bench.BenchConfig(profile="quick", dataset="synthetic", batch_size=64, output_dir=str(tmp_path))
+    sizes = {**bench.SIZES["quick"], "search_trials": 2, "search_limit": 256}
+    ctx = bench.Context(cfg, sizes, data.load("synthetic"), torch.device("cpu"))
+    rate, parent = bench.search_trials_per_minute(ctx, 1, tmp_path, 0)
+    assert rate > 0
+    client = MlflowClient()
+    children = client.search_runs([client.get_experiment_by_name(cfg.experiment).experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == 2 and {r.info.status for r in children} == {"FINISHED"}
+    assert client.get_run(parent).info.status == "FINISHED"
 
 
 def test_sides_alternate_and_the_ratio_is_the_median_of_pairs():

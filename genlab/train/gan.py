@@ -29,7 +29,7 @@ from genlab import config, data, images, metrics
 from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
 from genlab.models.gan import Discriminator, Generator, generate
 from genlab.models.vae import ARCHS, param_count
-from genlab.train.vae import N_GRID, SAMPLE_SEED
+from genlab.train.vae import MIN_EVAL_SAMPLES, N_GRID, SAMPLE_SEED
 
 LOSSES = ("ns", "hinge")
 INIT_DISCRIMINATORS = ("none", "encoder")
@@ -77,7 +77,8 @@ def validate(cfg: GANConfig) -> None:
     check(cfg.init_discriminator == "none" or cfg.init_from != "none", "init_discriminator", cfg.init_discriminator,
           "none when init_from is none (the encoder comes from the init_from VAE)")
     check_int("eval_every", cfg.eval_every, 1)
-    check_int("eval_samples", cfg.eval_samples, 0)
+    check(isinstance(cfg.eval_samples, int) and (cfg.eval_samples == 0 or cfg.eval_samples >= MIN_EVAL_SAMPLES),
+          "eval_samples", cfg.eval_samples, f"0 (skip) or an integer >= {MIN_EVAL_SAMPLES}")
     check_int("limit", cfg.limit, 0)
     check_int("seed", cfg.seed, 0)
     check_choice("device", cfg.device, ("auto", "cpu", "cuda"))

@@ -5,7 +5,7 @@ the run marked FAILED), print exactly one line on stderr that names the problem,
 RUNNING and no partial output file. Most cases run in-process (same code path as the CLI, no start-up cost);
 those marked ``process=True`` run as a real ``genlab`` process with the data look-up cut off from installed copies.
 
-To extend: add a list of ``Case``s for the new entry point to ``TABLE`` (train-gan, search, probe, report...).
+To extend: add ``Case``s to the entry point's list in ``TABLE`` (or a new list for a new entry point).
 """
 
 from __future__ import annotations
@@ -84,6 +84,24 @@ def earlier_run(checkpoint: str | None, kind: str = "vae") -> Setup:
     return setup
 
 
+def finished_vae(latent_dim: int) -> Setup:
+    """A FINISHED VAE run (params only: the checks on kind, status and params come before any weights load)."""
+    def setup(tmp: Path, uri: str) -> dict[str, str]:
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name("reliability")
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment("reliability")
+        run = client.create_run(experiment_id, tags={"genlab.kind": "vae"})
+        for k, v in vae.params_of(vae.VAEConfig(dataset="synthetic", latent_dim=latent_dim)).items():
+            client.log_param(run.info.run_id, k, v)
+        client.set_terminated(run.info.run_id, "FINISHED")
+        return {"run": run.info.run_id}
+    return setup
+
+
+def missing_store(tmp: Path, uri: str) -> dict[str, str]:
+    return {"$MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'nope.db'}"}
+
+
 def a_file(tmp: Path, uri: str) -> dict[str, str]:
     (tmp / "afile").write_text("not a folder")
     return {}
@@ -97,6 +115,8 @@ def bogus_store(tmp: Path, uri: str) -> dict[str, str]:
 
 SYN = ["--dataset", "synthetic"]
 TINY = [*SYN, "--epochs", "1", "--limit", "128", "--batch-size", "64", "--latent-dim", "2"]
+UNKNOWN_RUN = "0123456789abcdef0123456789abcdef"
+STORAGE = ["--storage", "sqlite:///{tmp}/optuna.db"]  # search cases: a bad input must not create it
 
 TABLE: dict[str, list[Case]] = {
     "train-vae": [
@@ -140,6 +160,66 @@ TABLE: dict[str, list[Case]] = {
         Case("download into a file", ["download", "mnist", "--dest", "{tmp}/afile/sub"], "cannot create",
              setup=a_file),
         Case("unknown data set", ["path", "cifar10"], "invalid choice"),
+    ],
+    "train-gan": [
+        Case("latent_dim zero", ["--latent-dim", "0"], "latent_dim"),
+        Case("lr_d negative", ["--lr-d", "-0.0002"], "lr_d"),
+        Case("beta1 one", ["--beta1", "1.0"], "beta1"),
+        Case("unknown loss", ["--loss", "wasserstein"], "loss"),
+        Case("eval_samples too few for a covariance", ["--eval-samples", "5"], "eval_samples"),
+        Case("malformed init_from", ["--init-from", "last-vae"], "init_from"),
+        Case("unknown init_from run", [*SYN, "--init-from", UNKNOWN_RUN], "not found"),
+        Case("non-VAE init_from", [*SYN, "--init-from", "{run}"], "must name a VAE run",
+             setup=earlier_run(None, kind="bench")),
+        Case("unfinished init_from VAE", [*SYN, "--init-from", "{run}"], "FAILED", setup=earlier_run(None)),
+        Case("latent_dim mismatch with init_from", [*SYN, "--latent-dim", "8", "--init-from", "{run}"],
+             "latent_dim=4", setup=finished_vae(4)),
+        Case("encoder init without init_from", ["--init-discriminator", "encoder"], "init_discriminator"),
+        Case("batch larger than the data set", [*SYN, "--batch-size", "100000"], "batch_size"),
+    ],
+    "search": [
+        Case("malformed storage URL", ["--storage", "optuna.db"], "storage"),
+        Case("storage URL without host", ["--storage", "postgresql://"], "storage"),
+        Case("beta_min above beta_max", [*STORAGE, "--beta-min", "5", "--beta-max", "1"], "beta_min",
+             absent=["optuna.db"]),
+        Case("empty latent_dims", [*STORAGE, "--latent-dims", ""], "latent_dims", absent=["optuna.db"]),
+        Case("n_trials zero", [*STORAGE, "--n-trials", "0"], "n_trials", absent=["optuna.db"]),
+        Case("unknown sampler", [*STORAGE, "--sampler", "cmaes"], "sampler", absent=["optuna.db"]),
+        Case("fid objective without samples", [*STORAGE, "--objective", "fid", "--eval-samples", "0"],
+             "eval_samples", absent=["optuna.db"]),
+        Case("workers zero", [*STORAGE, "--workers", "0"], "workers", absent=["optuna.db"]),
+        Case("batch larger than the data set", [*STORAGE, *SYN, "--limit", "50"], "batch_size",
+             absent=["optuna.db"]),
+    ],
+    "probe": [
+        Case("no VAE run", [], "vae_run"),
+        Case("unknown VAE run", [*SYN, "--vae-run", UNKNOWN_RUN, "--gan-run", UNKNOWN_RUN], "not found"),
+        Case("max_iter zero", ["--vae-run", UNKNOWN_RUN, "--gan-run", UNKNOWN_RUN, "--max-iter", "0"], "max_iter"),
+    ],
+    "report": [
+        Case("store that does not exist", ["--out", "{tmp}/out"], "does not exist", setup=missing_store,
+             absent=["nope.db", "out"]),
+        Case("no runs of the study", ["--out", "{tmp}/out"], "no runs of study", absent=["out"]),
+        Case("unwritable output dir", ["--out", "{tmp}/afile/sub"], "out", setup=a_file),
+        Case("unknown profile", ["--profile", "best"], "profile"),
+        Case("script in ui_url", ["--ui-url", "javascript:alert(1)"], "ui_url"),
+    ],
+    "calibrate": [
+        Case("samples zero", ["--samples", "0"], "samples"),
+        Case("class out of range", ["--single-class", "12"], "single_class"),
+    ],
+    "gradvar": [
+        Case("one sample", ["--n-samples", "1"], "n_samples"),
+        Case("unknown VAE run", [*SYN, "--vae-run", UNKNOWN_RUN], "not found"),
+    ],
+    "study": [
+        Case("unknown profile", ["--profile", "medium"], "profile"),
+        Case("unknown question", ["--only", "p9q9"], "only"),
+        Case("plans folder missing", ["--plans", "{tmp}/nope"], "plans"),
+    ],
+    "train-classifier": [
+        Case("epochs zero", ["--epochs", "0"], "epochs"),
+        Case("lr NaN", ["--lr", "nan"], "lr"),
     ],
     "bench": [
         Case("unknown profile", ["--profile", "medium"], "profile"),

@@ -176,19 +176,37 @@ def use_store(monkeypatch, tmp_path, uri: str) -> None:
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
 
 
-def test_empty_store_reports_every_question_missing(built, tmp_path, monkeypatch, capsys):
-    shutil.copy(built["empty"], tmp_path / "mlflow.db")
-    use_store(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_questions_without_runs_get_a_missing_section_with_the_command(built, tmp_path, monkeypatch, capsys):
+    shutil.copy(Path(built["uri"].removeprefix("sqlite:///")), tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    use_store(monkeypatch, tmp_path, uri)
+    client = MlflowClient(uri)
+    for r in client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                "tags.`genlab.study` = 'lab1'", max_results=10000):
+        if r.data.tags.get("genlab.question") != "p1q2":
+            client.delete_run(r.info.run_id)
     assert run_cli(["report", "--out", str(tmp_path / "out")]) == 0
     verdicts = json.loads((tmp_path / "out" / "verdicts.json").read_text())
-    assert {v["status"] for v in verdicts.values()} == {"missing"}
+    assert verdicts["p1q2"]["status"] == "confirmed"
+    assert {verdicts[q]["status"] for q in ("p1q1", "p1q3", "p2q1", "p2q2")} == {"missing"}
     for lang, word in (("en", "Missing runs"), ("fr", "Runs manquants")):
         md = (tmp_path / "out" / lang / "report.md").read_text()
-        for q in ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2"):
+        for q in ("p1q1", "p1q3", "p2q1", "p2q2"):
             s = section(md, q)
             assert word in s and f"`genlab study --profile quick --only {q}`" in s
             assert verdict_line(md, q) == "none" and "±" not in s and "](figures/" not in s
     assert "p1q1: missing" in capsys.readouterr().out
+
+
+def test_empty_store_is_one_line_exit_2_and_writes_nothing(built, tmp_path, monkeypatch, capsys):
+    shutil.copy(built["empty"], tmp_path / "mlflow.db")
+    use_store(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert run_cli(["report", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no runs of study 'lab1'" in err and "genlab study" in err
+    assert not (tmp_path / "out").exists()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
 def test_store_that_does_not_exist_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
