@@ -32,8 +32,9 @@ study: data
 	@echo "Report: $(CURDIR)/reports/build/en/report.html (French: reports/build/fr/report.html)"
 	@echo "Runs are in $(CURDIR)/mlflow.db (artifacts in $(CURDIR)/mlruns). Browse them: make ui"
 
+# One pytest worker per core (pytest-xdist); a module's tests stay on one worker, so its shared fixtures are made once.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadscope
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -3,19 +3,40 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core: one torch thread each (and in their child processes), else
+    # the workers' threads wait for each other (2.7-5x slower measured on 2 busy cores).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session")
+def empty_store_file(tmp_path_factory) -> Path:
+    """An empty SQLite tracking store, made once per session (creating the schema costs seconds)."""
+    root = tmp_path_factory.mktemp("template-store")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        from genlab import tracking
+
+        tracking.init_store()
+    return root / "mlflow.db"
+
+
 @pytest.fixture
-def store(tmp_path, monkeypatch) -> str:
-    """A fresh SQLite tracking store in a temporary working directory; returns its URI."""
+def store(tmp_path, monkeypatch, empty_store_file) -> str:
+    """A fresh SQLite tracking store (a copy of the empty one) in a temporary working directory; returns its URI.
+    Experiments the test creates keep their artifacts under the test's folder."""
     monkeypatch.chdir(tmp_path)
+    shutil.copy(empty_store_file, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)

@@ -6,6 +6,7 @@ Read top to bottom: config -> validate -> evaluate -> train (the loop) -> main (
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from genlab.train.classifier import MIN_SAMPLES as MIN_EVAL_SAMPLES
 
 ESTIMATORS = ("reparam", "score")
 PRECISIONS = ("fp32", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
 SAMPLE_SEED = 1234  # the fixed prior draws behind every samples/ grid: same images across epochs and runs
 N_GRID = 64
 
@@ -35,6 +37,7 @@ class VAEConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine (decays to 0 over the run's steps)
     kl_warmup_epochs: int = 0
     estimator: str = "reparam"  # reparam | score (REINFORCE with a running-mean baseline, for P1Q1)
     precision: str = "fp32"  # fp32 | bf16 (CPU/GPU autocast)
@@ -54,6 +57,7 @@ def validate(cfg: VAEConfig) -> None:
     check_int("epochs", cfg.epochs, 1)
     check_int("batch_size", cfg.batch_size, 1)
     check_positive("lr", cfg.lr)
+    check_choice("lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
     check_int("kl_warmup_epochs", cfg.kl_warmup_epochs, 0)
     check_choice("estimator", cfg.estimator, ESTIMATORS)
     check_choice("precision", cfg.precision, PRECISIONS)
@@ -63,6 +67,11 @@ def validate(cfg: VAEConfig) -> None:
     check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
     check(isinstance(cfg.eval_samples, int) and (cfg.eval_samples == 0 or cfg.eval_samples >= MIN_EVAL_SAMPLES),
           "eval_samples", cfg.eval_samples, f"0 (skip) or an integer >= {MIN_EVAL_SAMPLES}")
+
+
+def learning_rate(base: float, step: int, total_steps: int) -> float:
+    """Cosine decay from ``base`` at step 0 towards 0 at ``total_steps`` (Loshchilov & Hutter, no restarts)."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
 
 
 def run_name(cfg: VAEConfig) -> str:
@@ -176,6 +185,10 @@ def train(cfg: VAEConfig, splits: data.Splits, run=None, resume: dict | None = N
             global_step = (epoch - 1) * steps_per_epoch + step
             beta = cfg.beta * (min(1.0, global_step / (cfg.kl_warmup_epochs * steps_per_epoch))
                                if cfg.kl_warmup_epochs else 1.0)
+            if cfg.lr_schedule == "cosine":  # a function of the step, not a scheduler's state: resume stays exact
+                lr = learning_rate(cfg.lr, global_step, cfg.epochs * steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
             with autocast:
                 z_mean, z_log_var = model.encoder.encode(xb)
                 if cfg.estimator == "reparam":
@@ -209,6 +222,7 @@ def train(cfg: VAEConfig, splits: data.Splits, run=None, resume: dict | None = N
         last = {"train_recon": train_recon, "train_kl": train_kl, "train_neg_elbo": train_neg_elbo,
                 "val_recon": val["recon"], "val_kl": val["kl"], "val_neg_elbo": val["neg_elbo"],
                 "active_units": val["active_units"], "beta_effective": beta,
+                "lr_effective": optimizer.param_groups[0]["lr"],
                 "epoch_seconds": time.perf_counter() - t0,
                 "images_per_second": len(splits.train_x) / train_seconds}
         if not all(np.isfinite(v) for v in last.values()):

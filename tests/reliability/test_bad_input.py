@@ -132,6 +132,7 @@ TABLE: dict[str, list[Case]] = {
         Case("unknown dataset", ["--dataset", "cifar10"], "dataset"),
         Case("unknown arch", ["--arch", "resnet"], "arch"),
         Case("unknown precision", ["--precision", "fp8"], "precision"),
+        Case("unknown lr_schedule", ["--lr-schedule", "linear"], "lr_schedule"),
         Case("unknown estimator", ["--estimator", "magic"], "estimator"),
         Case("unknown device", ["--device", "tpu"], "device"),
         Case("empty experiment", ["--experiment", " "], "experiment"),

@@ -37,14 +37,15 @@ def test_run_logs_metrics_artifacts_and_models(store):
 
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(store):
-    _, reference = vae.main(tiny(epochs=3, experiment="ref"))
+    # cosine schedule: the learning rate after resume must come from the step, as in the uninterrupted run
+    _, reference = vae.main(tiny(epochs=3, experiment="ref", lr_schedule="cosine"))
 
     def crash(epoch, metrics):
         if epoch == 2:
             raise RuntimeError("simulated crash")
 
     with pytest.raises(RuntimeError):
-        vae.main(tiny(epochs=3, experiment="crash"), on_epoch=crash)
+        vae.main(tiny(epochs=3, experiment="crash", lr_schedule="cosine"), on_epoch=crash)
     client = MlflowClient()
     crashed = client.search_runs([client.get_experiment_by_name("crash").experiment_id])[0]
     assert crashed.info.status == "FAILED" and "simulated crash" in crashed.data.tags["genlab.failure"]
@@ -54,6 +55,14 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(store):
     for key in ("test_neg_elbo", "val_neg_elbo", "train_neg_elbo"):
         assert math.isclose(resumed[key], reference[key], rel_tol=1e-5), key
     assert [m.step for m in client.get_metric_history(run_id, "val_neg_elbo")] == [1, 2, 3]
+    lrs = [m.value for m in client.get_metric_history(run_id, "lr_effective")]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.1 * 1e-3
+
+
+def test_cosine_learning_rate():
+    assert vae.learning_rate(1e-3, 0, 100) == 1e-3
+    assert math.isclose(vae.learning_rate(1e-3, 50, 100), 5e-4)
+    assert vae.learning_rate(1e-3, 99, 100) < 1e-6
 
 
 def test_nan_loss_fails_the_run_with_a_reason(store):
