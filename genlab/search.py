@@ -121,9 +121,6 @@ def validate(cfg: SearchConfig) -> None:
     vae.validate(trial_config(cfg, dims[0], cfg.beta_min))  # dataset, epochs, limit, eval_samples, seed, experiment
     check(cfg.objective == "neg_elbo" or cfg.eval_samples > 0, "eval_samples", cfg.eval_samples,
           f"> 0 for objective {cfg.objective} (it minimises fid_proxy)")
-    if cfg.objective in ("fid", "pareto") and not _has_fid_proxy():
-        raise ConfigError(f"objective {cfg.objective} needs fid_proxy (genlab.train.classifier, the metrics issue), "
-                          "which is not installed: use objective neg_elbo")
 
 
 def _validate_storage(storage: str) -> None:
@@ -142,12 +139,6 @@ def _validate_storage(storage: str) -> None:
         check(Path(path).resolve().parent.is_dir(), "storage", storage, "a SQLite file in an existing directory")
     else:
         check(bool(url.host) and bool(url.database), "storage", redacted(storage), allowed)
-
-
-def _has_fid_proxy() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("genlab.train.classifier") is not None
 
 
 def check_data(cfg: SearchConfig) -> data.Splits:

@@ -21,33 +21,8 @@ from genlab import cli, losses, search
 
 from .conftest import ROOT, genlab_cmd
 
-TINY = dict(dataset="synthetic", epochs=1, limit=128, latent_dims="2,4,16", study_name="t")
-
-
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory) -> Path:
-    """An MLflow SQLite store with its tables made once (creating them costs seconds per test)."""
-    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path}")
-        from genlab import tracking
-
-        tracking.init_store()
-    return path
-
-
-@pytest.fixture
-def store(empty_store, tmp_path, monkeypatch) -> str:
-    """Like conftest's store (a fresh tracking store in a temporary working directory), copied from a template."""
-    shutil.copy(empty_store, tmp_path / "mlflow.db")
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    from genlab import tracking
-
-    tracking.init_store()  # also points this process's MLflow client at it
-    return uri
+# eval_samples=0: no sample-quality scorer (nor the classifier it trains) except where the objective needs it
+TINY = dict(dataset="synthetic", epochs=1, limit=128, latent_dims="2,4,16", study_name="t", eval_samples=0)
 
 
 def config(tmp_path: Path, **kw) -> search.SearchConfig:
@@ -215,9 +190,7 @@ def test_nan_trial_fails_a_bad_trial_is_pruned_and_ctrl_c_kills(store, tmp_path,
 
 
 def test_pareto_objective_logs_the_front(store, tmp_path):
-    if not search._has_fid_proxy():
-        pytest.skip("objective pareto needs fid_proxy from genlab.train.classifier (metrics issue), not present")
-    cfg = config(tmp_path, n_trials=2, objective="pareto")
+    cfg = config(tmp_path, n_trials=2, objective="pareto", eval_samples=200)
     summary = search.main(cfg)
     assert summary["trials_complete"] == 2 and summary["pareto_trials"] >= 1
     assert all(len(t.values) == 2 for t in load(cfg).trials)
@@ -309,10 +282,10 @@ BAD_SEARCH = [
 
 
 @pytest.fixture(scope="module")
-def one_store(empty_store, tmp_path_factory):
+def one_store(empty_store_file, tmp_path_factory):
     """One tracking store for all the bad-input cases (none may write to it)."""
     path = tmp_path_factory.mktemp("bad")
-    shutil.copy(empty_store, path / "mlflow.db")
+    shutil.copy(empty_store_file, path / "mlflow.db")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(path)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path / 'mlflow.db'}")

@@ -11,8 +11,6 @@ Read top to bottom: config -> validate -> init source -> evaluation -> train (th
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import re
 import sys
 import time
@@ -190,12 +188,12 @@ def generate_fixed(generator: Generator, n: int, seed: int, device: torch.device
     return out
 
 
-def find_scorer(dataset: str, device: torch.device) -> Any | None:
-    """The sample-quality scorer of ``genlab.train.classifier`` (FID-proxy and friends), or None while that module
-    is absent. Called before the GAN run starts: getting it may train and register the classifier (its own run)."""
-    if importlib.util.find_spec("genlab.train.classifier") is None:
-        return None
-    return importlib.import_module("genlab.train.classifier").get_scorer(dataset, device)
+def find_scorer(dataset: str, device: torch.device) -> Any:
+    """The sample-quality scorer (FID-proxy and friends). Called before the GAN run starts: getting it may train
+    and register the classifier (its own run)."""
+    from genlab.train.classifier import get_scorer
+
+    return get_scorer(dataset, device)
 
 
 def evaluate(generator: Generator, cfg: GANConfig, device: torch.device, scorer: Any | None) -> dict[str, float]:
