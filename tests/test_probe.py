@@ -31,7 +31,7 @@ def runs(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
         mp.delenv("MLFLOW_RUN_ID", raising=False)
         vae_id, _ = vae.main(vae.VAEConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
-                                           experiment="vae"))
+                                           eval_samples=0, experiment="vae"))
         gan_id, _ = gan.main(gan.GANConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
                                            eval_samples=0, experiment="gan"))
         yield vae_id, gan_id, tmp
