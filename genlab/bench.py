@@ -42,7 +42,7 @@ SIZES = {
               "search_trials": 4, "search_limit": 1024, "search_rounds": 1},
     "full": {"repeats": 5, "pipeline_images": 55000, "train_seconds": 12.0, "bf16_seconds": 8.0, "bf16_rounds": 2,
              "threads_rounds": 3, "tracking_seconds": 12.0, "eval_images": 500, "matmul_size": 1024,
-             "search_trials": 8, "search_limit": 4096, "search_rounds": 2},
+             "search_trials": 8, "search_limit": 4096, "search_rounds": 1},
 }
 MIN_BATCHES = 4  # per timed epoch, whatever the speed estimate says
 
@@ -134,8 +134,11 @@ class Context:
                                    test_x=s.test_x[:n_eval], test_y=s.test_y[:n_eval])
 
     def vae_config(self, n_images: int, **kw) -> vae.VAEConfig:
+        """One epoch of genlab's VAE loop; no sample-quality scoring (timed on its own by measure_fid, and it would
+        need the store's classifier and a full test split)."""
         return vae.VAEConfig(dataset=self.cfg.dataset, epochs=1, batch_size=self.cfg.batch_size, limit=n_images,
-                             seed=self.cfg.seed, device=str(self.device), experiment=self.cfg.experiment, **kw)
+                             seed=self.cfg.seed, device=str(self.device), experiment=self.cfg.experiment,
+                             eval_samples=0, **kw)
 
 
 # ---------------------------------------------------------------- timing helpers

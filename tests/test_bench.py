@@ -42,6 +42,8 @@ def test_search_rate_runs_a_fresh_study_in_the_bench_experiment(store, tmp_path)
     cfg = bench.BenchConfig(profile="quick", dataset="synthetic", batch_size=64, output_dir=str(tmp_path))
     sizes = {**bench.SIZES["quick"], "search_trials": 2, "search_limit": 256}
     ctx = bench.Context(cfg, sizes, data.load("synthetic"), torch.device("cpu"))
+    # timed epochs never score samples: with a classifier in the store that needs a full test split
+    assert ctx.vae_config(64).eval_samples == 0
     rate, parent = bench.search_trials_per_minute(ctx, 1, tmp_path, 0)
     assert rate > 0
     client = MlflowClient()
