@@ -56,6 +56,16 @@ def fashion_mnist_dir() -> Path:
         pytest.skip(f"Fashion-MNIST files absent: {e}")
 
 
+def run_cli(argv: list[str]) -> int:
+    """genlab.cli.main's exit code, whether it returns it or argparse raises SystemExit (in this process)."""
+    from genlab import cli
+
+    try:
+        return cli.main(argv)
+    except SystemExit as e:
+        return e.code
+
+
 def genlab_cmd(*args: str) -> list[str]:
     """The command line of the genlab CLI run by this interpreter (for subprocess tests)."""
     return [sys.executable, "-m", "genlab", *args]

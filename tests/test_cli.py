@@ -7,16 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from genlab import cli
 
-from .conftest import genlab_cmd
-
-
-def run_cli(argv: list[str]) -> int:
-    """cli.main's exit code, whether it returns it or argparse raises SystemExit."""
-    try:
-        return cli.main(argv)
-    except SystemExit as e:
-        return e.code
-
+from .conftest import genlab_cmd, run_cli
 
 BAD_TRAIN_VAE = [
     (["--latent-dim", "0"], "latent_dim"),

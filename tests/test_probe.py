@@ -5,21 +5,15 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from genlab import cli
 from genlab.models.gan import Discriminator
 from genlab.models.vae import Encoder, param_count
 from genlab.train import gan, vae
 
+from .conftest import run_cli
+
 METRICS = {"encoder_probe_accuracy", "discriminator_probe_accuracy", "encoder_probe_accuracy_raw",
            "encoder_param_count", "discriminator_param_count", "d_prob_real", "d_prob_generated", "d_prob_recon",
            "encoder_kl_real", "encoder_kl_generated", "encoder_kl_recon"}
-
-
-def run_cli(argv: list[str]) -> int:
-    try:
-        return cli.main(argv)
-    except SystemExit as e:
-        return e.code
 
 
 @pytest.fixture(scope="module")

@@ -235,14 +235,8 @@ CHECKPOINT_KEYS = {"generator", "discriminator", "opt_g", "opt_d", "epoch", "shu
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint safely (weights_only) and check it is a GAN one; ConfigError otherwise."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a corrupt file
-        raise ConfigError(f"checkpoint {path} is unreadable ({type(e).__name__})") from None
-    if not isinstance(state, dict) or not CHECKPOINT_KEYS <= set(state):
-        raise ConfigError(f"checkpoint {path} is not a genlab GAN checkpoint")
-    return state
+    """Read a GAN checkpoint safely (weights_only); ConfigError if unreadable or not a GAN checkpoint."""
+    return config.load_checkpoint(path, CHECKPOINT_KEYS, "GAN")
 
 
 # ---------------------------------------------------------------- the loop

@@ -129,14 +129,8 @@ CHECKPOINT_KEYS = {"model", "optimizer", "epoch", "shuffle_rng", "noise_rng", "b
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint safely (weights_only) and check it is one of ours; ConfigError otherwise."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a corrupt file
-        raise ConfigError(f"checkpoint {path} is unreadable ({type(e).__name__})") from None
-    if not isinstance(state, dict) or not CHECKPOINT_KEYS <= set(state):
-        raise ConfigError(f"checkpoint {path} is not a genlab VAE checkpoint")
-    return state
+    """Read a VAE checkpoint safely (weights_only); ConfigError if unreadable or not a VAE checkpoint."""
+    return config.load_checkpoint(path, CHECKPOINT_KEYS, "VAE")
 
 
 # ---------------------------------------------------------------- the loop

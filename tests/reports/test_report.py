@@ -15,19 +15,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from genlab import cli
-
+from ..conftest import run_cli
 from . import fake_study
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UI = "http://127.0.0.1:5000"
-
-
-def run_cli(argv: list[str]) -> int:
-    try:
-        return cli.main(argv)
-    except SystemExit as e:
-        return e.code
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,10 @@ import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from genlab import cli, tracking
+from genlab import tracking
 from genlab.train import gan, vae
+
+from ..conftest import run_cli
 
 EPOCH_METRICS = {"d_loss", "g_loss", "d_real", "d_fake", "epoch_seconds", "images_per_second", "sample_diversity"}
 
@@ -19,13 +21,6 @@ def tiny(**kw) -> gan.GANConfig:
     base = dict(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4, eval_samples=0,
                 experiment="test-gan")
     return gan.GANConfig(**{**base, **kw})
-
-
-def run_cli(argv: list[str]) -> int:
-    try:
-        return cli.main(argv)
-    except SystemExit as e:
-        return e.code
 
 
 @pytest.fixture(scope="module")
