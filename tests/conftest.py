@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,24 +19,37 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def empty_store_file(tmp_path_factory) -> Path:
-    """An empty SQLite tracking store, made once per session (creating the schema costs seconds)."""
-    root = tmp_path_factory.mktemp("template-store")
+@contextlib.contextmanager
+def store_in(folder: Path, template: Path | None = None) -> Iterator[str]:
+    """Work in ``folder`` with MLflow pointed at ``folder/mlflow.db`` (a copy of ``template`` if given, else created)
+    and no active run; yields the store URI. Restores the working directory and environment after."""
+    if template is not None:
+        shutil.copy(template, folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.chdir(folder)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.delenv("MLFLOW_RUN_ID", raising=False)
         from genlab import tracking
 
         tracking.init_store()
+        yield uri
+
+
+@pytest.fixture(scope="session")
+def empty_store_file(tmp_path_factory) -> Path:
+    """An empty SQLite tracking store, made once per session (creating the schema costs seconds)."""
+    root = tmp_path_factory.mktemp("template-store")
+    with store_in(root):
+        pass
     return root / "mlflow.db"
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch, empty_store_file) -> str:
     """A fresh SQLite tracking store (a copy of the empty one) in a temporary working directory; returns its URI.
-    Experiments the test creates keep their artifacts under the test's folder."""
+    Experiments the test creates keep their artifacts under the test's folder. Uses the test's own monkeypatch,
+    so whatever the test patches too is undone in one place."""
     monkeypatch.chdir(tmp_path)
     shutil.copy(empty_store_file, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -9,7 +9,7 @@ from genlab.models.gan import Discriminator
 from genlab.models.vae import Encoder, param_count
 from genlab.train import gan, vae
 
-from .conftest import run_cli
+from .conftest import run_cli, store_in
 
 METRICS = {"encoder_probe_accuracy", "discriminator_probe_accuracy", "encoder_probe_accuracy_raw",
            "encoder_param_count", "discriminator_param_count", "d_prob_real", "d_prob_generated", "d_prob_recon",
@@ -17,13 +17,10 @@ METRICS = {"encoder_probe_accuracy", "discriminator_probe_accuracy", "encoder_pr
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, empty_store_file):
     """A finished VAE run and a finished GAN run (latent_dim 4) in a store shared by this module's tests."""
     tmp = tmp_path_factory.mktemp("probe-store")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
+    with store_in(tmp, empty_store_file):
         vae_id, _ = vae.main(vae.VAEConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
                                            eval_samples=0, experiment="vae"))
         gan_id, _ = gan.main(gan.GANConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,

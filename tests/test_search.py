@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -19,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from genlab import cli, losses, search
 
-from .conftest import ROOT, genlab_cmd
+from .conftest import ROOT, genlab_cmd, store_in
 
 # eval_samples=0: no sample-quality scorer (nor the classifier it trains) except where the objective needs it
 TINY = dict(dataset="synthetic", epochs=1, limit=128, latent_dims="2,4,16", study_name="t", eval_samples=0)
@@ -285,14 +284,7 @@ BAD_SEARCH = [
 def one_store(empty_store_file, tmp_path_factory):
     """One tracking store for all the bad-input cases (none may write to it)."""
     path = tmp_path_factory.mktemp("bad")
-    shutil.copy(empty_store_file, path / "mlflow.db")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(path)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path / 'mlflow.db'}")
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        from genlab import tracking
-
-        tracking.init_store()
+    with store_in(path, empty_store_file):
         yield path
 
 

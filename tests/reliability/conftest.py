@@ -10,6 +10,8 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from ..conftest import store_in
+
 # Run in a subprocess as `python -c PRELUDE genlab-args...`: the CLI, with the data look-up cut off from any
 # installed copy (Debian dir, project ./data) and from the network, so "missing files offline" is real.
 PRELUDE = """
@@ -38,18 +40,10 @@ def isolated_cmd(*args: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def shared_store(tmp_path_factory) -> str:
+def shared_store(tmp_path_factory, empty_store_file) -> str:
     """One SQLite store for a whole module (creating one costs about a second); returns its URI.
     Tests compare what is in it before and after each case."""
-    root = tmp_path_factory.mktemp("store")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        uri = f"sqlite:///{root / 'mlflow.db'}"
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        from genlab import tracking
-
-        tracking.init_store()
+    with store_in(tmp_path_factory.mktemp("store"), empty_store_file) as uri:
         yield uri
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from genlab import tracking
 from genlab.train import gan, vae
 
-from ..conftest import run_cli
+from ..conftest import run_cli, store_in
 
 EPOCH_METRICS = {"d_loss", "g_loss", "d_real", "d_fake", "epoch_seconds", "images_per_second", "sample_diversity"}
 
@@ -24,15 +24,10 @@ def tiny(**kw) -> gan.GANConfig:
 
 
 @pytest.fixture(scope="module")
-def shared_store(tmp_path_factory):
-    """One tracking store for this module's tests (creating a SQLite store costs seconds); yields its URI."""
-    tmp = tmp_path_factory.mktemp("gan-store")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        tracking.init_store()
-        yield f"sqlite:///{tmp / 'mlflow.db'}"
+def shared_store(tmp_path_factory, empty_store_file):
+    """One tracking store for this module's tests; yields its URI."""
+    with store_in(tmp_path_factory.mktemp("gan-store"), empty_store_file) as uri:
+        yield uri
 
 
 @pytest.fixture(scope="module")

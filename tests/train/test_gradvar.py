@@ -8,17 +8,13 @@ from genlab import cli, tracking
 from genlab.config import ConfigError
 from genlab.train import gradvar, vae
 
+from ..conftest import store_in
+
 
 @pytest.fixture(scope="module")
-def shared_store(tmp_path_factory):
-    """One tracking store for this module's tests (creating one costs seconds); each test uses its own
-    experiment names."""
-    folder = tmp_path_factory.mktemp("gradvar-store")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        tracking.init_store()
+def shared_store(tmp_path_factory, empty_store_file):
+    """One tracking store for this module's tests; each test uses its own experiment names."""
+    with store_in(tmp_path_factory.mktemp("gradvar-store"), empty_store_file):
         yield
 
 
