@@ -3,7 +3,8 @@
 - Linear probes: one multinomial logistic regression per frozen feature set, same preprocessing (standardised
   features) and the same optimisation budget (``max_iter`` lbfgs iterations), fitted on the labelled train split,
   scored on the test split: the encoder's ``z_mean`` (latent_dim features), the discriminator's penultimate layer
-  (HIDDEN[arch] features), and raw pixels (784) as the baseline.
+  (HIDDEN[arch] features), raw pixels (784) as the baseline, and the encoder's own penultimate layer (its trunk,
+  HIDDEN[arch] features like the discriminator's: the like-for-like comparison of the two networks' layers).
 - Output semantics: the encoder gives 2*latent_dim numbers (a Gaussian q(z|x)), the discriminator one logit. Both
   are applied to the same three sets (real test images, generated images, VAE reconstructions of the test images):
   D's probability that an image is real, and the encoder's KL(q(z|x) || N(0, I)) per image (nats).
@@ -120,6 +121,7 @@ def measure(cfg: ProbeConfig, model: VAE, generator: Generator, discriminator: D
 
     features = {
         "encoder": (_apply(z_mean, train_x, device), _apply(z_mean, test_x, device)),
+        "encoder_trunk": (_apply(model.encoder.trunk, train_x, device), _apply(model.encoder.trunk, test_x, device)),
         "discriminator": (_apply(discriminator.features, train_x, device),
                           _apply(discriminator.features, test_x, device)),
         "raw": (train_x.flatten(1), test_x.flatten(1)),
@@ -137,10 +139,12 @@ def measure(cfg: ProbeConfig, model: VAE, generator: Generator, discriminator: D
     result = {"encoder_probe_accuracy": accuracy["encoder"],
               "discriminator_probe_accuracy": accuracy["discriminator"],
               "encoder_probe_accuracy_raw": accuracy["raw"],
+              "encoder_trunk_probe_accuracy": accuracy["encoder_trunk"],
               "encoder_param_count": param_count(model.encoder),
               "discriminator_param_count": param_count(discriminator),
               "encoder_output_dim": 2 * model.latent_dim, "discriminator_output_dim": 1,
               "encoder_feature_dim": features["encoder"][0].shape[1],
+              "encoder_trunk_feature_dim": features["encoder_trunk"][0].shape[1],
               "discriminator_feature_dim": features["discriminator"][0].shape[1]}
     result.update({f"d_prob_{name}": float(p.mean()) for name, p in d_prob.items()})
     result.update({f"encoder_kl_{name}": float(k.mean()) for name, k in kl.items()})

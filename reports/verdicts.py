@@ -463,11 +463,17 @@ def p2q2(runs: pd.DataFrame) -> Verdict:
     enc, disc = _cell(probe, "encoder_probe_accuracy"), _cell(probe, "discriminator_probe_accuracy")
     c = compare(enc, disc, numeric(probe, "metrics.encoder_probe_accuracy"),
                 numeric(probe, "metrics.discriminator_probe_accuracy"), P2Q2_ACCURACY_MIN_DIFF)
+    trunk = _cell(probe, "encoder_trunk_probe_accuracy")  # absent from probe runs made before it was measured
     numbers = {"encoder": enc, "discriminator": disc, "raw": _cell(probe, "encoder_probe_accuracy_raw"),
+               "encoder_trunk": trunk,
                "encoder_params": _cell(probe, "encoder_param_count"),
                "discriminator_params": _cell(probe, "discriminator_param_count"), "difference": c}
     rows = [{"features": "encoder", "accuracy": enc, "params": numbers["encoder_params"], "run_ids": _ids(probe)},
             {"features": "discriminator", "accuracy": disc, "params": numbers["discriminator_params"],
              "run_ids": _ids(probe)},
             {"features": "raw", "accuracy": numbers["raw"], "params": None, "run_ids": _ids(probe)}]
+    if trunk.n:  # same width as the discriminator's layer: described beside the verdict, not part of its rule
+        numbers["same_width"] = compare(trunk, disc, numeric(probe, "metrics.encoder_trunk_probe_accuracy"),
+                                        numeric(probe, "metrics.discriminator_probe_accuracy"), P2Q2_ACCURACY_MIN_DIFF)
+        rows.insert(1, {"features": "encoder_trunk", "accuracy": trunk, "params": None, "run_ids": _ids(probe)})
     return Verdict("p2q2", _claim(c), numbers, rows, _ids(probe), missing)

@@ -13,7 +13,7 @@ from .conftest import run_cli, store_in
 
 METRICS = {"encoder_probe_accuracy", "discriminator_probe_accuracy", "encoder_probe_accuracy_raw",
            "encoder_param_count", "discriminator_param_count", "d_prob_real", "d_prob_generated", "d_prob_recon",
-           "encoder_kl_real", "encoder_kl_generated", "encoder_kl_recon"}
+           "encoder_kl_real", "encoder_kl_generated", "encoder_kl_recon", "encoder_trunk_probe_accuracy"}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,10 @@ def test_probe_end_to_end(runs, capsys):
     assert m["encoder_param_count"] == param_count(Encoder(4)) and m["discriminator_param_count"] == param_count(
         Discriminator())
     assert m["encoder_output_dim"] == 8 and m["discriminator_output_dim"] == 1
-    for key in ("encoder_probe_accuracy", "discriminator_probe_accuracy", "d_prob_real", "d_prob_generated"):
+    # z_mean has latent_dim features; the encoder's penultimate layer has as many as the discriminator's
+    assert m["encoder_feature_dim"] == 4 and m["encoder_trunk_feature_dim"] == m["discriminator_feature_dim"] == 256
+    for key in ("encoder_probe_accuracy", "encoder_trunk_probe_accuracy", "discriminator_probe_accuracy",
+                "d_prob_real", "d_prob_generated"):
         assert 0 <= m[key] <= 1, key
     assert m["encoder_probe_accuracy_raw"] > 0.5  # 10 visually distinct synthetic classes: pixels separate them
     assert min(m["encoder_kl_real"], m["encoder_kl_generated"], m["encoder_kl_recon"]) >= 0

@@ -89,7 +89,12 @@ def test_confirmed_data_gives_confirmed_verdicts_and_the_numbers(built):
     assert "Claim 1, the VAE decoder helps: confirmed." in s and "Δ = 20.00 [19.55 ; 20.45]" in s
     assert "Δ = 10.00 [9.55 ; 10.45]" in s
     # P2Q2: 0.80 vs 0.70
-    assert "Probe accuracy 0.800 (n=1) on the encoder's code against 0.700 (n=1)" in section(en, "p2q2")
+    s = section(en, "p2q2")
+    assert "Probe accuracy 0.800 (n=1) on the encoder's code against 0.700 (n=1)" in s
+    assert "| VAE encoder (penultimate layer, before `z_mean`) | 0.680 (n=1) |" in s
+    assert "0.680 (n=1) for the encoder against\n> 0.700 (n=1) for the discriminator" in s
+    assert "the layers rank the other way round from the verdict" in s
+    assert "0,680 (n=1) pour\n> l'encodeur contre 0,700 (n=1)" in section(fr, "p2q2")
     # French: decimal comma, same numbers
     assert "20,00 ± 0,50 (n=3)" in section(fr, "p2q1") and "ρ(β, KL) = -1,00" in section(fr, "p1q2")
     # every section has a table and at least one figure

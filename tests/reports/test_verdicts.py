@@ -110,6 +110,12 @@ def test_p2q2_three_outcomes():
     assert probe(0.70, 0.80).status == "not_confirmed"
     assert probe(0.80, 0.79).status == "no_significant_difference"
     assert V.p2q2(frame([{"kind": "probe", "encoder_probe_accuracy": 0.8}])).status == "missing"
+    # the encoder's penultimate layer is described beside the verdict, never part of its rule
+    assert "same_width" not in probe(0.80, 0.70).numbers  # probe runs from before it was measured
+    v = V.p2q2(frame([{"kind": "probe", "encoder_probe_accuracy": 0.80, "discriminator_probe_accuracy": 0.70,
+                       "encoder_trunk_probe_accuracy": 0.60}]))
+    assert v.status == "confirmed" and v.numbers["same_width"].diff == pytest.approx(-0.10)
+    assert [r["features"] for r in v.rows] == ["encoder", "encoder_trunk", "discriminator", "raw"]
 
 
 def test_select_runs_profile_unfinished_and_duplicates():
