@@ -89,7 +89,7 @@ def load_networks(cfg: ProbeConfig) -> tuple[VAE, Generator, Discriminator]:
 
 @torch.no_grad()
 def _apply(fn, x: torch.Tensor, device: torch.device, batch_size: int = 1000) -> torch.Tensor:
-    """``fn`` over float images (N, 1, 28, 28) in batches; the result on CPU."""
+    """``fn`` over the rows of ``x`` (images (N, 1, 28, 28) or features (N, F)) in batches; the result on CPU."""
     return torch.cat([fn(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
 
 
@@ -119,9 +119,13 @@ def measure(cfg: ProbeConfig, model: VAE, generator: Generator, discriminator: D
     def z_mean(x):
         return model.encoder.encode(x)[0]
 
+    def z_mean_from_trunk(hidden):  # the encoder's head on its penultimate layer: the trunk runs once per image
+        return model.encoder.head(hidden).chunk(2, dim=1)[0]
+
+    trunk = {split: _apply(model.encoder.trunk, x, device) for split, x in (("train", train_x), ("test", test_x))}
     features = {
-        "encoder": (_apply(z_mean, train_x, device), _apply(z_mean, test_x, device)),
-        "encoder_trunk": (_apply(model.encoder.trunk, train_x, device), _apply(model.encoder.trunk, test_x, device)),
+        "encoder": (_apply(z_mean_from_trunk, trunk["train"], device), _apply(z_mean_from_trunk, trunk["test"], device)),
+        "encoder_trunk": (trunk["train"], trunk["test"]),
         "discriminator": (_apply(discriminator.features, train_x, device),
                           _apply(discriminator.features, test_x, device)),
         "raw": (train_x.flatten(1), test_x.flatten(1)),
