@@ -84,14 +84,16 @@ def test_scorer_rejects_bad_images_with_one_line(trained):
 
 def test_vae_run_logs_sample_quality_and_the_classifier(trained):
     _, scorer = trained
-    cfg = vae.VAEConfig(dataset="synthetic", epochs=1, limit=300, batch_size=64, latent_dim=4, experiment="eval",
+    # 8 epochs on the whole synthetic set (recon_fid_proxy 108 vs fid_proxy 325): after one epoch on 300 images the
+    # wide decoder was still so close to its initialisation that both were ~1,800 and in either order
+    cfg = vae.VAEConfig(dataset="synthetic", epochs=8, limit=0, batch_size=64, latent_dim=4, experiment="eval",
                         eval_samples=300)
     run_id, final = vae.main(cfg)
     run = MlflowClient().get_run(run_id)
     assert run.data.params["fid_classifier"] == scorer.run_id and run.data.params["eval_samples"] == "300"
     expected = SCORE_KEYS | {f"recon_{k}" for k in SCORE_KEYS} | {"eval_seconds"}
     assert expected <= set(run.data.metrics) and expected <= set(final)
-    # an untrained-ish VAE is far from the data; its reconstructions are closer than its prior samples
+    # a barely trained VAE is far from the data; its reconstructions are closer than its prior samples
     assert final["fid_proxy"] > 0 and final["recon_fid_proxy"] < final["fid_proxy"]
 
 
