@@ -24,7 +24,7 @@ data: $(STAMP)
 	$(BIN)/genlab data path fashion-mnist >/dev/null 2>&1 || $(BIN)/genlab data download fashion-mnist
 
 # The quick study (every question end to end, about 5 minutes on 2 cores), then the report built from its runs.
-# PROFILE=full for the real conclusions (41 minutes measured on one core). Finished runs are reused: an interrupted study continues.
+# PROFILE=full for the real conclusions (55 minutes measured on one core). Finished runs are reused: an interrupted study continues.
 PROFILE ?= quick
 study: data
 	$(BIN)/genlab study --profile $(PROFILE)
