@@ -118,7 +118,12 @@ class Run:
         from mlflow.data.sources import LocalArtifactDatasetSource
 
         dataset = MetaDataset(LocalArtifactDatasetSource(source), name=f"{name}-{context}", digest=digest)
-        mlflow.log_input(dataset, context=context, tags={"images": str(n_images)})
+        try:
+            mlflow.log_input(dataset, context=context, tags={"images": str(n_images)})
+        except MlflowException:
+            # MLflow inserts a data set if absent, in two steps: two runs starting at once in one experiment can
+            # both miss it and the second insert fails on the unique key. The row exists now: once more finds it.
+            mlflow.log_input(dataset, context=context, tags={"images": str(n_images)})
 
     def log_model(self, module: Any, name: str, input_example: Any) -> str:
         """Log a torch module (a decoder, generator or encoder returning one tensor) as an MLflow model."""

@@ -94,3 +94,31 @@ def test_two_processes_write_to_one_sqlite_store_at_once(store, tmp_path):
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
         assert set(FINAL_METRICS) <= set(run.data.metrics)
         assert {"checkpoint/last.pt"} <= {f.path for f in client.list_artifacts(run.info.run_id, "checkpoint")}
+
+
+def test_a_run_logs_its_data_set_when_another_run_inserted_it_first(store, monkeypatch):
+    # The race the test above can hit: MLflow looked for the data set, found none, and another process inserted
+    # it before this one did, so this insert fails on the unique key. Replayed here in one process.
+    import mlflow
+
+    from genlab import tracking
+
+    real_log_input = mlflow.log_input
+    calls = []
+
+    def log_input_after_a_concurrent_insert(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:  # the other process's run inserts the same data set, then this insert fails
+            other = MlflowClient().create_run(mlflow.active_run().info.experiment_id)
+            tracking.log_dataset_to_run(other.info.run_id, "synthetic", "memory://synthetic", "abc123", "train", 10)
+            MlflowClient().set_terminated(other.info.run_id)
+            raise tracking.MlflowException("UNIQUE constraint failed: datasets.experiment_id, datasets.name")
+        return real_log_input(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", log_input_after_a_concurrent_insert)
+    with tracking.start_run("race", "vae z4 b1.0 s0", {}, {"genlab.kind": "vae"}) as run:
+        run.log_dataset("synthetic", "memory://synthetic", "abc123", "train", 10)
+    logged = MlflowClient().get_run(run.run_id)
+    assert logged.info.status == "FINISHED"
+    assert [(d.dataset.name, d.dataset.digest) for d in logged.inputs.dataset_inputs] == [("synthetic-train", "abc123")]
+    assert len(calls) == 2
