@@ -114,16 +114,7 @@ class Run:
 
     def log_dataset(self, name: str, source: str, digest: str, context: str, n_images: int) -> None:
         """Record what the run saw, for the UI's Datasets column (no data is copied)."""
-        from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.data.sources import LocalArtifactDatasetSource
-
-        dataset = MetaDataset(LocalArtifactDatasetSource(source), name=f"{name}-{context}", digest=digest)
-        try:
-            mlflow.log_input(dataset, context=context, tags={"images": str(n_images)})
-        except MlflowException:
-            # MLflow inserts a data set if absent, in two steps: two runs starting at once in one experiment can
-            # both miss it and the second insert fails on the unique key. The row exists now: once more finds it.
-            mlflow.log_input(dataset, context=context, tags={"images": str(n_images)})
+        log_dataset_to_run(self.run_id, name, source, digest, context, n_images)
 
     def log_model(self, module: Any, name: str, input_example: Any) -> str:
         """Log a torch module (a decoder, generator or encoder returning one tensor) as an MLflow model."""
@@ -365,14 +356,20 @@ def start_search_run(experiment: str, study_name: str, run_name: str, params: di
 
 
 def log_dataset_to_run(run_id: str, name: str, source: str, digest: str, context: str, n_images: int) -> None:
-    """``Run.log_dataset`` for a run that is not active here. A search's parent run logs its data set before the
-    workers start, so their trial runs find it in the experiment: MLflow's "insert if absent" races otherwise."""
+    """Record a data set as an input of ``run_id`` (active here or not), for the UI's Datasets column. A search's
+    parent run logs its data set before the workers start, so their trial runs find it in the experiment."""
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource
     from mlflow.tracking.fluent import _create_dataset_input
 
     dataset = MetaDataset(LocalArtifactDatasetSource(source), name=f"{name}-{context}", digest=digest)
-    MlflowClient().log_inputs(run_id, datasets=[_create_dataset_input(dataset, context, {"images": str(n_images)})])
+    inputs = [_create_dataset_input(dataset, context, {"images": str(n_images)})]
+    try:
+        MlflowClient().log_inputs(run_id, datasets=inputs)
+    except MlflowException:
+        # MLflow inserts a data set if absent, in two steps: two runs starting at once in one experiment can
+        # both miss it and the second insert fails on the unique key. The row exists now: once more finds it.
+        MlflowClient().log_inputs(run_id, datasets=inputs)
 
 
 def find_trial_run(experiment: str, study_name: str, trial_number: int) -> str | None:

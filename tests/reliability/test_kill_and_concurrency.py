@@ -99,26 +99,24 @@ def test_two_processes_write_to_one_sqlite_store_at_once(store, tmp_path):
 def test_a_run_logs_its_data_set_when_another_run_inserted_it_first(store, monkeypatch):
     # The race the test above can hit: MLflow looked for the data set, found none, and another process inserted
     # it before this one did, so this insert fails on the unique key. Replayed here in one process.
-    import mlflow
-
     from genlab import tracking
 
-    real_log_input = mlflow.log_input
+    real_log_inputs = MlflowClient.log_inputs
     calls = []
 
-    def log_input_after_a_concurrent_insert(*args, **kwargs):
-        calls.append(args)
+    def log_inputs_after_a_concurrent_insert(client, run_id, *args, **kwargs):
+        calls.append(run_id)
         if len(calls) == 1:  # the other process's run inserts the same data set, then this insert fails
-            other = MlflowClient().create_run(mlflow.active_run().info.experiment_id)
-            tracking.log_dataset_to_run(other.info.run_id, "synthetic", "memory://synthetic", "abc123", "train", 10)
-            MlflowClient().set_terminated(other.info.run_id)
+            other = client.create_run(client.get_run(run_id).info.experiment_id)
+            real_log_inputs(client, other.info.run_id, *args, **kwargs)
+            client.set_terminated(other.info.run_id)
             raise tracking.MlflowException("UNIQUE constraint failed: datasets.experiment_id, datasets.name")
-        return real_log_input(*args, **kwargs)
+        return real_log_inputs(client, run_id, *args, **kwargs)
 
-    monkeypatch.setattr(mlflow, "log_input", log_input_after_a_concurrent_insert)
+    monkeypatch.setattr(MlflowClient, "log_inputs", log_inputs_after_a_concurrent_insert)
     with tracking.start_run("race", "vae z4 b1.0 s0", {}, {"genlab.kind": "vae"}) as run:
         run.log_dataset("synthetic", "memory://synthetic", "abc123", "train", 10)
     logged = MlflowClient().get_run(run.run_id)
     assert logged.info.status == "FINISHED"
     assert [(d.dataset.name, d.dataset.digest) for d in logged.inputs.dataset_inputs] == [("synthetic-train", "abc123")]
-    assert len(calls) == 2
+    assert calls == [run.run_id, run.run_id]
