@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
 export PATH := $(BIN):$(PATH)
 
-.PHONY: study test ui data lint bench clean-store
+.PHONY: study test ui dashboard data lint bench clean-store
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "genlab needs Python 3.11 (set PYTHON=...)")'
@@ -38,6 +38,11 @@ test: $(STAMP)
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+# The Optuna search's studies (trials, history, importances, per-epoch values, Pareto front) in optuna-dashboard.
+OPTUNA_STORAGE ?= sqlite:///$(CURDIR)/optuna.db
+dashboard: $(STAMP)
+	$(BIN)/optuna-dashboard $(OPTUNA_STORAGE) --host 127.0.0.1 --port 8080
 
 lint: $(STAMP)
 	$(BIN)/ruff check genlab reports tests

@@ -30,10 +30,11 @@ import torch
 
 from genlab import data, losses
 from genlab.config import ConfigError, check, check_choice, check_int, resolve_device
+from genlab.configs import BENCH_PROFILES as PROFILES
+from genlab.configs import BenchConfig
 from genlab.models.vae import VAE
 from genlab.train import vae
 
-PROFILES = ("quick", "full")
 # Timed epochs are sized from a warm-up estimate of this machine's training speed, so the whole bench fits its
 # budget on a slow shared CPU as on a GPU: quick < 2 min, full < 10 min on 2 CPU cores.
 SIZES = {
@@ -45,18 +46,6 @@ SIZES = {
              "search_trials": 8, "search_limit": 4096, "search_rounds": 1},
 }
 MIN_BATCHES = 4  # per timed epoch, whatever the speed estimate says
-
-
-@dataclass
-class BenchConfig:
-    profile: str = "full"  # quick (< 2 min on 2 cores) | full (< 10 min)
-    dataset: str = "fashion-mnist"
-    batch_size: int = 128
-    repeats: int = 0  # rounds per comparison; 0 = the profile's (3 quick, 5 full)
-    device: str = "auto"
-    output_dir: str = "."  # where bench.json and bench.md are written
-    experiment: str = "genlab-bench"
-    seed: int = 0
 
 
 def validate(cfg: BenchConfig) -> None:
@@ -259,7 +248,7 @@ def genlab_train(ctx: Context, splits: data.Splits, precision: str = "fp32") -> 
     """genlab's own loop (vae.train, tracking disabled), one epoch; its metrics include images_per_second
     (training batches only, like the reference's timer) and test_neg_elbo."""
     with _quiet():
-        _, final = vae.train(ctx.vae_config(len(splits.train_x), precision=precision), splits, run=None,
+        _, final = vae.train(ctx.vae_config(len(splits.train_x), dtype=precision), splits, run=None,
                              log_models=False)
     return final
 

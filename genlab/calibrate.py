@@ -19,13 +19,13 @@ import dataclasses
 import io
 import sys
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from genlab import data
 from genlab.config import check, check_choice, check_int, resolve_device
+from genlab.configs import CalibrationConfig
 
 METRICS = ("fid_proxy", "kid_proxy", "kid_proxy_std", "precision", "recall", "density", "coverage", "class_coverage",
            "is_proxy")
@@ -37,16 +37,6 @@ CASES = {
     "single_class": "train-split images of one class only (mode collapse)",
     "uniform_noise": "uniform noise images in [0, 1]",
 }
-
-
-@dataclass
-class CalibrationConfig:
-    dataset: str = "fashion-mnist"
-    samples: int = 10000  # images per reference set, at most (capped by what the split holds)
-    single_class: int = 0  # the class of the single_class set
-    seed: int = 0
-    device: str = "auto"
-    experiment: str = "genlab-calibration"
 
 
 def validate(cfg: CalibrationConfig) -> None:
@@ -128,7 +118,7 @@ def main(cfg: CalibrationConfig, splits: data.Splits | None = None) -> tuple[str
     device = resolve_device(cfg.device)
     splits = splits or data.load(cfg.dataset)
     scorer = get_scorer(cfg.dataset, device, splits=splits)
-    tags = {"genlab.kind": "calibration", "genlab.dataset": cfg.dataset}
+    tags = {"genlab.kind": "calibration", "genlab.dataset": cfg.dataset, tracking.DEVICE_TAG: str(device)}
     params = {**dataclasses.asdict(cfg), "fid_classifier": scorer.run_id}
     with tracking.start_run(cfg.experiment, f"calibration {cfg.dataset} s{cfg.seed}", params, tags) as run:
         rows = calibrate(scorer, splits, cfg)

@@ -17,6 +17,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from genlab import configs  # standard library only: building the parser imports no torch
+
 EXIT_RUNTIME, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 
@@ -28,11 +30,17 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """One ``--flag-name`` per config field (dashes on the command line, underscores in MLflow params)."""
+    """One ``--flag-name`` per config field (dashes on the command line, underscores in MLflow params), its help
+    line from the field's metadata (genlab.configs)."""
     casts = {"int": int, "float": float, "str": str}
     for f in dataclasses.fields(config_class):
+        choices = f.metadata.get("choices", ())
+        # choices are shown, not enforced: validate() rejects a bad value with the one-line error naming the param
+        metavar = "{" + ",".join(map(str, choices)) + "}" if choices else f.type.upper()
+        default = '""' if f.default == "" else f.default  # an empty default would read as a missing one
+        text = f"{f.metadata.get('help', '')} (default: {default})".strip()
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=casts[f.type], default=f.default,
-                            metavar=f.type.upper(), help=f"(default: {f.default})")
+                            metavar=metavar, help=text.replace("%", "%%"))
 
 
 def config_from_args(args: argparse.Namespace, config_class: type) -> Any:
@@ -181,84 +189,85 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> Parser:
-    from genlab.train.vae import VAEConfig
+def cmd_sample(args: argparse.Namespace) -> int:
+    from genlab import sample
 
+    cfg = config_from_args(args, configs.SampleConfig)
+    sample.validate(cfg)  # before the store is opened or a file written
+    for path in sample.main(cfg):
+        print(path)
+    return 0
+
+
+def build_parser() -> Parser:
+    """The whole command line. Configs come from genlab.configs (standard library only): --help imports no torch."""
     parser = Parser(prog="genlab", description="Tracked VAE/GAN study of the lab 'VAE and GAN'.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("train-vae", help="train a VAE as one MLflow run")
-    add_config_arguments(p, VAEConfig)
+    add_config_arguments(p, configs.VAEConfig)
     p.add_argument("--resume", metavar="RUN_ID", help="continue this run from its last checkpoint "
                    "(its logged params are used)")
     p.set_defaults(func=cmd_train_vae)
 
-    from genlab.train.gan import GANConfig
-
     p = sub.add_parser("train-gan", help="train a DCGAN (generator = the VAE decoder) as one MLflow run")
-    add_config_arguments(p, GANConfig)
+    add_config_arguments(p, configs.GANConfig)
     p.add_argument("--resume", metavar="RUN_ID", help="continue this run from its last checkpoint "
                    "(its logged params are used)")
     p.set_defaults(func=cmd_train_gan)
 
-    from genlab.probe import ProbeConfig
-
     p = sub.add_parser("probe", help="encoder vs discriminator: linear probes, output semantics (one run)")
-    add_config_arguments(p, ProbeConfig)
+    add_config_arguments(p, configs.ProbeConfig)
     p.set_defaults(func=cmd_probe)
-    from reports.build import ReportConfig
 
     p = sub.add_parser("report", help="write the study's report (French and English) from the tracked runs")
-    add_config_arguments(p, ReportConfig)
+    add_config_arguments(p, configs.ReportConfig)
     p.set_defaults(func=cmd_report)
-    from genlab.search import HELP, SearchConfig
 
-    p = sub.add_parser("search", help="Optuna search over latent_dim x beta (nested MLflow runs)", description=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(p, SearchConfig)
+    p = sub.add_parser("search", help="Optuna search over latent_dim x beta (nested MLflow runs)",
+                       description=configs.SEARCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(p, configs.SearchConfig)
     p.add_argument("--worker", metavar="INDEX", type=int, default=None,
                    help="run trials only, as worker INDEX of an existing study (started by --workers N, or by hand "
                    "on another machine with a distinct INDEX: it seeds the sampler)")
     p.set_defaults(func=cmd_search)
 
-    from genlab.calibrate import CalibrationConfig
-    from genlab.train.classifier import ClassifierConfig
-
     p = sub.add_parser("train-classifier", help="train the feature classifier of the sample-quality metrics")
-    add_config_arguments(p, ClassifierConfig)
+    add_config_arguments(p, configs.ClassifierConfig)
     p.set_defaults(func=cmd_train_classifier)
-
-    from genlab.train.gradvar import GradVarConfig
 
     p = sub.add_parser("gradvar", help="P1Q1: gradient variance of the reparameterisation vs score-function "
                        "estimator at fixed VAE parameters (one MLflow run)")
-    add_config_arguments(p, GradVarConfig)
+    add_config_arguments(p, configs.GradVarConfig)
     p.set_defaults(func=cmd_gradvar)
-
-    from genlab.study import StudyConfig
 
     p = sub.add_parser("study", help="run the lab's experiment plans (experiments/*.yaml); finished runs with the "
                        "same parameters, profile and code version are reused")
-    add_config_arguments(p, StudyConfig)
+    add_config_arguments(p, configs.StudyConfig)
     p.add_argument("--dry-run", action="store_true", help="list the runs (and which would be reused); run nothing")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("calibrate", help="sample-quality metrics of reference image sets (train vs test, noise, ...)")
-    add_config_arguments(p, CalibrationConfig)
+    add_config_arguments(p, configs.CalibrationConfig)
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("data", help="locate or download a data set")
-    p.add_argument("action", choices=("download", "path"))
-    p.add_argument("name", choices=("fashion-mnist", "mnist"))
+    p.add_argument("action", choices=("download", "path"), help="download: fetch and check the files; path: print "
+                   "where the set is found")
+    p.add_argument("name", choices=("fashion-mnist", "mnist"), help="the data set")
     p.add_argument("--dest", default=None, help="target folder for download (default ./data/NAME)")
     p.set_defaults(func=cmd_data)
 
-    from genlab.bench import BenchConfig
     p = sub.add_parser("bench", help="measure genlab's speed side by side with the common alternatives")
-    add_config_arguments(p, BenchConfig)
+    add_config_arguments(p, configs.BenchConfig)
     p.add_argument("--quick", dest="profile", action="store_const", const="quick",
                    help="same as --profile quick (under 2 minutes on 2 cores)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("sample", help="write a PNG grid of images from a trained VAE decoder or GAN generator "
+                       "(a run id or a registered model)")
+    add_config_arguments(p, configs.SampleConfig)
+    p.set_defaults(func=cmd_sample)
     return parser
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATASETS = ("fashion-mnist", "mnist", "synthetic")
+from genlab.configs import DATASETS  # the CLI lists them without importing torch
+
 VAL_SIZE = 5000  # held-out slice of the train split for the real data sets
 IMAGE_SHAPE = (28, 28)
 

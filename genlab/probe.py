@@ -15,29 +15,17 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from genlab import data, losses
 from genlab.config import ConfigError, check, check_choice, check_int, resolve_device
+from genlab.configs import ProbeConfig
 from genlab.models.gan import Discriminator, Generator
 from genlab.models.vae import VAE, param_count
 from genlab.train import gan, vae
 from genlab.train.gan import RUN_ID
-
-
-@dataclass
-class ProbeConfig:
-    vae_run: str = ""
-    gan_run: str = ""
-    dataset: str = "fashion-mnist"
-    limit: int = 0  # first N training images to fit the probes on (0 = all)
-    seed: int = 0
-    max_iter: int = 200  # lbfgs iterations, the same budget for every probe
-    device: str = "auto"
-    experiment: str = "genlab-probe"
 
 
 def validate(cfg: ProbeConfig) -> None:
@@ -190,8 +178,8 @@ def main(cfg: ProbeConfig, tags: dict | None = None, parent_run_id: str | None =
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     name = f"probe vae={cfg.vae_run[:8]} gan={cfg.gan_run[:8]}"
-    with tracking.start_run(cfg.experiment, name, dataclasses.asdict(cfg), {"genlab.kind": "probe", **(tags or {})},
-                            parent_run_id=parent_run_id) as run:
+    all_tags = {"genlab.kind": "probe", tracking.DEVICE_TAG: str(device), **(tags or {})}
+    with tracking.start_run(cfg.experiment, name, dataclasses.asdict(cfg), all_tags, parent_run_id=parent_run_id) as run:
         t0 = time.perf_counter()
         result, d_prob, kl = measure(cfg, model, generator, discriminator, splits, device)
         result["probe_seconds"] = time.perf_counter() - t0

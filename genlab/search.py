@@ -22,17 +22,20 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from genlab import data
 from genlab.config import ConfigError, check, check_choice, check_int, check_positive
+from genlab.configs import OBJECTIVES, SAMPLERS, SearchConfig
 from genlab.train import vae
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-OBJECTIVES = ("neg_elbo", "fid", "pareto")
-SAMPLERS = ("tpe", "random", "grid")
+# What Optuna calls each objective value (dashboard, trials.csv, plots), in the order objective_values() returns.
+METRIC_NAMES = {"neg_elbo": ["val_neg_elbo"], "fid": ["fid_proxy"], "pareto": ["val_recon", "fid_proxy"]}
+AXIS_LABELS = {"val_neg_elbo": "val_neg_elbo (nats/image)", "val_recon": "val_recon (nats/image)",
+               "fid_proxy": "fid_proxy"}
 STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "mysql", "mysql+pymysql")
 DEFAULT_TRIAL = {"latent_dim": 16, "beta": 1.0}  # the lab's configuration: every search includes it
 MODEL_NAME, MODEL_ALIAS = "genlab-vae", "best"
@@ -45,38 +48,6 @@ MAX_RETRIES = 2  # a trial whose worker died is re-queued at most this many time
 # Study user attrs: the trial settings (a resumed study must keep them) and the MLflow parent run.
 SETTINGS_ATTR, PARENT_ATTR = "genlab.settings", "genlab.mlflow_parent_run_id"
 RUN_ID_ATTR = "mlflow_run_id"  # trial user attr: its child run
-
-
-@dataclass
-class SearchConfig:
-    study_name: str = "genlab-vae-search"
-    storage: str = f"sqlite:///{PROJECT_ROOT / 'optuna.db'}"
-    n_trials: int = 20  # COMPLETE + PRUNED trials wanted in the study (a rerun continues up to it)
-    objective: str = "neg_elbo"  # neg_elbo | fid | pareto
-    latent_dims: str = "2,4,8,16,32,64"
-    beta_min: float = 0.1
-    beta_max: float = 10.0
-    sampler: str = "tpe"  # tpe | random | grid
-    epochs: int = 10
-    limit: int = 0
-    eval_samples: int = 10000  # prior samples scored per trial (fid_proxy, ...); 0 = skip (objective neg_elbo only)
-    dataset: str = "fashion-mnist"
-    seed: int = 0
-    workers: int = 1  # local worker processes
-    timeout: float = 0.0  # seconds after which no new trial starts (0 = no limit)
-    heartbeat_seconds: int = 10  # a trial without heartbeat for 3x this is declared dead (FAIL) and retried
-    experiment: str = "genlab-search"
-
-
-HELP = """Optuna search over latent_dim x beta; each trial is a train-vae run nested under the study's parent run.
-
-objectives: neg_elbo  minimise the validation neg-ELBO (nats/image); a median pruner stops trials whose
-                      per-epoch val_neg_elbo is worse than the median of earlier trials at that epoch.
-            fid       minimise the prior-sample fid_proxy (computed at the end of a trial: no pruning).
-            pareto    two objectives, validation recon and fid_proxy; the Pareto front is reported.
-                      Cannot prune: Optuna does not prune multi-objective studies.
-n_trials counts COMPLETE + PRUNED trials in the study: running the same command again resumes it.
---storage takes any Optuna RDB URL; postgresql://... lets workers on several machines share one study."""
 
 
 # ---------------------------------------------------------------- validation
@@ -280,6 +251,10 @@ def open_study(cfg: SearchConfig, worker_index: int = 0, create: bool = False):
         changed = ", ".join(f"{k}={settings[k]!r}" for k in settings if settings[k] != settings_of(cfg).get(k))
         raise ConfigError(f"study_name {cfg.study_name!r} exists with other settings ({changed}): use them, or "
                           "another study_name")
+    if create and study.metric_names != METRIC_NAMES[cfg.objective]:  # also names a study made before they were set
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(METRIC_NAMES[cfg.objective])
     return study
 
 
@@ -541,10 +516,12 @@ def summarize(study, cfg: SearchConfig, parent_run_id: str) -> dict[str, float]:
                        best_trial_number=best.number)
     figures, texts = plot_study(study, cfg)
     texts["trials.csv"] = study.trials_dataframe().to_csv(index=False)
-    tracking.log_to_run(parent_run_id, summary, figures, texts, step=summary["trials_complete"]
-                        + summary["trials_pruned"])
-    for figure in figures.values():
-        plt.close(figure)
+    try:
+        tracking.log_to_run(parent_run_id, summary, figures, texts, step=summary["trials_complete"]
+                            + summary["trials_pruned"])
+    finally:  # pyplot keeps every figure until closed: a long-lived process (tests, notebooks) would leak them
+        for figure in figures.values():
+            plt.close(figure)
     if best is not None:
         register_best(best, cfg)
     return summary
@@ -573,7 +550,7 @@ def register_best(trial, cfg: SearchConfig) -> None:
         return
     if not tracking.has_logged_model(run_id, "decoder"):
         checkpoint = vae.load_checkpoint(tracking.download_artifact(run_id, "checkpoint/last.pt"))
-        trained = vae.VAEConfig(**checkpoint["config"])
+        trained = vae.config_from_params(checkpoint["config"])  # ignores keys renamed since (precision -> dtype)
         model = VAE(trained.latent_dim, trained.arch)
         model.load_state_dict(checkpoint["model"])
         with tracking.start_run(cfg.experiment, "", {}, {}, resume_run_id=run_id) as run:
@@ -584,17 +561,14 @@ def register_best(trial, cfg: SearchConfig) -> None:
 
 
 def plot_study(study, cfg: SearchConfig) -> tuple[dict[str, Any], dict[str, str]]:
-    """Figures (path -> matplotlib figure) and explanatory texts for the parent run."""
+    """Figures (path -> matplotlib figure; the caller closes them) and explanatory texts for the parent run:
+    Optuna's own plots, plus the latent_dim x beta map that Optuna has no equivalent of."""
     import matplotlib.pyplot as plt
     import pandas as pd
-    from matplotlib.ticker import MaxNLocator
 
+    names = METRIC_NAMES[cfg.objective]
     rows = [{"number": t.number, "state": t.state.name, "latent_dim": t.params.get("latent_dim"),
-             "beta": t.params.get("beta"),
-             "value": (t.values[0] if t.values else None) if cfg.objective != "pareto" else None,
-             "val_recon": t.values[0] if cfg.objective == "pareto" and t.values else None,
-             "fid_proxy": t.values[-1] if cfg.objective == "pareto" and t.values else None,
-             "last_value": t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None}
+             "beta": t.params.get("beta"), **{n: t.values[i] if t.values else None for i, n in enumerate(names)}}
             for t in study.get_trials(deepcopy=False) if t.params]
     df = pd.DataFrame(rows)
     figures: dict[str, Any] = {}
@@ -602,50 +576,114 @@ def plot_study(study, cfg: SearchConfig) -> tuple[dict[str, Any], dict[str, str]
     if df.empty:
         texts["figures.txt"] = "no trial has parameters yet: no figures"
         return figures, texts
+    try:
+        _optuna_figures(study, cfg, int((df.state == "COMPLETE").sum()), figures, texts)
+        figures["latent_dim_beta.png"] = _search_space_figure(df, cfg)
+    except BaseException:
+        for figure in figures.values():
+            plt.close(figure)
+        raise
+    return figures, texts
+
+
+def _optuna_figures(study, cfg: SearchConfig, n_complete: int, figures: dict[str, Any], texts: dict[str, str],
+                    ) -> None:
+    """Add optuna.visualization.matplotlib's plots to ``figures`` as soon as each exists (so none is lost)."""
+    import matplotlib.pyplot as plt
+    import optuna
+    from matplotlib.ticker import MaxNLocator
+    from optuna.visualization import matplotlib as plots
+
+    names = METRIC_NAMES[cfg.objective]
+    labels = [AXIS_LABELS[n] for n in names]
+    # Optuna's plots call plt.style.use("ggplot"): rc_context keeps that style out of every later figure.
+    with warnings.catch_warnings(), plt.rc_context():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if len(names) == 1:
+            figures["history.png"] = _figure_of(plots.plot_optimization_history(study, target_name=labels[0]))
+        else:  # Optuna plots one objective per figure: both go into the one history.png, side by side
+            histories = []
+            try:
+                for i, label in enumerate(labels):
+                    histories.append(_figure_of(plots.plot_optimization_history(
+                        study, target=lambda t, i=i: t.values[i], target_name=label)))
+                figures["history.png"] = _side_by_side(histories)
+            finally:
+                for figure in histories:
+                    plt.close(figure)
+
+        # fANOVA fits a random forest: on fewer trials it would only fit noise.
+        if n_complete < MIN_TRIALS_FOR_IMPORTANCES:
+            texts["importances.txt"] = (f"no parameter importances: {n_complete} complete trials, fANOVA needs "
+                                        f"{MIN_TRIALS_FOR_IMPORTANCES}")
+        else:
+            # One objective: target + target_name so the label has units (metric_names would win otherwise).
+            single = {"target": lambda t: t.values[0], "target_name": labels[0]} if len(names) == 1 else {}
+            try:
+                figures["importances.png"] = _figure_of(plots.plot_param_importances(
+                    study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=cfg.seed), **single))
+            except (RuntimeError, ValueError) as e:  # e.g. every complete trial has the same parameters
+                texts["importances.txt"] = f"no parameter importances: {e}"
+                print(f"genlab: note: {texts['importances.txt']}", file=sys.stderr)
+
+        # Only neg_elbo trials report per-epoch values (to the pruner): this shows why a trial was stopped.
+        if cfg.objective == "neg_elbo" and any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+            figure = figures["intermediate_values.png"] = _figure_of(plots.plot_intermediate_values(study))
+            figure.axes[0].set(xlabel="epoch", ylabel=labels[0],
+                               title="per-epoch values: a line that ends early is a pruned trial")
+            figure.axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+
+        if cfg.objective == "pareto" and n_complete:
+            figure = figures["pareto_front.png"] = _figure_of(plots.plot_pareto_front(study, target_names=labels))
+            for t in study.best_trials:  # which configuration each point of the front is
+                figure.axes[0].annotate(f"z{t.params['latent_dim']} b{t.params['beta']:.2g}", tuple(t.values),
+                                        fontsize=7)
+
+
+def _figure_of(axes) -> Any:
+    """The figure of what an Optuna plot returns (one Axes, or an array of them), laid out to fit: Optuna
+    leaves long tick labels (latent_dim) and legends beside the axes cut at the edge."""
+    figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+    figure.tight_layout()
+    return figure
+
+
+def _side_by_side(parts: list) -> Any:
+    """A new figure showing the given ones left to right, pixel for pixel (they stay open: the caller's)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    images = []
+    for part in parts:
+        buffer = io.BytesIO()
+        part.savefig(buffer, format="png", dpi=part.dpi)
+        buffer.seek(0)
+        images.append(plt.imread(buffer))
+    dpi, width, height = parts[0].dpi, sum(i.shape[1] for i in images), max(i.shape[0] for i in images)
+    figure = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    left = 0
+    for image in images:
+        ax = figure.add_axes((left / width, 1 - image.shape[0] / height, image.shape[1] / width,
+                              image.shape[0] / height))
+        ax.imshow(image, interpolation="none")
+        ax.set_axis_off()
+        left += image.shape[1]
+    return figure
+
+
+def _search_space_figure(df, cfg: SearchConfig) -> Any:
+    """latent_dim x beta, coloured by each objective; pruned and failed trials marked."""
+    import matplotlib.pyplot as plt
+
+    names = METRIC_NAMES[cfg.objective]
     complete = df[df.state == "COMPLETE"]
-    targets = ["val_recon", "fid_proxy"] if cfg.objective == "pareto" else ["value"]
-    label = {"value": f"{cfg.objective} (nats/image)" if cfg.objective == "neg_elbo" else cfg.objective,
-             "val_recon": "val recon (nats/image)", "fid_proxy": "fid_proxy"}
-
-    # Optimisation history: each target per trial number, with the best so far.
-    fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4), squeeze=False)
-    for ax, target in zip(axes[0], targets, strict=True):
-        ax.scatter(complete.number, complete[target], label="complete", color="C0")
-        pruned = df[df.state == "PRUNED"]
-        if len(pruned) and target == "value":
-            ax.scatter(pruned.number, pruned.last_value, marker="x", color="grey", label="pruned (last epoch)")
-        if len(complete):
-            ax.step(complete.number, complete[target].cummin(), where="post", color="C1", label="best so far")
-        ax.set(xlabel="trial", ylabel=label[target], title=f"history: {label[target]}")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend()
-    fig.tight_layout()
-    figures["history.png"] = fig
-
-    # Parameter importances (fANOVA) per target: a random forest on fewer trials would only fit noise.
-    if len(complete) < MIN_TRIALS_FOR_IMPORTANCES:
-        texts["importances.txt"] = (f"no parameter importances: {len(complete)} complete trials, fANOVA needs "
-                                    f"{MIN_TRIALS_FOR_IMPORTANCES}")
-    else:
-        import optuna
-
-        fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3), squeeze=False)
-        for i, (ax, target) in enumerate(zip(axes[0], targets, strict=True)):
-            importances = optuna.importance.get_param_importances(
-                study, target=(lambda t, i=i: t.values[i]) if cfg.objective == "pareto" else None,
-                evaluator=optuna.importance.FanovaImportanceEvaluator(seed=cfg.seed))
-            ax.barh(list(importances)[::-1], list(importances.values())[::-1], color="C2")
-            ax.set(xlabel="importance (fANOVA)", title=f"importances: {label[target]}")
-        fig.tight_layout()
-        figures["importances.png"] = fig
-
-    # The search space: latent_dim x beta, coloured by the objective; pruned and failed trials marked.
-    fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4), squeeze=False)
-    for ax, target in zip(axes[0], targets, strict=True):
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4), squeeze=False)
+    for ax, target in zip(axes[0], names, strict=True):
         if len(complete):
             points = ax.scatter(complete.beta, complete.latent_dim, c=complete[target], cmap="viridis_r", s=80,
                                 label="complete")
-            fig.colorbar(points, ax=ax, label=label[target] + " (lower is better)")
+            fig.colorbar(points, ax=ax, label=AXIS_LABELS[target] + " (lower is better)")
         for state, marker, color in (("PRUNED", "x", "grey"), ("FAIL", "X", "red")):
             other = df[df.state == state]
             if len(other):
@@ -653,22 +691,7 @@ def plot_study(study, cfg: SearchConfig) -> tuple[dict[str, Any], dict[str, str]
         ax.set_xscale("log")
         ax.set_yscale("log", base=2)
         ax.set_yticks(latent_dims(cfg), [str(d) for d in latent_dims(cfg)])
-        ax.set(xlabel="beta (KL weight)", ylabel="latent_dim", title=f"latent_dim x beta: {label[target]}")
+        ax.set(xlabel="beta (KL weight)", ylabel="latent_dim", title=f"latent_dim x beta: {AXIS_LABELS[target]}")
         ax.legend(fontsize="small")
     fig.tight_layout()
-    figures["latent_dim_beta.png"] = fig
-
-    if cfg.objective == "pareto" and len(complete):
-        front = {t.number for t in study.best_trials}
-        on_front = complete[complete.number.isin(front)].sort_values("val_recon")
-        dominated = complete[~complete.number.isin(front)]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.scatter(dominated.val_recon, dominated.fid_proxy, color="grey", label="dominated")
-        ax.plot(on_front.val_recon, on_front.fid_proxy, "o-", color="C3", drawstyle="steps-post", label="Pareto front")
-        for row in on_front.itertuples():
-            ax.annotate(f"z{row.latent_dim} b{row.beta:.2g}", (row.val_recon, row.fid_proxy), fontsize=7)
-        ax.set(xlabel=label["val_recon"], ylabel="fid_proxy", title="Pareto front")
-        ax.legend()
-        fig.tight_layout()
-        figures["pareto_front.png"] = fig
-    return figures, texts
+    return fig

@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from genlab.config import ConfigError, check, check_choice
+from genlab.configs import ENTRY_CONFIGS, StudyConfig
+from genlab.configs import STUDY_PROFILES as PROFILES
 
-PROFILES = ("quick", "full")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PLANS = PROJECT_ROOT / "experiments"
 
-# entry point -> (candidate modules, genlab.kind). The config class is the module's one ``*Config`` dataclass.
+# entry point -> (candidate modules, genlab.kind). The config class is genlab.configs.ENTRY_CONFIGS[entry].
 ENTRIES: dict[str, tuple[tuple[str, ...], str]] = {
     "train_vae": (("genlab.train.vae",), "vae"),
     "train_gan": (("genlab.train.gan",), "gan"),
@@ -49,14 +50,7 @@ ITEM_KEYS = {"name", "entry", "arm", "params", "sweep", "seeds"}
 REFERENCE = re.compile(r"^@(?P<pattern>[A-Za-z0-9_.*?=-]+)(?::(?P<mode>min|max)\((?P<metric>[A-Za-z0-9_]+)\))?$")
 NAME = re.compile(r"^[A-Za-z0-9_.=-]+$")
 FASHION_TRAIN_IMAGES = 55000  # for the ETA's cost estimate only
-
-
-@dataclass
-class StudyConfig:
-    profile: str = "quick"
-    only: str = "all"  # comma list of questions (p1q1,...,search); all = every plan marked default
-    study: str = "lab1"
-    plans: str = "experiments"  # folder of plan files, relative to the project root unless absolute
+GAN_MODEL_NAME = "genlab-gan"  # models:/genlab-gan@best: the study's GAN generator with the lowest fid_proxy
 
 
 # ---------------------------------------------------------------- entry points
@@ -84,11 +78,13 @@ def load_entry(name: str) -> Entry:
         # only this checkout's modules (an editable install elsewhere can resolve names this tree lacks)
         if spec is not None and spec.origin and Path(spec.origin).resolve().is_relative_to(package):
             module = importlib.import_module(module_name)
-            configs = [c for c in vars(module).values() if dataclasses.is_dataclass(c) and isinstance(c, type)
-                       and c.__module__ == module.__name__ and c.__name__.endswith("Config")]
-            if len(configs) != 1 or not callable(getattr(module, "main", None)):
-                raise ConfigError(f"{module_name} must define one *Config dataclass and main() for entry {name}")
-            return Entry(name, kind, module, configs[0])
+            config_class = ENTRY_CONFIGS[name]
+            # the class lives in genlab.configs (so that --help needs no torch); the module must still use it
+            if getattr(module, config_class.__name__, None) is not config_class or not callable(
+                    getattr(module, "main", None)):
+                raise ConfigError(f"{module_name} must import {config_class.__name__} and define main() for entry "
+                                  f"{name}")
+            return Entry(name, kind, module, config_class)
     return Entry(name, kind)
 
 
@@ -472,6 +468,8 @@ def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
     if dry_run:
         print(f"{len(runs)} runs, about {sum(r.cost for r in runs) / 1e6:.2f}M image passes (code {version}):")
     progress, splits_cache, failed = Progress(runs, cfg.profile), {}, set()
+    titles = {plan.question: plan.title for plan in plans}
+    runs_by_name = {run.name: run for run in runs}
     start = time.perf_counter()
     for i, run in enumerate(runs, 1):
         t0 = time.perf_counter()
@@ -482,7 +480,8 @@ def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
             progress.end(i, run, f"not run: needs {needs_failed[0]}, which failed", 0.0, False)
             continue
         tags = {"genlab.study": cfg.study, "genlab.profile": cfg.profile, "genlab.question": run.question,
-                "genlab.arm": run.arm, "genlab.ref": run.name}
+                "genlab.arm": run.arm, "genlab.ref": run.name,
+                tracking.NOTE_TAG: run_note(run, titles.get(run.question, ""), cfg)}
         try:
             if dry_run and any(_unresolved(ref, outcome.run_ids) for ref in run.refs):
                 print(f"{i:3d}/{len(runs)} {run.label}: would train (after what it refers to) [{run.name}]")
@@ -501,6 +500,8 @@ def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
                 outcome.reused += 1
                 progress.end(i, run, f"reused run {reuse}", time.perf_counter() - t0, False)
                 continue
+            if hasattr(config, "experiment"):
+                tracking.describe_experiment(config.experiment, experiment_note(run.question, titles, cfg))
             run_id = _call(run, config, tags, splits_cache)
         except KeyboardInterrupt:
             raise
@@ -514,12 +515,29 @@ def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
         outcome.trained += 1
         progress.end(i, run, f"run {run_id} in {time.perf_counter() - t0:.0f}s", time.perf_counter() - t0, True)
     outcome.seconds = time.perf_counter() - start
+    gan_runs = [rid for name, rid in outcome.run_ids.items() if runs_by_name[name].entry.kind == "gan"]
+    if gan_runs and not dry_run:
+        tracking.register_best(gan_runs, "generator", GAN_MODEL_NAME, "fid_proxy")
     if umbrella and not dry_run:
         tracking.set_run_tags(umbrella, {
             "genlab.kind": "study", "genlab.study": cfg.study, "genlab.profile": cfg.profile, "genlab.only": cfg.only,
             "genlab.summary": f"{outcome.trained} trained, {outcome.reused} reused, {len(outcome.failed)} failed "
                               f"in {outcome.seconds:.0f}s"})
     return outcome
+
+
+def experiment_note(question: str, titles: dict[str, str], cfg: StudyConfig) -> str:
+    """The description of a study question's experiment in the MLflow UI."""
+    return (f"**{question.upper()}: {titles.get(question) or question}** Runs of study `{cfg.study}` "
+            f"(plan experiments/{question}.yaml), tagged `genlab.arm` by condition and `genlab.profile` "
+            "(quick: a pipeline check, full: the evidence). The report (`genlab report`) answers the question from them.")
+
+
+def run_note(run: PlannedRun, title: str, cfg: StudyConfig) -> str:
+    """The description of one study run in the MLflow UI."""
+    purpose = "a pipeline check, not evidence" if cfg.profile == "quick" else "evidence for the report"
+    return (f"**{run.question.upper()}: {title or run.question}** Arm `{run.arm}` (plan run `{run.name}`) of study "
+            f"`{cfg.study}`, {cfg.profile} profile: {purpose}.")
 
 
 def _unresolved(ref: str, run_ids: dict[str, str]) -> bool:

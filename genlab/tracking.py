@@ -28,12 +28,36 @@ from mlflow.entities import RunStatus  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-# Creating a store logs "Creating initial MLflow database tables..." at INFO: keep stderr to genlab's own lines.
-for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+# Creating a store, and starting or stopping system metrics, log at INFO: keep stderr to genlab's own lines.
+for _name in ("mlflow.store.db.utils", "alembic.runtime.migration", "mlflow.system_metrics.system_metrics_monitor"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy==2.4.6"]  # explicit: inferring them costs seconds per model
+
+
+# Tags that MLflow's UI reads. An experiment without a kind opens in the GenAI view (traces, tokens).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # the description shown on an experiment's and a run's page
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+DEVICE_TAG = "genlab.device"  # the device a run computed on (cpu, cuda:0), as resolved from device=auto
+SYSTEM_METRICS_INTERVAL_S = 5.0  # MLflow's default of 10 s leaves a short study run without a single sample
+
+# What each genlab experiment holds, by the kind of run it receives first (a study describes its own).
+EXPERIMENT_DESCRIPTIONS = {
+    "vae": "VAE training runs (`genlab train-vae`, `mlflow run . -e train_vae`). Compare runs on `val_neg_elbo` "
+           "(nats/image) and `fid_proxy`; each run's Artifacts > images steps through its prior samples and "
+           "reconstructions epoch by epoch.",
+    "gan": "DCGAN training runs (`genlab train-gan`); the generator is the VAE decoder's architecture and can start "
+           "from a trained decoder (`init_from`). `fid_proxy` is logged from step 0, before any GAN update.",
+    "probe": "VAE encoder vs GAN discriminator (`genlab probe`): linear probes and output statistics.",
+    "gradvar": "Gradient variance of the reparameterised and score-function estimators (`genlab gradvar`).",
+    "classifier": "The feature classifier behind the sample-quality metrics (fid_proxy, precision, ...).",
+    "calibration": "Sample-quality metrics of reference image sets: what a fid_proxy value means.",
+    "search": "Optuna searches over latent_dim x beta: a parent run per study, one nested train_vae run per trial.",
+    "bench": "genlab bench: genlab's speed side by side with the common alternatives.",
+    "report": "The study's report (French and English) built from the tracked runs, with its verdicts.",
+}
 
 
 class TrackingError(Exception):
@@ -57,6 +81,15 @@ def init_store() -> str:
         raise TrackingError(f"cannot use tracking store '{uri}' (MLFLOW_TRACKING_URI): "
                             f"{str(e).strip().splitlines()[0][:160]}") from None
     return uri
+
+
+def describe_experiment(name: str, description: str) -> str:
+    """Create the experiment if needed and set its kind and description (shown in the UI). Returns its id."""
+    experiment_id = _experiment_id(name)
+    client = MlflowClient()
+    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    client.set_experiment_tag(experiment_id, NOTE_TAG, description)
+    return experiment_id
 
 
 def code_version() -> str:
@@ -100,6 +133,10 @@ class Run:
         """A uint8 (H, W) or (H, W, 3) array as a PNG artifact."""
         mlflow.log_image(image, artifact_file=artifact_file)
 
+    def log_image_step(self, image: Any, key: str, step: int) -> None:
+        """One image of a series (stored under ``images/``): the UI steps through it and compares it across runs."""
+        mlflow.log_image(image, key=key, step=step, synchronous=True)
+
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         mlflow.log_figure(figure, artifact_file)
 
@@ -125,22 +162,34 @@ class Run:
 
 @contextlib.contextmanager
 def start_run(experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, Any],
-              resume_run_id: str | None = None, parent_run_id: str | None = None) -> Iterator[Run]:
-    """Start (or resume, or adopt the one `mlflow run` made) a run; end it FINISHED, KILLED or FAILED."""
+              resume_run_id: str | None = None, parent_run_id: str | None = None, description: str = "",
+              system_metrics: bool = False) -> Iterator[Run]:
+    """Start (or resume, or adopt the one `mlflow run` made) a run; end it FINISHED, KILLED or FAILED.
+
+    ``description`` is the run's note in the UI (a ``mlflow.note.content`` in ``tags`` wins: the study's);
+    ``system_metrics`` samples CPU, memory (and GPU) usage every few seconds while the run lasts."""
     init_store()
-    if resume_run_id:
-        active = mlflow.start_run(run_id=resume_run_id)
-    elif os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run`: that run is ours
-        active = mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"])
-        mlflow.set_tag("mlflow.runName", run_name)
+    if system_metrics and not os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"):
+        mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
+    adopted = resume_run_id or os.environ.get("MLFLOW_RUN_ID")  # resumed, or launched by `mlflow run`: ours
+    if adopted:
+        active = mlflow.start_run(run_id=adopted, log_system_metrics=system_metrics)
+        if not resume_run_id:
+            mlflow.set_tag("mlflow.runName", run_name)
     else:
-        experiment_id = _experiment_id(experiment)
+        experiment_id = _experiment_id(experiment, tags.get("genlab.kind"))
         # Tags at creation: a search finds a trial's run by its tags even if the worker dies at once.
         active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id,
-                                  tags={k: str(v) for k, v in tags.items()})
+                                  tags={k: str(v) for k, v in tags.items()}, log_system_metrics=system_metrics)
     run = Run(active.info.run_id)
     try:
-        run.set_tags({"genlab.code_version": code_version(), **tags})
+        _describe_new_experiment(active.info.experiment_id, tags.get("genlab.kind"))
+        version = code_version()
+        source = {"genlab.code_version": version}
+        if version != "unknown":
+            source[GIT_COMMIT_TAG] = version.removesuffix("-dirty")
+        note = {NOTE_TAG: description} if description and not resume_run_id else {}
+        run.set_tags({**source, **note, **tags})
         run.log_params(params)
         yield run
     except KeyboardInterrupt:
@@ -160,17 +209,32 @@ def _end(run: Run, status: str, reason: str) -> None:
         mlflow.end_run(status)
 
 
-def _experiment_id(name: str) -> str:
+def _experiment_id(name: str, kind: str | None = None) -> str:
+    """The id of experiment ``name``, created (as a model-training experiment, described by ``kind``) if absent."""
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
+    tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+    if kind in EXPERIMENT_DESCRIPTIONS:
+        tags[NOTE_TAG] = EXPERIMENT_DESCRIPTIONS[kind]
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, tags=tags)
     except MlflowException:  # another process created it meanwhile
         return client.get_experiment_by_name(name).experiment_id
+
+
+def _describe_new_experiment(experiment_id: str, kind: str | None) -> None:
+    """Give an experiment made elsewhere (`mlflow run --experiment-name`, an older genlab) its kind and, if it has
+    none, a description; a description already there (the study's, the user's) stays."""
+    client = MlflowClient()
+    tags = client.get_experiment(experiment_id).tags
+    if tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    if not tags.get(NOTE_TAG) and kind in EXPERIMENT_DESCRIPTIONS:
+        client.set_experiment_tag(experiment_id, NOTE_TAG, EXPERIMENT_DESCRIPTIONS[kind])
 
 
 def mark_run(run_id: str, status: str, reason: str = "") -> None:
@@ -260,6 +324,28 @@ def register_model(run_id: str, artifact_name: str, model_name: str, alias: str 
     return version.version
 
 
+def register_best(run_ids: list[str], artifact_name: str, model_name: str, metric: str, alias: str = "best",
+                  ) -> str | None:
+    """Point ``models:/NAME@ALIAS`` at the run with the lowest ``metric`` among ``run_ids`` and the run the alias
+    names now (when its metric was measured with the same ``fid_classifier``: only such values compare). Registers
+    a new version only when the alias moves. Returns the run the alias names, or None (no run has the metric)."""
+    client = MlflowClient()
+    runs = [client.get_run(rid) for rid in dict.fromkeys(run_ids)]
+    scored = [(r.data.metrics[metric], r.info.run_id, r.data.params.get("fid_classifier")) for r in runs
+              if metric in r.data.metrics and r.info.status == "FINISHED" and has_logged_model(r.info.run_id, artifact_name)]
+    if not scored:
+        return None
+    value, best, classifier = min(scored)
+    current = alias_run_id(model_name, alias)
+    if current is not None and current != best:
+        holder = client.get_run(current).data
+        if holder.params.get("fid_classifier") == classifier and holder.metrics.get(metric, math.inf) <= value:
+            return current
+    if current != best:
+        register_model(best, artifact_name, model_name, alias=alias)
+    return best
+
+
 def _logged_model_uri(run_id: str, name: str) -> str:
     """``models:/<model_id>`` of the model logged under ``name`` by a run (MLflow 3 logged models)."""
     run = get_run(run_id)
@@ -338,7 +424,7 @@ def start_search_run(experiment: str, study_name: str, run_name: str, params: di
     # Launched by `mlflow run`: that run is the parent. Pop the variable so trial runs do not adopt it too.
     run_id = os.environ.pop("MLFLOW_RUN_ID", None)
     if not run_id:
-        experiment_id = _experiment_id(experiment)
+        experiment_id = _experiment_id(experiment, "search")
         found = client.search_runs([experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
                                    filter_string=f"tags.`optuna.study_name` = '{study_name}' and "
                                                  "tags.`genlab.kind` = 'search'")  # children carry the name too
@@ -347,8 +433,11 @@ def start_search_run(experiment: str, study_name: str, run_name: str, params: di
     client.update_run(run_id, status="RUNNING")
     with contextlib.suppress(MlflowException):
         client.delete_tag(run_id, "genlab.failure")  # left by an earlier, interrupted invocation
-    all_tags = {"mlflow.runName": run_name, "genlab.code_version": code_version(), "optuna.study_name": study_name,
+    version = code_version()
+    all_tags = {"mlflow.runName": run_name, "genlab.code_version": version, "optuna.study_name": study_name,
+                **({GIT_COMMIT_TAG: version.removesuffix("-dirty")} if version != "unknown" else {}),
                 **tags, "genlab.kind": "search"}
+    _describe_new_experiment(client.get_run(run_id).info.experiment_id, "search")
     existing = client.get_run(run_id).data.params
     client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items() if k not in existing],
                      tags=[mlflow.entities.RunTag(k, str(v)) for k, v in all_tags.items()], synchronous=True)
@@ -418,6 +507,13 @@ def log_to_run(run_id: str, metrics: dict[str, float] | None = None, figures: di
         client.log_figure(run_id, figure, path)
     for path, text in (texts or {}).items():
         client.log_text(run_id, text, path)
+
+
+def log_files_to_run(run_id: str, paths: list[Path]) -> None:
+    """Attach local files to a run that is not active here (as artifacts at its root)."""
+    client = MlflowClient()
+    for path in paths:
+        client.log_artifact(run_id, str(path))
 
 
 def alias_run_id(model_name: str, alias: str) -> str | None:

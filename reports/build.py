@@ -15,31 +15,22 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genlab.config import ConfigError, check, check_choice
+from genlab.configs import REPORT_PROFILES as PROFILES
+from genlab.configs import ReportConfig
 
 if TYPE_CHECKING:  # the heavy imports (pandas, scipy) wait until a report is built: `genlab --help` stays fast
     import pandas as pd
 
     from reports import verdicts as V
 
-PROFILES = ("quick", "full", "any")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LANGUAGES = ("fr", "en")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEFAULT_UI = "http://127.0.0.1:5000"  # what `make ui` serves
-
-
-@dataclass
-class ReportConfig:
-    study: str = "lab1"
-    profile: str = "any"  # quick | full | any (per question: full runs if there are any, else quick)
-    out: str = "reports/build"
-    ui_url: str = "auto"  # MLflow UI base for run links; auto = the tracking server, else http://127.0.0.1:5000
-    experiment: str = "genlab-report"
 
 
 def validate(cfg: ReportConfig) -> None:
@@ -92,8 +83,11 @@ def collect(study: str, profile: str) -> dict[str, Any]:
             png = _artifact_png(root, "latent_scatter.png")
             if png is not None:
                 scatters[rid] = png
+    from reports import pictures
+
     return {"runs": runs, "per_question": per_question, "used": used, "ignored": ignored, "history": history_df,
-            "kl_per_dim": pd.DataFrame(kl_rows, columns=["run_id", "dim", "kl"]), "scatters": scatters}
+            "kl_per_dim": pd.DataFrame(kl_rows, columns=["run_id", "dim", "kl"]), "scatters": scatters,
+            "galleries": pictures.collect(per_question, _artifact_png)}
 
 
 def _artifact_json(artifact_uri: str, path: str) -> Any:
@@ -227,14 +221,20 @@ def environment(lang: str, run_info: dict[str, tuple[str, str]], ui: str) -> Any
     def run_name(run_id: str) -> str:
         return run_info.get(run_id, ("", ""))[1]
 
-    env.filters.update(num=num, ci=ci, diff=diff, runs=runs, url=url, run_name=run_name)
+    def short(x: Any) -> str:  # a condition's value as the plans write it: 0.5, 1, 128
+        return f"{float(x):g}".replace(".", "," if lang == "fr" else ".")
+
+    env.filters.update(num=num, ci=ci, diff=diff, runs=runs, url=url, run_name=run_name, short=short)
     return env
 
 
 def render(lang: str, verdicts: dict[str, V.Verdict], figures: dict[str, dict], context: dict[str, Any],
            run_info: dict[str, tuple[str, str]]) -> str:
+    from reports import markdown
+
     env = environment(lang, run_info, context["ui"])
-    return env.get_template(f"{lang}/report.md.j2").render(v=verdicts, fig=figures, th=_thresholds(), **context)
+    md = env.get_template(f"{lang}/report.md.j2").render(v=verdicts, fig=figures, th=_thresholds(), **context)
+    return markdown.with_contents(md)
 
 
 def _thresholds() -> dict[str, float]:
@@ -272,7 +272,7 @@ def main(cfg: ReportConfig) -> tuple[str, dict[str, Path], dict[str, V.Verdict]]
     import yaml
 
     from genlab import tracking
-    from reports import markdown
+    from reports import markdown, pictures
     from reports import verdicts as V
 
     validate(cfg)
@@ -286,7 +286,8 @@ def main(cfg: ReportConfig) -> tuple[str, dict[str, Path], dict[str, V.Verdict]]
     run_info = {r["run_id"]: (str(r["experiment_id"]), str(r.get("tags.mlflow.runName") or ""))
                 for _, r in runs.iterrows()} if len(runs) else {}
     context = {"study": cfg.study, "profile": cfg.profile, "store": redact(uri), "ui": ui_base(cfg, uri),
-               "ignored": collected["ignored"], "used": collected["used"], "questions": V.QUESTIONS}
+               "ignored": collected["ignored"], "used": collected["used"], "questions": V.QUESTIONS,
+               "gal": collected["galleries"], "code_versions": code_versions(collected["per_question"])}
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -296,7 +297,8 @@ def main(cfg: ReportConfig) -> tuple[str, dict[str, Path], dict[str, V.Verdict]]
             folder = staged / lang
             labels = yaml.safe_load((TEMPLATES / lang / "labels.yaml").read_text(encoding="utf-8"))
             figs = figures_for(verdicts, collected["scatters"], labels, folder / "figures")
-            md = render(lang, verdicts, figs, context, run_info)
+            pictures.save(collected["galleries"], folder)
+            md = render(lang, verdicts, figs, {**context, "lab": labels}, run_info)
             (folder / "report.md").write_text(md, encoding="utf-8")
             title = next((line[2:] for line in md.splitlines() if line.startswith("# ")), "genlab")
             page = html_page(lang, markdown.inline(title, lambda s: s), markdown.to_html(md, data_uri(folder)))
@@ -320,6 +322,15 @@ def main(cfg: ReportConfig) -> tuple[str, dict[str, Path], dict[str, V.Verdict]]
         run.log_artifact(out / "verdicts.json", "report")
         run_id = run.run_id
     return run_id, {lang: out / lang for lang in LANGUAGES}, verdicts
+
+
+def code_versions(per_question: dict[str, pd.DataFrame]) -> list[str]:
+    """The code versions (git commits) of the runs the report reads: what to check out to reproduce them."""
+    versions = set()
+    for runs in per_question.values():
+        if len(runs) and "tags.genlab.code_version" in runs:
+            versions |= {str(v) for v in runs["tags.genlab.code_version"].dropna()}
+    return sorted(versions)
 
 
 def summary(verdicts: dict[str, V.Verdict]) -> dict[str, Any]:

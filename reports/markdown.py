@@ -47,7 +47,8 @@ def inline(text: str, image_src: ImageSrc) -> str:
             out.append(f'<img alt="{escape(m.group(4))}" src="{escape(image_src(m.group(5)))}">')
         else:
             label, url = inline(m.group(6), image_src), m.group(7)
-            out.append(f'<a href="{escape(url)}">{label}</a>' if re.match(r"https?://", url) else label)
+            linked = re.match(r"https?://", url) or re.fullmatch(r"#[a-z0-9-]+", url)  # a page, or a heading here
+            out.append(f'<a href="{escape(url)}">{label}</a>' if linked else label)
         pos = m.end()
     out.append(escape(text[pos:]))
     return "".join(out)
@@ -66,6 +67,25 @@ def _starts_block(lines: list[str], i: int) -> bool:
             (line.startswith("|") and i + 1 < len(lines) and bool(_TABLE_RULE.match(lines[i + 1]))))
 
 
+def slug(heading: str) -> str:
+    """The anchor of a heading: lower-case ASCII letters and digits joined by dashes (GitHub's, for ASCII titles)."""
+    return re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-")[:60]
+
+
+CONTENTS_MARKER = "[[contents]]"
+
+
+def with_contents(md: str) -> str:
+    """Replace the line ``[[contents]]`` by a list of links to the ``##`` headings that follow it."""
+    lines = md.splitlines()
+    if CONTENTS_MARKER not in lines:
+        return md
+    at = lines.index(CONTENTS_MARKER)
+    headings = [line[3:].strip() for line in lines[at + 1:] if line.startswith("## ")]
+    entries = [f"- [{h}](#{slug(h)})" for h in headings]
+    return "\n".join(lines[:at] + entries + lines[at + 1:]) + ("\n" if md.endswith("\n") else "")
+
+
 def to_html(md: str, image_src: ImageSrc) -> str:
     """HTML body for the Markdown subset above."""
     lines, out, i = md.splitlines(), [], 0
@@ -75,8 +95,7 @@ def to_html(md: str, image_src: ImageSrc) -> str:
             i += 1
         elif m := re.match(r"(#{1,4})\s+(.*)", line):
             level = len(m.group(1))
-            slug = re.sub(r"[^a-z0-9]+", "-", m.group(2).lower()).strip("-")[:60]
-            out.append(f'<h{level} id="{escape(slug)}">{inline(m.group(2), image_src)}</h{level}>')
+            out.append(f'<h{level} id="{escape(slug(m.group(2)))}">{inline(m.group(2), image_src)}</h{level}>')
             i += 1
         elif line.startswith("|") and i + 1 < len(lines) and _TABLE_RULE.match(lines[i + 1]):
             head = "".join(f"<th>{inline(c, image_src)}</th>" for c in _cells(line))

@@ -84,3 +84,9 @@ def run_cli(argv: list[str]) -> int:
 def genlab_cmd(*args: str) -> list[str]:
     """The command line of the genlab CLI run by this interpreter (for subprocess tests)."""
     return [sys.executable, "-m", "genlab", *args]
+
+
+def image_steps(client, run_id: str, key: str) -> list[int]:
+    """The steps of a run's image series ``key`` (``mlflow.log_image(key=..., step=...)``: images/<key>+step+<n>+...)."""
+    names = [f.path.rsplit("/", 1)[-1] for f in client.list_artifacts(run_id, "images")]
+    return sorted({int(n.split("+")[2]) for n in names if n.startswith(f"{key}+step+") and n.endswith(".png")})

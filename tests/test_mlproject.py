@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from .conftest import image_steps
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,7 +25,6 @@ def test_mlflow_run_train_vae_on_synthetic(store, tmp_path):
     (run,) = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_name == "vae z4 b1.0 s0"
     assert {"train_neg_elbo", "val_neg_elbo", "test_neg_elbo", "active_units"} <= set(run.data.metrics)
-    pngs = [f.path for f in client.list_artifacts(run.info.run_id, "samples")]
-    assert "samples/epoch_002.png" in pngs
-    png = client.download_artifacts(run.info.run_id, "samples/epoch_002.png", str(tmp_path))
+    assert image_steps(client, run.info.run_id, "samples") == [1, 2]
+    png = client.download_artifacts(run.info.run_id, "pictures/samples.png", str(tmp_path))
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

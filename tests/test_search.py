@@ -48,10 +48,38 @@ def done(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
 
 
-def test_two_workers_exact_counts_nesting_artifacts_then_resume(store, tmp_path, capsys):
+def assert_png_artifacts(run_id: str, paths: set[str], tmp_path: Path) -> None:
+    """Each path is a readable PNG image among the run's artifacts."""
+    import matplotlib.pyplot as plt
+
+    client = MlflowClient()
+    for path in paths:
+        local = Path(client.download_artifacts(run_id, path, str(tmp_path)))
+        assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+        assert min(plt.imread(local).shape[:2]) >= 200, path
+
+
+@pytest.fixture
+def pyplot():
+    """matplotlib.pyplot with no figure open: one left by an earlier test of this process would fail the checks
+    that the search leaves none open."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    return plt
+
+
+def test_two_workers_exact_counts_nesting_artifacts_then_resume(store, tmp_path, capsys, monkeypatch, pyplot):
+    # The first 3 trials complete (the pruner waits for 3): enough for importances with a lower threshold.
+    monkeypatch.setattr(search, "MIN_TRIALS_FOR_IMPORTANCES", 2)
     cfg = config(tmp_path, n_trials=4, workers=2)
     search.main(cfg)  # this process coordinates; the two workers are processes
+    assert pyplot.get_fignums() == []
     study = load(cfg)
+    assert study.metric_names == ["val_neg_elbo"]
     assert len(done(study)) == 4
     assert study.trials[0].params == search.DEFAULT_TRIAL  # the lab's configuration comes first
     numbers = [t.number for t in study.trials]
@@ -71,8 +99,9 @@ def test_two_workers_exact_counts_nesting_artifacts_then_resume(store, tmp_path,
     client = MlflowClient()
     assert [m.step for m in client.get_metric_history(by_number[0].info.run_id, "val_neg_elbo")] == [1]
     artifacts = {f.path for f in client.list_artifacts(parent.info.run_id)}
-    assert {"trials.csv", "history.png", "latent_dim_beta.png"} <= artifacts
-    assert artifacts & {"importances.png", "importances.txt"}
+    figures = {"history.png", "importances.png", "intermediate_values.png", "latent_dim_beta.png"}
+    assert {"trials.csv", *figures} <= artifacts and "importances.txt" not in artifacts
+    assert_png_artifacts(parent.info.run_id, figures, tmp_path / "artifacts")
     best = study.best_trial
     assert parent.data.metrics["best_value"] == pytest.approx(best.value)
     assert parent.data.metrics["best_latent_dim"] == best.params["latent_dim"]
@@ -80,10 +109,15 @@ def test_two_workers_exact_counts_nesting_artifacts_then_resume(store, tmp_path,
     assert parent.data.metrics["trials_complete"] + parent.data.metrics["trials_pruned"] == 4
     assert client.get_model_version_by_alias("genlab-vae", "best").run_id == best.user_attrs[search.RUN_ID_ATTR]
 
-    # Resume through the CLI after raising n_trials: one more trial, same parent, nothing run twice.
+    # Resume through the CLI after raising n_trials: one more trial, same parent, nothing run twice. The study
+    # loses its metric names first (as one made before they were set): the resume sets them.
+    study._storage.set_study_system_attr(study._study_id, optuna.study.study._SYSTEM_ATTR_METRIC_NAMES, None)
+    assert load(cfg).metric_names is None
     before = {n: r.info.run_id for n, r in by_number.items()}
     capsys.readouterr()
     assert cli.main(["search", *cli_args(config(tmp_path, n_trials=5, workers=1))]) == 0
+    assert pyplot.get_fignums() == []
+    assert load(cfg).metric_names == ["val_neg_elbo"]
     out = capsys.readouterr().out.strip()
     assert out.startswith("search t: ") and out.endswith(f"parent run {parent.info.run_id}") and "best neg_elbo" in out
     (parent2,), children2 = search_runs()
@@ -188,13 +222,17 @@ def test_nan_trial_fails_a_bad_trial_is_pruned_and_ctrl_c_kills(store, tmp_path,
     assert load(cfg).trials[4].state.name == "FAIL" and search_runs()[0][0].info.status == "FAILED"
 
 
-def test_pareto_objective_logs_the_front(store, tmp_path):
+def test_pareto_objective_logs_the_front(store, tmp_path, pyplot):
     cfg = config(tmp_path, n_trials=2, objective="pareto", eval_samples=200)
     summary = search.main(cfg)
     assert summary["trials_complete"] == 2 and summary["pareto_trials"] >= 1
     assert all(len(t.values) == 2 for t in load(cfg).trials)
+    assert load(cfg).metric_names == ["val_recon", "fid_proxy"]
+    assert pyplot.get_fignums() == []
     (parent,), _ = search_runs()
-    assert "pareto_front.png" in {f.path for f in MlflowClient().list_artifacts(parent.info.run_id)}
+    artifacts = {f.path for f in MlflowClient().list_artifacts(parent.info.run_id)}
+    assert {"pareto_front.png", "history.png"} <= artifacts and "intermediate_values.png" not in artifacts
+    assert_png_artifacts(parent.info.run_id, {"pareto_front.png", "history.png"}, tmp_path / "artifacts")
 
 
 def _pop_all(storage_url: str, queue) -> None:
@@ -226,10 +264,11 @@ def test_sqlite_workers_never_take_the_same_queued_trial(tmp_path):
 
 
 @pytest.mark.parametrize("objective", ["neg_elbo", "pareto"])
-def test_study_figures_from_constructed_trials(tmp_path, objective):
+def test_study_figures_from_constructed_trials(tmp_path, objective, pyplot):
     """The summary figures on a study of made-up trials (no training): every state, enough for fANOVA."""
-    import matplotlib.pyplot as plt
+    import matplotlib
 
+    style = dict(matplotlib.rcParams)
     cfg = config(tmp_path, objective=objective)
     study = optuna.create_study(directions=["minimize"] * (2 if objective == "pareto" else 1))
     space = {"latent_dim": optuna.distributions.CategoricalDistribution(search.latent_dims(cfg)),
@@ -243,11 +282,37 @@ def test_study_figures_from_constructed_trials(tmp_path, objective):
             intermediate_values={1: values[0]} if state == "PRUNED" else None))
     figures, texts = search.plot_study(study, cfg)
     expected = {"history.png", "importances.png", "latent_dim_beta.png"}
-    assert set(figures) == expected | ({"pareto_front.png"} if objective == "pareto" else set()) and not texts
+    # The pruned trial's per-epoch value: only neg_elbo trials report them.
+    expected |= {"pareto_front.png"} if objective == "pareto" else {"intermediate_values.png"}
+    assert set(figures) == expected and not texts
+    assert sorted(pyplot.get_fignums()) == sorted(f.number for f in figures.values())  # nothing else left open
+    assert dict(matplotlib.rcParams) == style  # Optuna's plt.style.use("ggplot") did not leak out
+    labels = [ax.get_ylabel() for f in figures.values() for ax in f.axes]
     if objective == "pareto":  # every made-up trial trades recon for fid: all on the front
         assert len(study.best_trials) == 7
+        front = figures["pareto_front.png"].axes[0]
+        assert (front.get_xlabel(), front.get_ylabel()) == ("val_recon (nats/image)", "fid_proxy")
+        assert len(front.texts) == 7  # each point says its latent_dim and beta
+    else:
+        assert labels.count("val_neg_elbo (nats/image)") == 2  # history and per-epoch values
     for figure in figures.values():
-        plt.close(figure)
+        pyplot.close(figure)
+
+
+def test_study_figures_skip_importances_that_cannot_be_computed(tmp_path, capsys, pyplot):
+    """fANOVA raises when the complete trials all have the same parameters: no figure, a note, no crash."""
+    cfg = config(tmp_path)
+    study = optuna.create_study()
+    space = {"latent_dim": optuna.distributions.CategoricalDistribution(search.latent_dims(cfg)),
+             "beta": optuna.distributions.FloatDistribution(cfg.beta_min, cfg.beta_max, log=True)}
+    for value in range(search.MIN_TRIALS_FOR_IMPORTANCES):
+        study.add_trial(optuna.create_trial(params=search.DEFAULT_TRIAL, distributions=space, value=200.0 + value))
+    figures, texts = search.plot_study(study, cfg)
+    assert "importances.png" not in figures and "history.png" in figures
+    assert texts["importances.txt"].startswith("no parameter importances") and "importances" in capsys.readouterr().err
+    for figure in figures.values():
+        pyplot.close(figure)
+    assert pyplot.get_fignums() == []
 
 
 BAD_SEARCH = [

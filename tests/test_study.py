@@ -9,7 +9,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from genlab import cli, study
+from genlab import cli, configs, study
 from genlab.config import ConfigError
 from genlab.train import gradvar
 
@@ -174,7 +174,13 @@ def test_tiny_study_runs_tags_and_reuses_every_run(store, tmp_path, capsys, monk
     assert capsys.readouterr().out.count("would train") == 4
 
 
-@pytest.mark.parametrize("entry,config", [("study", study.StudyConfig), ("gradvar", gradvar.GradVarConfig)])
+# search, bench and report have their own test (probe's run ids have no default); the others are checked here
+MLPROJECT_ENTRIES = [("study", study.StudyConfig), ("gradvar", gradvar.GradVarConfig),
+                     *((e, configs.ENTRY_CONFIGS[e]) for e in ("train_vae", "train_gan", "train_classifier", "calibrate",
+                                                               "sample"))]
+
+
+@pytest.mark.parametrize("entry,config", MLPROJECT_ENTRIES, ids=[e for e, _ in MLPROJECT_ENTRIES])
 def test_mlproject_entry_matches_the_config(entry, config):
     spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())["entry_points"][entry]
     names = {f.name for f in dataclasses.fields(config)}

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ARCHS = ("conv", "mlp")
+from genlab.configs import ARCHS  # the CLI lists them without importing torch
+
 HIDDEN = {"conv": 256, "mlp": 400}
 
 

@@ -33,25 +33,12 @@ import torch.nn.functional as F
 
 from genlab import data, metrics
 from genlab.config import check, check_choice, check_int, check_positive, resolve_device
+from genlab.configs import ClassifierConfig
 from genlab.models.classifier import FEATURE_DIM, Classifier
 
 ARCH_VERSION = 1  # bump when models/classifier.py changes: a new key, so old classifiers are not reused
 FEATURE_BATCH = 1000
 MIN_SAMPLES = metrics.min_samples_for_fid(FEATURE_DIM)  # 129 images for a full-rank feature covariance
-
-
-@dataclass
-class ClassifierConfig:
-    dataset: str = "fashion-mnist"
-    # 8 epochs of one-cycle Adam reach ~91.5 % on Fashion-MNIST (5 epochs: ~90 %); fp32 because bf16 autocast
-    # is ~6x slower on CPUs without native bf16 (measured on the 2-core dev machine).
-    epochs: int = 8
-    batch_size: int = 128
-    lr: float = 3e-3  # peak of the one-cycle schedule
-    limit: int = 0
-    seed: int = 0
-    device: str = "auto"
-    experiment: str = "genlab-classifier"
 
 
 def validate(cfg: ClassifierConfig) -> None:
@@ -143,7 +130,8 @@ def main(cfg: ClassifierConfig, splits: data.Splits | None = None) -> tuple[str,
     splits = splits or data.load(cfg.dataset, cfg.limit)
     check(cfg.batch_size <= len(splits.train_x), "batch_size", cfg.batch_size,
           f"<= the {len(splits.train_x)} training images")
-    tags = {"genlab.kind": "classifier", "genlab.classifier_key": classifier_key(cfg), "genlab.dataset": cfg.dataset}
+    tags = {"genlab.kind": "classifier", "genlab.classifier_key": classifier_key(cfg), "genlab.dataset": cfg.dataset,
+            tracking.DEVICE_TAG: str(resolve_device(cfg.device))}
     with tracking.start_run(cfg.experiment, f"classifier {cfg.dataset} s{cfg.seed}", dataclasses.asdict(cfg),
                             tags) as run:
         for split in ("train", "val", "test"):

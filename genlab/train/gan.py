@@ -23,39 +23,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genlab import config, data, images, metrics
+from genlab import config, data, images, metrics, pictures
 from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
+from genlab.configs import INIT_DISCRIMINATORS, LOSSES, GANConfig
 from genlab.models.gan import Discriminator, Generator, generate
 from genlab.models.vae import ARCHS, param_count
-from genlab.train.vae import MIN_EVAL_SAMPLES, N_GRID, SAMPLE_SEED
+from genlab.pictures import N_GRID, SAMPLE_SEED
+from genlab.train.vae import MIN_EVAL_SAMPLES
 
-LOSSES = ("ns", "hinge")
-INIT_DISCRIMINATORS = ("none", "encoder")
 EVAL_SEED = 4321  # the fixed noise behind every evaluation (independent of the run seed, like SAMPLE_SEED)
 DIVERSITY_SAMPLES = 500  # images behind sample_diversity (500*499/2 pairs)
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 MODEL_URI = re.compile(r"^models:/[^/@]+(/[0-9]+|@[A-Za-z0-9_\-]+)$")
-
-
-@dataclass
-class GANConfig:
-    dataset: str = "fashion-mnist"
-    latent_dim: int = 16
-    arch: str = "conv"
-    epochs: int = 10
-    batch_size: int = 128
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5  # Adam's first-moment decay (DCGAN)
-    loss: str = "ns"  # ns (non-saturating BCE) | hinge
-    init_from: str = "none"  # none | a VAE run id | models:/NAME/VERSION | models:/NAME@ALIAS
-    init_discriminator: str = "none"  # none | encoder (the trunk of the init_from VAE's encoder)
-    eval_every: int = 1  # epochs between sample-quality evaluations (also at step 0 and at the end)
-    eval_samples: int = 10000  # generated images scored per evaluation (0 = skip the sample-quality scorer)
-    limit: int = 0
-    seed: int = 0
-    device: str = "auto"
-    experiment: str = "genlab-gan"
 
 
 def validate(cfg: GANConfig) -> None:
@@ -81,15 +60,35 @@ def validate(cfg: GANConfig) -> None:
     check_int("seed", cfg.seed, 0)
     check_choice("device", cfg.device, ("auto", "cpu", "cuda"))
     check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
+    check(type(cfg.system_metrics) is int and cfg.system_metrics in (0, 1), "system_metrics", cfg.system_metrics,
+          "0 or 1")
 
 
-def run_name(cfg: GANConfig) -> str:
-    """``gan z16 init=decoder s0`` (plus the arch / loss when not the default, ``+encoder`` for the discriminator)."""
+def init_label(cfg: GANConfig, init: InitSource | None) -> str:
+    """Where the generator starts: ``random``, ``vae-decoder``, or ``ae-decoder`` (a beta = 0 autoencoder's)."""
+    if cfg.init_from == "none":
+        return "random"
+    return "ae-decoder" if init is not None and init.beta == 0 else "vae-decoder"
+
+
+def run_name(cfg: GANConfig, init: InitSource | None = None) -> str:
+    """``gan z16 init=vae-decoder s0`` (plus the arch / loss when not the default, ``+encoder`` for the
+    discriminator): the initialisations of P2Q1 get different names."""
     extra = "".join(f" {v}" for v, default in ((cfg.arch, "conv"), (cfg.loss, "ns")) if v != default)
-    init = "random" if cfg.init_from == "none" else "decoder"
+    init = init_label(cfg, init)
     if cfg.init_discriminator == "encoder":
         init += "+encoder"
     return f"gan{extra} z{cfg.latent_dim} init={init} s{cfg.seed}"
+
+
+def describe(cfg: GANConfig, init: InitSource | None) -> str:
+    """The run's description in the MLflow UI."""
+    start = {"random": "a random initialisation", "vae-decoder": f"the decoder of VAE run {cfg.init_from}",
+             "ae-decoder": f"the decoder of autoencoder run {cfg.init_from} (beta 0)"}[init_label(cfg, init)]
+    images_used = f"the first {cfg.limit:,} training images" if cfg.limit else "all training images"
+    return (f"{cfg.arch} DCGAN ({cfg.loss} loss), latent_dim {cfg.latent_dim}, generator starting from {start}; "
+            f"{cfg.epochs} epochs on {images_used} of {cfg.dataset} (seed {cfg.seed}). fid_proxy is logged from step 0 "
+            "(before any update); Artifacts > images steps through the fixed-noise samples.")
 
 
 def params_of(cfg: GANConfig) -> dict:
@@ -114,6 +113,7 @@ class InitSource:
     run_id: str
     decoder: dict[str, torch.Tensor]
     trunk: dict[str, torch.Tensor] | None = None
+    beta: float = 1.0  # the source VAE's KL weight (0: an autoencoder, whose latent is not made normal)
 
 
 def resolve_init(cfg: GANConfig) -> InitSource | None:
@@ -150,7 +150,7 @@ def resolve_init(cfg: GANConfig) -> InitSource | None:
             trunk = {k.removeprefix("trunk."): v for k, v in encoder.items() if k.startswith("trunk.")}
     except tracking.TrackingError as e:
         raise ConfigError(f"init_from: {e}") from None
-    init = InitSource(run_id, decoder, trunk)
+    init = InitSource(run_id, decoder, trunk, beta=float(source.data.params.get("beta", 1.0)))
     try:
         build_models(cfg, init)
     except RuntimeError:  # load_state_dict: missing keys or shapes that differ
@@ -174,7 +174,7 @@ def build_models(cfg: GANConfig, init: InitSource | None) -> tuple[Generator, Di
 def fixed_noise(n: int, latent_dim: int, seed: int = SAMPLE_SEED) -> torch.Tensor:
     """Noise z ~ N(0, I) that depends only on ``seed``: the VAE's ``prior_samples`` draws the same for SAMPLE_SEED,
     so a decoder-initialised generator's step-0 grid equals the VAE's last samples grid."""
-    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
+    return pictures.prior_z(n, latent_dim, seed)
 
 
 @torch.no_grad()
@@ -282,7 +282,7 @@ def train(cfg: GANConfig, splits: data.Splits, run=None, init: InitSource | None
                          "generator_param_count": param_count(generator),
                          "discriminator_param_count": param_count(discriminator),
                          **evaluate(generator, cfg, device, scorer)}, step=0)
-        _log_samples(run, generator, 0, device)
+        _log_samples(run, generator, 0, device, file="samples_step0.png")
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -331,7 +331,7 @@ def train(cfg: GANConfig, splits: data.Splits, run=None, init: InitSource | None
                   f"{last['images_per_second']:.0f} img/s", file=sys.stderr, flush=True)
         if run is not None:
             run.log_metrics(last, step=epoch)
-            _log_samples(run, generator, epoch, device)
+            _log_samples(run, generator, epoch, device, file="samples.png" if epoch == cfg.epochs else "")
             _save_checkpoint(run, generator, discriminator, opt_g, opt_d, epoch, shuffle_rng, noise_rng, cfg)
         if on_epoch is not None:
             on_epoch(epoch, last)
@@ -349,9 +349,13 @@ def _progress(total: int, epoch: int, epochs: int):
     return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False)
 
 
-def _log_samples(run, generator: Generator, epoch: int, device: torch.device) -> None:
-    """The fixed-noise grid (SAMPLE_SEED, N_GRID images): same z for every epoch, run and init strategy."""
-    run.log_image(images.grid(generate_fixed(generator, N_GRID, SAMPLE_SEED, device)), f"samples/epoch_{epoch:03d}.png")
+def _log_samples(run, generator: Generator, epoch: int, device: torch.device, file: str = "") -> None:
+    """The fixed-noise grid (SAMPLE_SEED, N_GRID images): same z for every epoch, run and init strategy; the
+    step-0 and final grids also as files (``pictures/``), for the report."""
+    grid = images.grid(generate_fixed(generator, N_GRID, SAMPLE_SEED, device))
+    run.log_image_step(grid, "samples", epoch)
+    if file:
+        run.log_image(grid, f"pictures/{file}")
 
 
 def _save_checkpoint(run, generator, discriminator, opt_g, opt_d, epoch, shuffle_rng, noise_rng, cfg) -> None:
@@ -395,9 +399,11 @@ def main(cfg: GANConfig, resume_run_id: str | None = None, on_epoch: EpochCallba
         params["init_from_run"] = init.run_id if init else "none"
     if scorer is not None:
         params["fid_classifier"] = scorer.run_id
-    all_tags = {"genlab.kind": "gan", "genlab.init": "random" if cfg.init_from == "none" else "decoder", **(tags or {})}
-    with tracking.start_run(cfg.experiment, run_name(cfg), params, all_tags,
-                            resume_run_id=resume_run_id, parent_run_id=parent_run_id) as run:
+    all_tags = {"genlab.kind": "gan", "genlab.init": "random" if cfg.init_from == "none" else "decoder",
+                tracking.DEVICE_TAG: str(device), **(tags or {})}
+    with tracking.start_run(cfg.experiment, run_name(cfg, init), params, all_tags, resume_run_id=resume_run_id,
+                            parent_run_id=parent_run_id, description=describe(cfg, init),
+                            system_metrics=bool(cfg.system_metrics)) as run:
         if resume is None:
             for split in ("train", "test"):
                 run.log_dataset(splits.name, splits.source, splits.digest(split), split,

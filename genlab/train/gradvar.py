@@ -18,31 +18,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from dataclasses import dataclass
 
 import torch
 
 from genlab import data, losses
 from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
+from genlab.configs import GradVarConfig
 from genlab.models.vae import ARCHS, VAE, reparameterize, sample_without_trick
 
 BASELINE_DRAWS = 16  # noise draws per image behind the score-function baseline b(x)
-
-
-@dataclass
-class GradVarConfig:
-    dataset: str = "fashion-mnist"
-    latent_dim: int = 16
-    beta: float = 1.0  # of the VAE trained here (epochs > 0) or of the vae_run (must match)
-    arch: str = "conv"
-    vae_run: str = "none"  # a VAE run id whose final checkpoint gives the parameters; none = train here / init
-    epochs: int = 0  # with vae_run none: train a VAE this many epochs first (0 = the random initialisation)
-    limit: int = 0  # training images when training here (0 = all)
-    n_samples: int = 200  # noise draws per estimator
-    batch_size: int = 64  # fixed validation images each gradient is averaged over
-    seed: int = 0
-    device: str = "auto"
-    experiment: str = "genlab-gradvar"
 
 
 def validate(cfg: GradVarConfig) -> None:
@@ -207,7 +191,7 @@ def main(cfg: GradVarConfig, parent_run_id: str | None = None, tags: dict | None
     if cfg.batch_size > len(splits.val_x):
         raise ConfigError(f"batch_size must be <= the {len(splits.val_x)} validation images, got {cfg.batch_size}")
     device = resolve_device(cfg.device)
-    all_tags = {"genlab.kind": "gradvar", **(tags or {})}
+    all_tags = {"genlab.kind": "gradvar", tracking.DEVICE_TAG: str(device), **(tags or {})}
     with tracking.start_run(cfg.experiment, run_name(cfg), dataclasses.asdict(cfg), all_tags,
                             parent_run_id=parent_run_id) as run:
         if state is not None:

@@ -10,42 +10,17 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from genlab import config, data, images, losses, metrics
+from genlab import config, data, images, losses, metrics, pictures
 from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
+from genlab.configs import DTYPES, ESTIMATORS, LR_SCHEDULES, VAEConfig
 from genlab.models.vae import ARCHS, VAE, param_count, reparameterize
+from genlab.pictures import N_GRID, SAMPLE_SEED
 from genlab.train.classifier import MIN_SAMPLES as MIN_EVAL_SAMPLES
-
-ESTIMATORS = ("reparam", "score")
-PRECISIONS = ("fp32", "bf16")
-LR_SCHEDULES = ("constant", "cosine")
-SAMPLE_SEED = 1234  # the fixed prior draws behind every samples/ grid: same images across epochs and runs
-N_GRID = 64
-
-
-@dataclass
-class VAEConfig:
-    dataset: str = "fashion-mnist"
-    latent_dim: int = 16
-    beta: float = 1.0
-    arch: str = "conv"
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    lr_schedule: str = "constant"  # constant | cosine (decays to 0 over the run's steps)
-    kl_warmup_epochs: int = 0
-    estimator: str = "reparam"  # reparam | score (REINFORCE with a running-mean baseline, for P1Q1)
-    precision: str = "fp32"  # fp32 | bf16 (CPU/GPU autocast)
-    limit: int = 0
-    seed: int = 0
-    device: str = "auto"
-    experiment: str = "genlab-vae"
-    eval_samples: int = 10000  # prior samples scored at the end (fid_proxy, ...); 0 = skip sample-quality metrics
 
 
 def validate(cfg: VAEConfig) -> None:
@@ -60,13 +35,15 @@ def validate(cfg: VAEConfig) -> None:
     check_choice("lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
     check_int("kl_warmup_epochs", cfg.kl_warmup_epochs, 0)
     check_choice("estimator", cfg.estimator, ESTIMATORS)
-    check_choice("precision", cfg.precision, PRECISIONS)
+    check_choice("dtype", cfg.dtype, DTYPES)
     check_int("limit", cfg.limit, 0)
     check_int("seed", cfg.seed, 0)
     check_choice("device", cfg.device, ("auto", "cpu", "cuda"))
     check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
     check(isinstance(cfg.eval_samples, int) and (cfg.eval_samples == 0 or cfg.eval_samples >= MIN_EVAL_SAMPLES),
           "eval_samples", cfg.eval_samples, f"0 (skip) or an integer >= {MIN_EVAL_SAMPLES}")
+    check(type(cfg.system_metrics) is int and cfg.system_metrics in (0, 1), "system_metrics", cfg.system_metrics,
+          "0 or 1")
 
 
 def learning_rate(base: float, step: int, total_steps: int) -> float:
@@ -78,6 +55,15 @@ def run_name(cfg: VAEConfig) -> str:
     """``vae z16 b1.0 s0`` (plus the arch / estimator when not the default)."""
     extra = "".join(f" {v}" for v, default in ((cfg.arch, "conv"), (cfg.estimator, "reparam")) if v != default)
     return f"vae{extra} z{cfg.latent_dim} b{cfg.beta:g}{'.0' if float(cfg.beta).is_integer() else ''} s{cfg.seed}"
+
+
+def describe(cfg: VAEConfig) -> str:
+    """The run's description in the MLflow UI."""
+    images_used = f"the first {cfg.limit:,} training images" if cfg.limit else "all training images"
+    model = "autoencoder (beta 0: no KL term)" if cfg.beta == 0 else f"VAE with KL weight beta = {cfg.beta:g}"
+    return (f"{cfg.arch} {model}, latent_dim {cfg.latent_dim}, {cfg.estimator} gradient estimator; {cfg.epochs} "
+            f"epochs on {images_used} of {cfg.dataset} (seed {cfg.seed}). Read val_neg_elbo (nats/image) per epoch; "
+            "Artifacts > images steps through the prior samples and reconstructions, pictures/ holds the final ones.")
 
 
 def params_of(cfg: VAEConfig) -> dict:
@@ -118,9 +104,7 @@ def evaluate(model: VAE, x: torch.Tensor, device: torch.device, seed: int, batch
 @torch.no_grad()
 def prior_samples(model: VAE, n: int = N_GRID, seed: int = SAMPLE_SEED) -> torch.Tensor:
     """Decoder means for fixed prior draws z ~ N(0, I): (n, 1, 28, 28) in [0, 1]."""
-    z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
-    device = next(model.parameters()).device
-    return torch.sigmoid(model.decoder(z.to(device))).cpu()
+    return pictures.decode(model.decoder, pictures.prior_z(n, model.latent_dim, seed))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -164,7 +148,7 @@ def train(cfg: VAEConfig, splits: data.Splits, run=None, resume: dict | None = N
         noise_rng.set_state(resume["noise_rng"])
         baseline = resume["baseline"].to(device)
         start_epoch = int(resume["epoch"]) + 1
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16")
     steps_per_epoch = -(-len(splits.train_x) // cfg.batch_size)
     fixed_val = data.to_float(splits.val_x[:32])
     last: dict[str, float] = {}
@@ -239,7 +223,7 @@ def train(cfg: VAEConfig, splits: data.Splits, run=None, resume: dict | None = N
     final.update({f"train_eval_{k}": v for k, v in train_eval.items() if k != "active_units"})
     if run is not None:
         final.update(log_latent_space(run, model, splits, device, step=cfg.epochs))
-    if run is not None:
+        log_pictures(run, model, splits, device)
         run.log_metrics({k: final[k] for k in final if k.startswith(("test_", "train_eval_"))}, step=cfg.epochs)
         if cfg.eval_samples > 0:
             final.update(_log_sample_quality(run, model, splits, cfg, device))
@@ -336,8 +320,28 @@ def _log_epoch_artifacts(run, model: VAE, fixed_val: torch.Tensor, epoch: int, d
         z_mean, _ = model.encoder.encode(fixed_val.to(device))
         recon = torch.sigmoid(model.decoder(z_mean)).cpu()
         model.train()
-    run.log_image(images.grid(prior_samples(model)), f"samples/epoch_{epoch:03d}.png")
-    run.log_image(images.side_by_side(fixed_val, recon), f"reconstructions/epoch_{epoch:03d}.png")
+    run.log_image_step(images.grid(prior_samples(model)), "samples", epoch)
+    run.log_image_step(images.side_by_side(fixed_val, recon), "reconstructions", epoch)
+
+
+N_PICTURE_IMAGES = 16  # test images reconstructed in pictures/reconstructions.png
+
+
+def log_pictures(run, model: VAE, splits: data.Splits, device: torch.device) -> None:
+    """The trained model's pictures, the same draws and test images for every run of a data set:
+    ``pictures/samples.png`` (prior samples), ``pictures/reconstructions.png`` (rows of test images, then their
+    reconstructions from ``z_mean``), ``pictures/interpolation.png`` (straight lines between the ``z_mean`` of
+    test images of different classes) and, for a 2-d latent, ``pictures/manifold.png``."""
+    x = data.to_float(splits.test_x[:N_PICTURE_IMAGES])
+    z_x = encode_means(model, splits.test_x[:N_PICTURE_IMAGES], device)[0]
+    run.log_image(images.side_by_side(x, pictures.decode(model.decoder, z_x)), "pictures/reconstructions.png")
+    run.log_image(pictures.sample_grid(model.decoder, model.latent_dim), "pictures/samples.png")
+    first, second = pictures.pair_indices(splits.test_y.numpy())
+    z_test = encode_means(model, splits.test_x[first + second], device)[0]
+    run.log_image(pictures.interpolation_grid(model.decoder, z_test[:len(first)], z_test[len(first):]),
+                  "pictures/interpolation.png")
+    if model.latent_dim == 2:
+        run.log_image(pictures.manifold_grid(model.decoder), "pictures/manifold.png")
 
 
 def _save_checkpoint(run, model, optimizer, epoch, shuffle_rng, noise_rng, baseline, cfg) -> None:
@@ -373,9 +377,10 @@ def main(cfg: VAEConfig, resume_run_id: str | None = None, on_epoch: EpochCallba
     validate(cfg)
     splits = splits or data.load(cfg.dataset, cfg.limit)
     check_data(cfg, splits)
-    all_tags = {"genlab.kind": "vae", **(tags or {})}
-    with tracking.start_run(cfg.experiment, run_name(cfg), params_of(cfg), all_tags,
-                            resume_run_id=resume_run_id, parent_run_id=parent_run_id) as run:
+    all_tags = {"genlab.kind": "vae", tracking.DEVICE_TAG: str(resolve_device(cfg.device)), **(tags or {})}
+    with tracking.start_run(cfg.experiment, run_name(cfg), params_of(cfg), all_tags, resume_run_id=resume_run_id,
+                            parent_run_id=parent_run_id, description=describe(cfg),
+                            system_metrics=bool(cfg.system_metrics)) as run:
         if resume is None:
             for split in ("train", "val", "test"):
                 run.log_dataset(splits.name, splits.source, splits.digest(split), split,

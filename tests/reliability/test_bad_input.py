@@ -131,7 +131,8 @@ TABLE: dict[str, list[Case]] = {
         Case("kl_warmup_epochs negative", ["--kl-warmup-epochs", "-1"], "kl_warmup_epochs"),
         Case("unknown dataset", ["--dataset", "cifar10"], "dataset"),
         Case("unknown arch", ["--arch", "resnet"], "arch"),
-        Case("unknown precision", ["--precision", "fp8"], "precision"),
+        Case("unknown dtype", ["--dtype", "fp8"], "dtype"),
+        Case("system_metrics not 0/1", ["--system-metrics", "2"], "system_metrics"),
         Case("unknown lr_schedule", ["--lr-schedule", "linear"], "lr_schedule"),
         Case("unknown estimator", ["--estimator", "magic"], "estimator"),
         Case("unknown device", ["--device", "tpu"], "device"),
@@ -176,6 +177,7 @@ TABLE: dict[str, list[Case]] = {
         Case("latent_dim mismatch with init_from", [*SYN, "--latent-dim", "8", "--init-from", "{run}"],
              "latent_dim=4", setup=finished_vae(4)),
         Case("encoder init without init_from", ["--init-discriminator", "encoder"], "init_discriminator"),
+        Case("system_metrics not 0/1", ["--system-metrics", "-1"], "system_metrics"),
         Case("batch larger than the data set", [*SYN, "--batch-size", "100000"], "batch_size"),
     ],
     "search": [

@@ -12,7 +12,7 @@ from PIL import Image
 from genlab import tracking
 from genlab.train import gan, vae
 
-from ..conftest import run_cli, store_in
+from ..conftest import image_steps, run_cli, store_in
 
 EPOCH_METRICS = {"d_loss", "g_loss", "d_real", "d_fake", "epoch_seconds", "images_per_second", "sample_diversity"}
 
@@ -60,8 +60,9 @@ def test_one_epoch_logs_metrics_step0_artifacts_and_generator(shared_store):
     # the evaluation hook: step 0 and the end
     assert [m.step for m in client.get_metric_history(run_id, "fid_proxy")] == [0, 1]
     assert "eval_seconds" in final and run.data.params["fid_classifier"]
-    paths = {f.path for d in ("samples", "checkpoint") for f in client.list_artifacts(run_id, d)}
-    assert {"samples/epoch_000.png", "samples/epoch_001.png", "checkpoint/last.pt"} <= paths
+    assert image_steps(client, run_id, "samples") == [0, 1]
+    paths = {f.path for d in ("pictures", "checkpoint") for f in client.list_artifacts(run_id, d)}
+    assert {"pictures/samples_step0.png", "pictures/samples.png", "checkpoint/last.pt"} <= paths
     generator = tracking.logged_model_state_dict(run_id, "generator")
     assert set(generator) == set(gan.Generator(4).state_dict())
 
@@ -82,13 +83,13 @@ def test_init_from_loads_the_decoder_exactly_and_step0_samples_are_the_vae_sampl
 
     run_id, _ = gan.main(tiny(init_from=vae_run, experiment="init"))
     run = MlflowClient().get_run(run_id)
-    assert run.info.run_name == "gan z4 init=decoder s0" and run.data.tags["genlab.init"] == "decoder"
+    assert run.info.run_name == "gan z4 init=vae-decoder s0" and run.data.tags["genlab.init"] == "decoder"
     assert run.data.params["init_from_run"] == vae_run
     # the GAN's step-0 grid is pixel for pixel the VAE's last prior-samples grid (same fixed noise)
-    assert np.array_equal(png(run_id, "samples/epoch_000.png", tmp_path / "g"),
-                          png(vae_run, "samples/epoch_001.png", tmp_path / "v"))
-    assert not np.array_equal(png(run_id, "samples/epoch_001.png", tmp_path / "g1"),
-                              png(vae_run, "samples/epoch_001.png", tmp_path / "v"))
+    assert np.array_equal(png(run_id, "pictures/samples_step0.png", tmp_path / "g"),
+                          png(vae_run, "pictures/samples.png", tmp_path / "v"))
+    assert not np.array_equal(png(run_id, "pictures/samples.png", tmp_path / "g1"),
+                              png(vae_run, "pictures/samples.png", tmp_path / "v"))
 
 
 def test_init_from_a_registered_decoder(vae_run):

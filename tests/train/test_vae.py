@@ -8,6 +8,8 @@ from mlflow.tracking import MlflowClient
 from genlab import data
 from genlab.train import vae
 
+from ..conftest import image_steps
+
 EPOCH_METRICS = {"train_recon", "train_kl", "train_neg_elbo", "val_recon", "val_kl", "val_neg_elbo",
                  "active_units", "epoch_seconds", "images_per_second"}
 
@@ -29,9 +31,15 @@ def test_run_logs_metrics_artifacts_and_models(store):
     assert [m.step for m in history] == [1, 2]
     assert run.data.params["latent_dim"] == "4" and run.data.params["beta"] == "1.0"
     assert math.isclose(final["test_neg_elbo"], final["test_recon"] + final["test_kl"], rel_tol=1e-6)
-    paths = {f.path for d in ("samples", "reconstructions", "checkpoint") for f in client.list_artifacts(run_id, d)}
-    assert {"samples/epoch_001.png", "samples/epoch_002.png", "reconstructions/epoch_002.png",
+    assert image_steps(client, run_id, "samples") == image_steps(client, run_id, "reconstructions") == [1, 2]
+    paths = {f.path for d in ("pictures", "checkpoint") for f in client.list_artifacts(run_id, d)}
+    assert {"pictures/samples.png", "pictures/reconstructions.png", "pictures/interpolation.png",
             "checkpoint/last.pt"} <= paths
+    tags = run.data.tags
+    assert tags["genlab.device"] == "cpu" and tags["mlflow.source.git.commit"] in tags["genlab.code_version"]
+    assert tags["mlflow.note.content"].startswith("conv VAE with KL weight beta = 1, latent_dim 4")
+    experiment = client.get_experiment(run.info.experiment_id).tags
+    assert experiment["mlflow.experimentKind"] == "custom_model_development" and experiment["mlflow.note.content"]
     assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"synthetic-train", "synthetic-val",
                                                                    "synthetic-test"}
 

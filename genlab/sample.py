@@ -1,0 +1,107 @@
+"""``genlab sample``: images from a trained VAE decoder or GAN generator, without writing code.
+
+The model is named by a run id (a ``train_vae`` or ``train_gan`` run) or a registered model
+(``models:/genlab-vae@best``, ``models:/genlab-gan@best``, ``models:/NAME/VERSION``). The latent draws depend only
+on ``seed``: the same command gives the same picture, and two models of one latent_dim get the same z.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from genlab.config import ConfigError, check, check_choice, check_int
+from genlab.configs import SampleConfig
+
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+MODEL_URI = re.compile(r"^models:/[^/@\s]+(/[0-9]+|@[A-Za-z0-9_\-]+)$")
+LOGGED_MODEL = {"vae": "decoder", "gan": "generator"}  # the decoder each kind of run logs
+MAX_IMAGES = 10000
+INTERPOLATION_ROWS = 8
+
+
+def validate(cfg: SampleConfig) -> None:
+    """ConfigError (one line) before the store is opened or a file written."""
+    check(bool(cfg.run) != bool(cfg.model), "run/model", (cfg.run, cfg.model), "exactly one of --run and --model")
+    if cfg.run:
+        check(bool(RUN_ID.match(cfg.run)), "run", cfg.run, "a 32-character run id")
+    else:
+        check(bool(MODEL_URI.match(cfg.model)), "model", cfg.model, "models:/NAME@ALIAS or models:/NAME/VERSION")
+    check(isinstance(cfg.n, int) and 1 <= cfg.n <= MAX_IMAGES, "n", cfg.n, f"an integer from 1 to {MAX_IMAGES}")
+    check_int("nrow", cfg.nrow, 1)
+    check_int("seed", cfg.seed, 0)
+    check(isinstance(cfg.interpolate, int) and (cfg.interpolate == 0 or 2 <= cfg.interpolate <= 64),
+          "interpolate", cfg.interpolate, "0 (no interpolation) or an integer from 2 to 64")
+    check_choice("device", cfg.device, ("auto", "cpu", "cuda"))
+    out = Path(cfg.out)
+    check(out.suffix.lower() == ".png", "out", cfg.out, "a path ending in .png")
+    parent = out.parent if str(out.parent) else Path(".")
+    check(parent.is_dir() and os.access(parent, os.W_OK | os.X_OK), "out", cfg.out, "a file in a writable directory")
+    check(not out.is_dir(), "out", cfg.out, "a file path, not a directory")
+
+
+def load_decoder(cfg: SampleConfig):
+    """The decoder (a ``genlab.models.vae.Decoder``) named by ``run`` or ``model``, on the CPU; ConfigError if
+    the run or model does not exist or is not a finished VAE / GAN."""
+    from genlab import tracking
+    from genlab.models.vae import Decoder
+
+    try:
+        run_id = cfg.run or tracking.resolve_model_run(cfg.model)
+        source = tracking.get_run(run_id)
+    except tracking.TrackingError as e:
+        raise ConfigError(str(e)) from None
+    kind = source.data.tags.get("genlab.kind")
+    if kind not in LOGGED_MODEL:
+        raise ConfigError(f"run '{run_id}' is a {kind or 'non-genlab'} run; sample needs a train_vae or train_gan run")
+    if source.info.status != "FINISHED":
+        raise ConfigError(f"run '{run_id}' is {source.info.status}; only a FINISHED run has logged its model")
+    params = source.data.params
+    try:
+        decoder = Decoder(int(params["latent_dim"]), params["arch"])
+        state = (tracking.load_state_dict(cfg.model) if cfg.model
+                 else tracking.logged_model_state_dict(run_id, LOGGED_MODEL[kind]))
+        decoder.load_state_dict(state)
+    except tracking.TrackingError as e:
+        raise ConfigError(str(e)) from None
+    except (KeyError, ValueError, RuntimeError):
+        raise ConfigError(f"the model of run '{run_id}' is not a genlab decoder of its logged latent_dim/arch") from None
+    return decoder
+
+
+def main(cfg: SampleConfig) -> list[Path]:
+    """Write the sample grid (and the interpolation strip); returns the files written."""
+    from genlab import images, pictures
+    from genlab.config import resolve_device
+
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    decoder = load_decoder(cfg).to(device)
+    out = Path(cfg.out)
+    written = [_write_png(images.grid(pictures.decode(decoder, pictures.prior_z(cfg.n, decoder.latent_dim, cfg.seed)),
+                                      nrow=cfg.nrow), out)]
+    if cfg.interpolate:
+        ends = pictures.prior_z(2 * INTERPOLATION_ROWS, decoder.latent_dim, cfg.seed + 1)
+        strip = pictures.interpolation_grid(decoder, ends[:INTERPOLATION_ROWS], ends[INTERPOLATION_ROWS:],
+                                            steps=cfg.interpolate)
+        written.append(_write_png(strip, out.with_name(f"{out.stem}_interpolation.png")))
+    if os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run . -e sample`: that run keeps the pictures
+        from genlab import tracking
+        tracking.log_files_to_run(os.environ["MLFLOW_RUN_ID"], written)
+    return written
+
+
+def _write_png(grid, path: Path) -> Path:
+    """Write through a temporary file in the same folder, so an interrupted call leaves no half-written PNG."""
+    from PIL import Image
+
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".genlab-", suffix=".png", delete=False) as tmp:
+        try:
+            Image.fromarray(grid).save(tmp, format="PNG")
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
+    os.replace(tmp.name, path)
+    return path
