@@ -120,7 +120,10 @@ def main(cfg: CalibrationConfig, splits: data.Splits | None = None) -> tuple[str
     scorer = get_scorer(cfg.dataset, device, splits=splits)
     tags = {"genlab.kind": "calibration", "genlab.dataset": cfg.dataset, tracking.DEVICE_TAG: str(device)}
     params = {**dataclasses.asdict(cfg), "fid_classifier": scorer.run_id}
-    with tracking.start_run(cfg.experiment, f"calibration {cfg.dataset} s{cfg.seed}", params, tags) as run:
+    note = (f"Sample-quality metrics of reference image sets against the {cfg.dataset} test split (train images, "
+            "noise, blur, one class, uniform noise): what a fid_proxy value means. See calibration.csv.")
+    with tracking.start_run(cfg.experiment, f"calibration {cfg.dataset} s{cfg.seed}", params, tags,
+                            description=note) as run:
         rows = calibrate(scorer, splits, cfg)
         run.log_metrics({f"{row['case']}_{m}": row[m] for row in rows for m in METRICS})
         run.log_text(to_csv(rows), "calibration.csv")

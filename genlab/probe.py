@@ -179,7 +179,10 @@ def main(cfg: ProbeConfig, tags: dict | None = None, parent_run_id: str | None =
     torch.manual_seed(cfg.seed)
     name = f"probe vae={cfg.vae_run[:8]} gan={cfg.gan_run[:8]}"
     all_tags = {"genlab.kind": "probe", tracking.DEVICE_TAG: str(device), **(tags or {})}
-    with tracking.start_run(cfg.experiment, name, dataclasses.asdict(cfg), all_tags, parent_run_id=parent_run_id) as run:
+    note = (f"VAE encoder of run {cfg.vae_run} against GAN discriminator of run {cfg.gan_run}: linear probes on their "
+            "features (class accuracy), the discriminator's P(real) on real, generated and reconstructed images.")
+    with tracking.start_run(cfg.experiment, name, dataclasses.asdict(cfg), all_tags, parent_run_id=parent_run_id,
+                            description=note) as run:
         t0 = time.perf_counter()
         result, d_prob, kl = measure(cfg, model, generator, discriminator, splits, device)
         result["probe_seconds"] = time.perf_counter() - t0

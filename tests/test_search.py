@@ -15,6 +15,7 @@ import optuna
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from genlab import cli, losses, search
 
@@ -108,6 +109,10 @@ def test_two_workers_exact_counts_nesting_artifacts_then_resume(store, tmp_path,
     assert parent.data.metrics["best_beta"] == pytest.approx(best.params["beta"])
     assert parent.data.metrics["trials_complete"] + parent.data.metrics["trials_pruned"] == 4
     assert client.get_model_version_by_alias("genlab-vae", "best").run_id == best.user_attrs[search.RUN_ID_ATTR]
+    # the registered decoder draws without code: `genlab sample --model models:/genlab-vae@best`
+    assert cli.main(["sample", "--model", "models:/genlab-vae@best", "--n", "64", "--out", str(tmp_path / "s.png")]) == 0
+    with Image.open(tmp_path / "s.png") as grid:
+        assert grid.size == (8 * 30 + 2, 8 * 30 + 2) and len(set(grid.getextrema())) == 2  # not one flat colour
 
     # Resume through the CLI after raising n_trials: one more trial, same parent, nothing run twice. The study
     # loses its metric names first (as one made before they were set): the resume sets them.

@@ -132,8 +132,10 @@ def main(cfg: ClassifierConfig, splits: data.Splits | None = None) -> tuple[str,
           f"<= the {len(splits.train_x)} training images")
     tags = {"genlab.kind": "classifier", "genlab.classifier_key": classifier_key(cfg), "genlab.dataset": cfg.dataset,
             tracking.DEVICE_TAG: str(resolve_device(cfg.device))}
+    note = (f"The feature classifier of the sample-quality metrics on {cfg.dataset}: fid_proxy and the others are "
+            "distances in its 128-d penultimate layer. Compare them only between runs with the same fid_classifier.")
     with tracking.start_run(cfg.experiment, f"classifier {cfg.dataset} s{cfg.seed}", dataclasses.asdict(cfg),
-                            tags) as run:
+                            tags, description=note) as run:
         for split in ("train", "val", "test"):
             run.log_dataset(splits.name, splits.source, splits.digest(split), split, len(getattr(splits, f"{split}_x")))
         model, final = train(cfg, splits, run)

@@ -192,8 +192,12 @@ def main(cfg: GradVarConfig, parent_run_id: str | None = None, tags: dict | None
         raise ConfigError(f"batch_size must be <= the {len(splits.val_x)} validation images, got {cfg.batch_size}")
     device = resolve_device(cfg.device)
     all_tags = {"genlab.kind": "gradvar", tracking.DEVICE_TAG: str(device), **(tags or {})}
+    source = (f"the parameters of VAE run {cfg.vae_run}" if cfg.vae_run != "none" else
+              f"the parameters of a VAE trained here for {cfg.epochs} epochs" if cfg.epochs else "initialisation")
+    note = (f"Variance of the encoder gradient of the reconstruction term, reparameterised vs score-function estimator, "
+            f"over {cfg.n_samples} noise draws at {source}.")
     with tracking.start_run(cfg.experiment, run_name(cfg), dataclasses.asdict(cfg), all_tags,
-                            parent_run_id=parent_run_id) as run:
+                            parent_run_id=parent_run_id, description=note) as run:
         if state is not None:
             model = VAE(cfg.latent_dim, cfg.arch).to(device)
             model.load_state_dict(state)
