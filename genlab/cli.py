@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
-import os
 import signal
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from genlab import configs  # standard library only: building the parser imports no torch
+from genlab import configs, logs  # standard library only: building the parser imports no torch
 
 EXIT_RUNTIME, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -278,14 +275,10 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    debug = bool(os.environ.get("GENLAB_DEBUG"))
-    if not debug:
-        warnings.filterwarnings("ignore")
-        logging.getLogger("mlflow").setLevel(logging.ERROR)
-        logging.getLogger("alembic").setLevel(logging.ERROR)
+    logs.quiet_libraries()
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
-    return run_command(args.func, args, debug)
+    return run_command(args.func, args, logs.debug())
 
 
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, debug: bool = False) -> int:

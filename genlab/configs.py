@@ -149,6 +149,12 @@ class StudyConfig:
                       "marked default")
     study: str = param("lab1", "study name: tag genlab.study, and the prefix of the experiments <study>-<question>")
     plans: str = param("experiments", "folder of plan files, relative to the project root unless absolute")
+    workers: int = param(1, "runs side by side: 1 = one after the other in this process; N > 1 = a local Dask "
+                         "cluster of N single-threaded worker processes")
+    cluster: str = param("", "address of a running Dask scheduler (tcp://HOST:8786) to run on instead of local "
+                         "workers; needs an MLflow tracking server as the store (README, Scale out)")
+    gpus_per_run: float = param(0.0, "fraction of a GPU each run asks for (0.25: four runs share one GPU); 0 = "
+                                "none (CPU, or whatever device=auto finds)")
 
 
 @dataclass

@@ -341,13 +341,15 @@ def select(plans: list[Plan], only: str) -> tuple[list[PlannedRun], list[str]]:
 class Progress:
     """``run i of n`` lines on stderr with elapsed time and an ETA from the work done so far."""
 
-    def __init__(self, runs: list[PlannedRun], profile: str):
-        self.total, self.profile = len(runs), profile
+    def __init__(self, runs: list[PlannedRun], profile: str, parallel: int = 1):
+        self.total, self.profile, self.parallel = len(runs), profile, parallel
         self.remaining_cost = sum(r.cost for r in runs)
         self.start = time.perf_counter()
         self.work_seconds = self.work_cost = 0.0
+        self.begun: dict[str, float] = {}  # plan name -> when it was handed to a worker
 
     def begin(self, i: int, run: PlannedRun) -> None:
+        self.begun[run.name] = time.perf_counter()
         print(f"[study {self.profile} {i}/{self.total}] {run.label} ...", file=sys.stderr, flush=True)
 
     def end(self, i: int, run: PlannedRun, outcome: str, seconds: float, trained: bool) -> None:
@@ -355,7 +357,7 @@ class Progress:
         if trained:
             self.work_seconds += seconds
             self.work_cost += run.cost
-        eta = (f"ETA {_clock(self.work_seconds / self.work_cost * self.remaining_cost)}" if self.work_cost
+        eta = (f"ETA {_clock(self.work_seconds / self.work_cost * self.remaining_cost / self.parallel)}" if self.work_cost
                else "ETA --")
         print(f"[study {self.profile} {i}/{self.total}] {run.label}: {outcome} · elapsed "
               f"{_clock(time.perf_counter() - self.start)} · {eta}", file=sys.stderr, flush=True)
@@ -423,11 +425,11 @@ def resolve(run: PlannedRun, run_ids: dict[str, str]) -> dict[str, Any]:
     return params
 
 
-def _call(run: PlannedRun, config: Any, tags: dict[str, str], splits_cache: dict) -> str:
+def call_entry(entry: Entry, config: Any, tags: dict[str, str], splits_cache: dict) -> str:
     """Call the entry's main() the way its own command does; returns the run id."""
     from genlab import data, tracking
 
-    main = run.entry.module.main
+    main = entry.module.main
     accepted = inspect.signature(main).parameters
     kwargs: dict[str, Any] = {}
     if "tags" in accepted:
@@ -442,21 +444,74 @@ def _call(run: PlannedRun, config: Any, tags: dict[str, str], splits_cache: dict
         result = result.get("parent_run_id") or result.get("run_id")
     run_id = result[0] if isinstance(result, tuple) else result
     if not isinstance(run_id, str):
-        raise RuntimeError(f"{run.entry.name}'s main() returned no run id")
+        raise RuntimeError(f"{entry.name}'s main() returned no run id")
     if "tags" not in accepted:
         tracking.set_run_tags(run_id, tags)
     return run_id
 
 
-def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
-    """Load, check and select plans, then run (or reuse) each planned run in order."""
+def validate(cfg: StudyConfig) -> None:
+    """ConfigError (one line) for the execution options, before any plan is read or cluster started."""
     from genlab import tracking
 
+    check(isinstance(cfg.workers, int) and cfg.workers >= 1, "workers", cfg.workers, "an integer >= 1")
+    check(cfg.cluster == "" or bool(re.fullmatch(r"(tcp://|tls://)?[A-Za-z0-9_.\-\[\]:]+:\d+", cfg.cluster)),
+          "cluster", cfg.cluster, "a Dask scheduler address such as tcp://10.0.0.5:8786")
+    check(isinstance(cfg.gpus_per_run, (int, float)) and 0 <= cfg.gpus_per_run <= 1, "gpus_per_run",
+          cfg.gpus_per_run, "a fraction of a GPU from 0 to 1")
+    if cfg.cluster and tracking.tracking_uri().startswith(("sqlite:", "file:")) or (
+            cfg.cluster and "://" not in tracking.tracking_uri()):
+        raise ConfigError("--cluster needs a tracking store that every worker reaches: set MLFLOW_TRACKING_URI to an "
+                          "MLflow server (README, \"Scale out\"), not a local sqlite:// or file store")
+    if cfg.gpus_per_run and not cfg.cluster:
+        import torch
+
+        check(torch.cuda.is_available(), "gpus_per_run", cfg.gpus_per_run, "0 here: this machine has no CUDA GPU")
+        check(cfg.workers * cfg.gpus_per_run <= 1, "gpus_per_run", cfg.gpus_per_run,
+              f"at most 1/{cfg.workers} with {cfg.workers} local workers sharing one GPU")
+
+
+@dataclass
+class Study:
+    """What the loop of one invocation needs to know: the config, its runs and their state."""
+
+    cfg: StudyConfig
+    runs: list[PlannedRun]
+    titles: dict[str, str]
+    done: Any  # the store's FINISHED runs of this study, profile and code version (reuse)
+    outcome: Outcome
+    progress: Progress
+    started_ms: int = 0
+    failed: set[str] = field(default_factory=set)
+
+    def index(self, run: PlannedRun) -> int:
+        return self.runs.index(run) + 1
+
+    def tags(self, run: PlannedRun) -> dict[str, str]:
+        from genlab import tracking
+
+        return {"genlab.study": self.cfg.study, "genlab.profile": self.cfg.profile, "genlab.question": run.question,
+                "genlab.arm": run.arm, "genlab.ref": run.name,
+                tracking.NOTE_TAG: run_note(run, self.titles.get(run.question, ""), self.cfg)}
+
+
+def dependencies(runs: list[PlannedRun]) -> dict[str, set[str]]:
+    """The graph's edges: for each run, the names of the planned runs its references match."""
+    names = {run.name: run for run in runs}
+    return {run.name: {dep.name for ref in run.refs for dep in _matches(ref, names) if dep.name != run.name}
+            for run in runs}
+
+
+def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
+    """Load, check and select plans, then run (or reuse) each planned run once what it refers to is FINISHED,
+    here or on Dask workers (``workers``, ``cluster``)."""
+    from genlab import scheduler, tracking
+
+    validate(cfg)
     plans, _ = load_plans(cfg)
     runs, notices = select(plans, cfg.only)
     for notice in notices:
         print(f"genlab study: {notice}", file=sys.stderr, flush=True)
-    outcome = Outcome(skipped=[n.split(":")[0] for n in notices])
     # Under `mlflow run . -e study` that run is the study's own: the entry points must not adopt it as theirs.
     umbrella = os.environ.pop("MLFLOW_RUN_ID", None)
     version = tracking.code_version()
@@ -465,65 +520,132 @@ def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
           f"{len(done)} finished runs of this study and profile at this code version in the store"
           + (" (uncommitted changes: each edit is a new code version)" if version.endswith("-dirty") else ""),
           file=sys.stderr, flush=True)
+    state = Study(cfg, runs, {plan.question: plan.title for plan in plans}, done,
+                  Outcome(skipped=[n.split(":")[0] for n in notices]), Progress(runs, cfg.profile, cfg.workers),
+                  started_ms=int(time.time() * 1000))
     if dry_run:
-        print(f"{len(runs)} runs, about {sum(r.cost for r in runs) / 1e6:.2f}M image passes (code {version}):")
-    progress, splits_cache, failed = Progress(runs, cfg.profile), {}, set()
-    titles = {plan.question: plan.title for plan in plans}
-    runs_by_name = {run.name: run for run in runs}
+        dry_run_listing(state, version)
+        return state.outcome
     start = time.perf_counter()
-    for i, run in enumerate(runs, 1):
-        t0 = time.perf_counter()
-        needs_failed = [n for ref in run.refs for n in failed if fnmatch.fnmatchcase(n, REFERENCE.match(ref)["pattern"])]
-        if needs_failed:
-            failed.add(run.name)
-            outcome.failed.append(run.label)
-            progress.end(i, run, f"not run: needs {needs_failed[0]}, which failed", 0.0, False)
-            continue
-        tags = {"genlab.study": cfg.study, "genlab.profile": cfg.profile, "genlab.question": run.question,
-                "genlab.arm": run.arm, "genlab.ref": run.name,
-                tracking.NOTE_TAG: run_note(run, titles.get(run.question, ""), cfg)}
-        try:
-            if dry_run and any(_unresolved(ref, outcome.run_ids) for ref in run.refs):
-                print(f"{i:3d}/{len(runs)} {run.label}: would train (after what it refers to) [{run.name}]")
-                continue
-            config = _config(run, resolve(run, outcome.run_ids), cfg, run.question)
-            reuse = find_reusable(done, run, config)
-            if dry_run:
-                print(f"{i:3d}/{len(runs)} {run.label}: " + (f"reuse {reuse}" if reuse else "would train")
-                      + f" [{run.name}] " + " ".join(f"{k}={_fmt(v)}" for k, v in run.params.items()))
-                if reuse:
-                    outcome.run_ids[run.name] = reuse
-                continue
-            progress.begin(i, run)
-            if reuse:
-                outcome.run_ids[run.name] = reuse
-                outcome.reused += 1
-                progress.end(i, run, f"reused run {reuse}", time.perf_counter() - t0, False)
-                continue
-            if hasattr(config, "experiment"):
-                tracking.describe_experiment(config.experiment, experiment_note(run.question, titles, cfg))
-            run_id = _call(run, config, tags, splits_cache)
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:  # the entry marked its run FAILED; the study goes on without what needs it
-            message = str(e).splitlines()[0] if str(e) else ""
-            failed.add(run.name)
-            outcome.failed.append(run.label)
-            progress.end(i, run, f"FAILED: {type(e).__name__}: {message}", time.perf_counter() - t0, True)
-            continue
-        outcome.run_ids[run.name] = run_id
-        outcome.trained += 1
-        progress.end(i, run, f"run {run_id} in {time.perf_counter() - t0:.0f}s", time.perf_counter() - t0, True)
-    outcome.seconds = time.perf_counter() - start
-    gan_runs = [rid for name, rid in outcome.run_ids.items() if runs_by_name[name].entry.kind == "gan"]
-    if gan_runs and not dry_run:
+    backend = scheduler.start(cfg.workers, cfg.cluster, cfg.gpus_per_run)
+    try:
+        run_graph(state, backend)
+    except KeyboardInterrupt:
+        backend.close(interrupted=True)
+        end_unfinished(state, "KILLED", "interrupted")
+        raise
+    backend.close()
+    end_unfinished(state, "FAILED", "its worker process died")  # a run whose process vanished mid-run
+    state.outcome.seconds = time.perf_counter() - start
+    finish(state, umbrella)
+    return state.outcome
+
+
+def run_graph(state: Study, backend: Any) -> None:
+    """Submit each run once the runs it refers to are FINISHED (reusing a finished twin instead), collect each
+    result; a run whose dependency failed is not run. Plan order breaks ties."""
+    deps, waiting = dependencies(state.runs), list(state.runs)
+    finished = set(state.outcome.run_ids)
+    while waiting or backend.running():
+        for run in list(waiting):
+            if backend.running() >= backend.capacity:
+                break
+            if deps[run.name] & state.failed:
+                waiting.remove(run)
+                _failed(state, run, f"not run: needs {sorted(deps[run.name] & state.failed)[0]}, which failed")
+            elif deps[run.name] <= finished:
+                waiting.remove(run)
+                if submit(state, run, backend):
+                    finished.add(run.name)
+        if backend.running():
+            name, result = backend.next_done()
+            run = next(r for r in state.runs if r.name == name)
+            seconds = time.perf_counter() - state.progress.begun.pop(name, time.perf_counter())
+            if isinstance(result, BaseException):
+                message = str(result).splitlines()[0] if str(result) else ""
+                if type(result).__name__ == "WorkerDied":
+                    end_unfinished(state, "FAILED", message, ref=name)
+                _failed(state, run, f"FAILED: {type(result).__name__}: {message}", seconds)
+            else:
+                state.outcome.run_ids[name] = result
+                state.outcome.trained += 1
+                finished.add(name)
+                state.progress.end(state.index(run), run, f"run {result} in {seconds:.0f}s", seconds, True)
+
+
+def submit(state: Study, run: PlannedRun, backend: Any) -> bool:
+    """Resolve the run's references and either reuse a finished twin (True) or hand it to the backend (False)."""
+    from genlab import scheduler, tracking
+
+    try:
+        config = _config(run, resolve(run, state.outcome.run_ids), state.cfg, run.question)
+        reuse = find_reusable(state.done, run, config)
+        if reuse:
+            state.outcome.run_ids[run.name] = reuse
+            state.outcome.reused += 1
+            state.progress.end(state.index(run), run, f"reused run {reuse}", 0.0, False)
+            return True
+        if hasattr(config, "experiment"):
+            tracking.describe_experiment(config.experiment, experiment_note(run.question, state.titles, state.cfg))
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # a reference that names no usable run: the run cannot start
+        _failed(state, run, f"FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return False
+    state.progress.begin(state.index(run), run)
+    threads = 1 if isinstance(backend, scheduler.DaskBackend) else 0
+    backend.submit(scheduler.Task(run.name, run.entry.name, config, state.tags(run), tracking.tracking_uri(), threads))
+    return False
+
+
+def _failed(state: Study, run: PlannedRun, outcome: str, seconds: float = 0.0) -> None:
+    state.failed.add(run.name)
+    state.outcome.failed.append(run.label)
+    state.progress.end(state.index(run), run, outcome, seconds, seconds > 0)
+
+
+def end_unfinished(state: Study, status: str, reason: str, ref: str | None = None) -> None:
+    """End the runs of this invocation still RUNNING (of one plan name, or all): their process is gone."""
+    from genlab import tracking
+
+    ref_filter = f" and tags.`genlab.ref` = '{ref}'" if ref else ""
+    stale = tracking.search_runs(filter_string=(
+        f"tags.`genlab.study` = '{state.cfg.study}' and tags.`genlab.profile` = '{state.cfg.profile}' and "
+        f"attributes.status = 'RUNNING' and attributes.start_time >= {state.started_ms}{ref_filter}"))
+    for run_id in (stale["run_id"] if len(stale) else []):
+        tracking.mark_run(run_id, status, reason)
+
+
+def finish(state: Study, umbrella: str | None) -> None:
+    """Register the study's best GAN generator; tag the `mlflow run . -e study` run with the summary."""
+    from genlab import tracking
+
+    outcome, cfg = state.outcome, state.cfg
+    kinds = {run.name: run.entry.kind for run in state.runs}
+    gan_runs = [rid for name, rid in outcome.run_ids.items() if kinds.get(name) == "gan"]
+    if gan_runs:
         tracking.register_best(gan_runs, "generator", GAN_MODEL_NAME, "fid_proxy")
-    if umbrella and not dry_run:
+    if umbrella:
         tracking.set_run_tags(umbrella, {
             "genlab.kind": "study", "genlab.study": cfg.study, "genlab.profile": cfg.profile, "genlab.only": cfg.only,
             "genlab.summary": f"{outcome.trained} trained, {outcome.reused} reused, {len(outcome.failed)} failed "
                               f"in {outcome.seconds:.0f}s"})
-    return outcome
+
+
+def dry_run_listing(state: Study, version: str) -> None:
+    """What would be reused or trained, in plan order (references to runs not yet trained stay unresolved)."""
+    runs, outcome = state.runs, state.outcome
+    print(f"{len(runs)} runs, about {sum(r.cost for r in runs) / 1e6:.2f}M image passes (code {version}):")
+    for i, run in enumerate(runs, 1):
+        if any(_unresolved(ref, outcome.run_ids) for ref in run.refs):
+            print(f"{i:3d}/{len(runs)} {run.label}: would train (after what it refers to) [{run.name}]")
+            continue
+        config = _config(run, resolve(run, outcome.run_ids), state.cfg, run.question)
+        reuse = find_reusable(state.done, run, config)
+        print(f"{i:3d}/{len(runs)} {run.label}: " + (f"reuse {reuse}" if reuse else "would train")
+              + f" [{run.name}] " + " ".join(f"{k}={_fmt(v)}" for k, v in run.params.items()))
+        if reuse:
+            outcome.run_ids[run.name] = reuse
 
 
 def experiment_note(question: str, titles: dict[str, str], cfg: StudyConfig) -> str:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
+import socket
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +21,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # the workers' threads wait for each other (2.7-5x slower measured on 2 busy cores).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
+PG_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
 
 
 @contextlib.contextmanager
@@ -59,6 +64,46 @@ def store(tmp_path, monkeypatch, empty_store_file) -> str:
 
     tracking.init_store()
     return uri
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres() -> str:
+    """``postgresql://postgres@127.0.0.1:PORT`` of a throw-away server with databases ``optuna`` and ``mlflow``."""
+    if not PG_BINS:
+        pytest.skip("PostgreSQL server binaries absent (/usr/lib/postgresql/*/bin/initdb): apt install postgresql")
+    bin_dir = PG_BINS[0].parent
+    as_user: list[str] = []
+    data_dir = Path(tempfile.mkdtemp(prefix="genlab-pg-"))
+    if os.geteuid() == 0:  # initdb and pg_ctl refuse root: run them as the postgres user, on a dir it owns
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server")
+        os.chown(data_dir, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    pg_ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data_dir / "db")]
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data_dir / "db"), "-A", "trust", "-U", "postgres",
+                    "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
+    subprocess.run([*pg_ctl, "-l", str(data_dir / "server.log"), "-w", "-t", "60", "start", "-o",
+                    f"-c listen_addresses=127.0.0.1 -p {port} -k {data_dir} -c fsync=off"],
+                   check=True, capture_output=True)
+    try:
+        import psycopg
+
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE optuna")
+            conn.execute("CREATE DATABASE mlflow")
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

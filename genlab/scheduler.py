@@ -1,0 +1,139 @@
+"""Where a study's runs execute: here, one after the other (``--workers 1``); on a local Dask cluster of
+single-threaded worker processes (``--workers N``); or on a running Dask cluster (``--cluster ADDRESS``).
+
+The study (genlab/study.py) decides *what* runs and *when* (a run is submitted once the runs it refers to are
+FINISHED); a backend only executes. A task is plain data (the entry's name, its config, tags, the tracking store),
+so any worker process with genlab installed can run it. Dask rather than Ray: its local cluster starts in about a
+second in a few processes, Ray's in about three in ten (README, "Scale out", has the measurement).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from genlab import logs
+
+WORKER_TAG = "genlab.worker"  # host:pid of the process that ran the run (a study on workers, for killing or logs)
+_SPLITS: dict = {}  # data sets loaded by this process, reused by the next runs it executes
+
+
+class WorkerDied(RuntimeError):
+    """The worker process running a task died (killed, out of memory, ...): its run is marked FAILED."""
+
+
+@dataclass
+class Task:
+    """Everything a worker needs to execute one planned run (picklable: no modules, no open stores)."""
+
+    name: str  # the plan's name of the run
+    entry: str  # entry point (train_vae, train_gan, ...)
+    config: Any  # the entry's config dataclass, references resolved
+    tags: dict[str, str]
+    tracking_uri: str
+    threads: int = 0  # torch intra-op threads (0 = leave torch's default)
+
+
+def execute(task: Task) -> str:
+    """Run one planned run in this process through its entry point; returns the run id."""
+    os.environ["MLFLOW_TRACKING_URI"] = task.tracking_uri
+    os.environ.pop("MLFLOW_RUN_ID", None)  # a worker started under `mlflow run` must not adopt that run
+    logs.quiet_libraries()
+    if task.threads:
+        import torch
+
+        torch.set_num_threads(task.threads)
+    from genlab import study
+
+    tags = {**task.tags, WORKER_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+    return study.call_entry(study.load_entry(task.entry), task.config, tags, _SPLITS)
+
+
+class InProcess:
+    """Today's behaviour: each task runs here, at once, in plan order."""
+
+    capacity = 1
+
+    def __init__(self) -> None:
+        self._done: collections.deque[tuple[str, str | BaseException]] = collections.deque()
+
+    def submit(self, task: Task) -> None:
+        try:
+            self._done.append((task.name, execute(task)))
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # the entry marked its run FAILED; the study goes on without what needs it
+            self._done.append((task.name, e))
+
+    def running(self) -> int:
+        return len(self._done)
+
+    def next_done(self) -> tuple[str, str | BaseException]:
+        return self._done.popleft()
+
+    def close(self, interrupted: bool = False) -> None:
+        pass
+
+
+class DaskBackend:
+    """Tasks on Dask workers: a LocalCluster of ``workers`` single-threaded processes, or the cluster at
+    ``address``. ``gpus_per_run`` > 0: each task asks for that much of the worker resource ``GPU``."""
+
+    capacity = 10**9  # submit all that is ready: Dask queues it and runs it in submission order
+
+    def __init__(self, workers: int, address: str = "", gpus_per_run: float = 0.0) -> None:
+        import dask
+        from distributed import Client, LocalCluster
+
+        logs.quiet_libraries()
+        self.resources = {"GPU": gpus_per_run} if gpus_per_run else None
+        self.cluster = None
+        if address:
+            self.client = Client(address, timeout="20s")
+        else:
+            # A task whose worker dies is not retried on another worker: its run is already FAILED, and a second
+            # invocation of the study retries it.
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                            host="127.0.0.1", dashboard_address=None, resources=self.resources,
+                                            env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+            self.client = Client(self.cluster)
+        self._futures: dict[Any, str] = {}
+
+    def submit(self, task: Task) -> None:
+        future = self.client.submit(execute, task, key=f"{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
+                                    resources=self.resources)
+        self._futures[future] = task.name
+
+    def running(self) -> int:
+        return len(self._futures)
+
+    def next_done(self) -> tuple[str, str | BaseException]:
+        from distributed import KilledWorker, wait
+
+        done, _ = wait(list(self._futures), return_when="FIRST_COMPLETED")
+        future = next(iter(done))
+        name = self._futures.pop(future)
+        if future.status == "finished":
+            return name, future.result()
+        error = future.exception()
+        if isinstance(error, KilledWorker):
+            return name, WorkerDied("its worker process died")
+        return name, error
+
+    def close(self, interrupted: bool = False) -> None:
+        if interrupted and self._futures:
+            self.client.cancel(list(self._futures))
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()  # stops the worker processes, and any run still going in them
+
+
+def start(workers: int, address: str, gpus_per_run: float) -> InProcess | DaskBackend:
+    if workers == 1 and not address:
+        return InProcess()
+    return DaskBackend(workers, address, gpus_per_run)
