@@ -23,11 +23,13 @@ data: $(STAMP)
 	     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null)); } ; \
 	$(BIN)/genlab data path fashion-mnist >/dev/null 2>&1 || $(BIN)/genlab data download fashion-mnist
 
-# The quick study (every question end to end, about 5 minutes on 2 cores), then the report built from its runs.
-# PROFILE=full for the real conclusions (55 minutes measured on one core). Finished runs are reused: an interrupted study continues.
+# The quick study (every question end to end, a pipeline check), then the report built from its runs.
+# PROFILE=full for the conclusions (wall times: experiments/README.md). Finished runs are reused: an interrupted study continues.
+# WORKERS=2 runs independent runs side by side on a local Dask cluster (one single-threaded process per worker).
 PROFILE ?= quick
+WORKERS ?= 1
 study: data
-	$(BIN)/genlab study --profile $(PROFILE)
+	$(BIN)/genlab study --profile $(PROFILE) --workers $(WORKERS)
 	$(BIN)/genlab report --profile $(PROFILE)
 	@echo "Report: $(CURDIR)/reports/build/en/report.html (French: reports/build/fr/report.html)"
 	@echo "Runs are in $(CURDIR)/mlflow.db (artifacts in $(CURDIR)/mlruns). Browse them: make ui"

@@ -40,10 +40,12 @@ from genlab.train import vae
 SIZES = {
     "quick": {"repeats": 3, "pipeline_images": 20000, "train_seconds": 4.0, "bf16_seconds": 2.0, "bf16_rounds": 1,
               "threads_rounds": 2, "tracking_seconds": 3.0, "eval_images": 256, "matmul_size": 1024,
-              "search_trials": 4, "search_limit": 1024, "search_rounds": 1},
+              "search_trials": 4, "search_limit": 1024, "search_rounds": 1,
+              "study_limit": 1000, "study_rounds": 1, "dask_rounds": 3},
     "full": {"repeats": 5, "pipeline_images": 55000, "train_seconds": 12.0, "bf16_seconds": 8.0, "bf16_rounds": 2,
              "threads_rounds": 3, "tracking_seconds": 12.0, "eval_images": 500, "matmul_size": 1024,
-             "search_trials": 8, "search_limit": 4096, "search_rounds": 1},
+             "search_trials": 8, "search_limit": 4096, "search_rounds": 1,
+             "study_limit": 2000, "study_rounds": 2, "dask_rounds": 3},
 }
 MIN_BATCHES = 4  # per timed epoch, whatever the speed estimate says
 
@@ -556,9 +558,162 @@ def measure_search(ctx: Context) -> list[Measure]:
             for w in ("1w", "2w")]
 
 
+# ---------------------------------------------------------------- the study on local Dask workers
+
+STUDY_PLANS = ("p1q2", "p1q3")  # the lab's VAE runs that refer to no other run: all can run side by side
+STUDY_NAME = "bench"
+
+
+def _not_on_workers(ctx: Context) -> str:
+    """Why the study's local workers cannot be measured here ("" = they can)."""
+    if ctx.device.type != "cpu":
+        return "local workers share one GPU: measured on CPU only"
+    try:
+        import distributed  # noqa: F401
+    except ImportError as e:
+        return f"dask/distributed is not importable ({e})"
+    return ""
+
+
+def write_study_plans(ctx: Context, folder: Path) -> Path:
+    """The lab's plans of STUDY_PLANS with their runs as they are and the defaults made small: the bench's data
+    set, ``study_limit`` images, 1 epoch, the bench's batch size, CPU, no sample-quality scoring (the bench never
+    trains the feature classifier). Returns the plans folder."""
+    import yaml
+
+    from genlab import study
+
+    plans = folder / "plans"
+    plans.mkdir()
+    for question in STUDY_PLANS:
+        plan = yaml.safe_load((study.DEFAULT_PLANS / f"{question}.yaml").read_text())
+        plan["defaults"] = {**(plan.get("defaults") or {}), "dataset": ctx.cfg.dataset,
+                            "limit": ctx.sizes["study_limit"], "epochs": 1, "batch_size": ctx.cfg.batch_size,
+                            "device": "cpu"}
+        plan["if_supported"] = {**(plan.get("if_supported") or {}), "eval_samples": 0}
+        (plans / f"{question}.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
+    return plans
+
+
+@contextlib.contextmanager
+def _fresh_store(folder: Path) -> Iterator[str]:
+    """MLflow pointed at a new SQLite store ``folder/mlflow.db``, created before use, and ``folder`` as the working
+    directory (the store's artifacts go under it); the environment, MLflow's URI and the directory restored after."""
+    import mlflow
+
+    from genlab import tracking
+
+    saved_env, saved_uri, saved_cwd = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri(), os.getcwd()
+    os.environ["MLFLOW_TRACKING_URI"] = uri = f"sqlite:///{folder / 'mlflow.db'}"
+    try:
+        os.chdir(folder)
+        tracking.init_store()
+        yield uri
+    finally:
+        os.chdir(saved_cwd)
+        if saved_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
+        mlflow.set_tracking_uri(saved_uri)
+
+
+def study_seconds(ctx: Context, plans: Path, workers: int, folder: Path) -> tuple[float, object]:
+    """Wall seconds of ``genlab study`` (run_study, from the plans to the closed backend) with ``workers`` into a
+    fresh store in ``folder``, so nothing is reused; returns (seconds, the study's Outcome)."""
+    from genlab import scheduler, study
+    from genlab.configs import StudyConfig
+
+    folder.mkdir()
+    cfg = StudyConfig(profile="quick", only=",".join(STUDY_PLANS), study=STUDY_NAME, plans=str(plans),
+                      workers=workers)
+    scheduler._SPLITS.clear()  # the in-process side loads its data set each time, as a new `genlab study` does
+    with _fresh_store(folder), _own_runs():
+        t0 = time.perf_counter()
+        with _quiet(), contextlib.redirect_stdout(io.StringIO()):
+            outcome = study.run_study(cfg)
+        seconds = time.perf_counter() - t0
+    scheduler._SPLITS.clear()
+    return seconds, outcome
+
+
+def measure_study(ctx: Context) -> list[Measure]:
+    """study_speedup_2_workers: wall time of a small study with --workers 1 (in-process, torch's default threads)
+    over the same study with --workers 2 (a local Dask cluster of 2 single-threaded processes), side by side,
+    each side in its own fresh store."""
+    name = "study_speedup_2_workers"
+    reason = _not_on_workers(ctx)
+    if reason:
+        return [Measure(name, None, "x", (">=", 1.3), reason=reason)]
+    seconds: dict[str, list[float]] = {"1w": [], "2w": []}
+    trained: dict[str, list[int]] = {"1w": [], "2w": []}
+    failed: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="genlab-bench-study-") as tmp:
+        plans = write_study_plans(ctx, Path(tmp))
+
+        def side(workers: int) -> float:
+            key = f"{workers}w"
+            wall, outcome = study_seconds(ctx, plans, workers, Path(tmp) / f"{key}-{len(seconds[key])}")
+            seconds[key].append(wall)
+            trained[key].append(outcome.trained)
+            failed.extend(outcome.failed)
+            return wall
+
+        interleaved({"1w": lambda: side(1), "2w": lambda: side(2)}, min(ctx.repeats, ctx.sizes["study_rounds"]))
+    if failed:
+        return [Measure(name, None, "x", (">=", 1.3), reason=f"{len(failed)} study runs failed, e.g. {failed[0]}")]
+    return [Measure(name, median_ratio(seconds["1w"], seconds["2w"]), "x", (">=", 1.3),
+                    {"one_worker_seconds": statistics.median(seconds["1w"]),
+                     "two_workers_seconds": statistics.median(seconds["2w"]),
+                     "one_worker_runs_trained": statistics.median(trained["1w"]),
+                     "two_workers_runs_trained": statistics.median(trained["2w"]),
+                     "rounds": len(seconds["1w"]), "images_per_run": ctx.sizes["study_limit"],
+                     "one_worker_seconds_per_round": seconds["1w"], "two_workers_seconds_per_round": seconds["2w"],
+                     "runs_trained_per_round": {"1w": trained["1w"], "2w": trained["2w"]}},
+                    f"genlab study of the plans {' + '.join(STUDY_PLANS)} (1 epoch, no sample-quality metrics), "
+                    "a fresh store per side: --workers 1 wall time / --workers 2 wall time")]
+
+
+def measure_dask_startup(ctx: Context) -> list[Measure]:
+    """dask_startup_seconds: what `genlab study --workers 2` spends on its engine: start a LocalCluster of 2
+    single-threaded worker processes, connect a Client and run one trivial task (start), then close it (close)."""
+    name = "dask_startup_seconds"
+    t0 = time.perf_counter()
+    reason = _not_on_workers(ctx)  # imports distributed: the first cluster of a process pays that too
+    import_seconds = time.perf_counter() - t0
+    if reason:
+        return [Measure(name, None, "s", reason=reason)]
+    from genlab import scheduler
+
+    starts: list[float] = []
+    closes: list[float] = []
+
+    def start_and_close() -> float:
+        t0 = time.perf_counter()
+        backend = scheduler.DaskBackend(2)
+        try:
+            backend.client.submit(abs, -1, pure=False).result()
+            started = time.perf_counter()
+        finally:
+            backend.close()
+        closed = time.perf_counter()
+        starts.append(started - t0)
+        closes.append(closed - started)
+        return closed - t0
+
+    with _quiet():
+        total = interleaved({"dask": start_and_close}, min(ctx.repeats, ctx.sizes["dask_rounds"]))["dask"]
+    return [Measure(name, statistics.median(total), "s", None,
+                    {"start_seconds": statistics.median(starts), "close_seconds": statistics.median(closes),
+                     "workers": 2, "rounds": len(total), "import_seconds": import_seconds,
+                     "start_seconds_per_round": starts, "close_seconds_per_round": closes},
+                    "LocalCluster of 2 single-threaded worker processes as `genlab study --workers 2` starts it, a "
+                    "Client and one trivial task (start), then closing both (close); median of the rounds")]
+
+
 MEASUREMENTS: list[Callable[[Context], list[Measure]]] = [
     measure_data_pipeline, measure_training, measure_threads, measure_tracking, measure_fid, measure_gan,
-    measure_search,
+    measure_search, measure_dask_startup, measure_study,
 ]
 
 

@@ -527,6 +527,8 @@ def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
         dry_run_listing(state, version)
         return state.outcome
     start = time.perf_counter()
+    if cfg.workers > 1 or cfg.cluster:
+        train_classifiers_first(state)
     backend = scheduler.start(cfg.workers, cfg.cluster, cfg.gpus_per_run)
     try:
         run_graph(state, backend)
@@ -539,6 +541,22 @@ def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
     state.outcome.seconds = time.perf_counter() - start
     finish(state, umbrella)
     return state.outcome
+
+
+def train_classifiers_first(state: Study) -> None:
+    """Runs with sample-quality metrics need their data set's feature classifier at their end. Trained inside the
+    first such run, it would take a worker's single thread while the other workers wait for it: train it here
+    first, with every thread this machine gives, before the workers start."""
+    from genlab.configs import ClassifierConfig
+    from genlab.train.classifier import ensure_classifier
+
+    datasets = set()
+    for run in state.runs:
+        fields = {f.name: f.default for f in dataclasses.fields(run.entry.config_class)}
+        if run.params.get("eval_samples", fields.get("eval_samples", 0)) and "dataset" in fields:
+            datasets.add(run.params.get("dataset", fields["dataset"]))
+    for dataset in sorted(datasets):
+        ensure_classifier(ClassifierConfig(dataset=dataset))
 
 
 def run_graph(state: Study, backend: Any) -> None:

@@ -1,19 +1,25 @@
 """genlab bench: the report it writes and logs, and the side-by-side helpers. (Speed itself is never a test.)"""
 
 import json
+import os
+from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from genlab import bench, data
 
 
-def test_bench_writes_json_markdown_and_a_bench_run(store, tmp_path):
+def test_bench_writes_json_markdown_and_a_bench_run(store, tmp_path, monkeypatch):
     cfg = bench.BenchConfig(profile="quick", dataset="synthetic", batch_size=64, repeats=1, output_dir=str(tmp_path))
+    monkeypatch.setitem(bench.SIZES["quick"], "study_limit", 128)  # the study's runs: 2 batches each
+    monkeypatch.setattr(bench, "STUDY_PLANS", ("p1q3",))  # 4 runs (the bench's 8: see the test of its plans)
 
     def absent(ctx):
         return [bench.Measure("absent_piece", None, "s", reason="not available here")]
 
-    measurements = [bench.measure_data_pipeline, bench.measure_fid, bench.measure_gan, absent]
+    measurements = [bench.measure_data_pipeline, bench.measure_fid, bench.measure_gan, absent,
+                    bench.measure_dask_startup, bench.measure_study]
     run_id, report = bench.main(cfg, measurements, splits=data.load("synthetic"))
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["results"].keys() == report["results"].keys() >= {"data_pipeline_speedup", "fid_seconds_10k"}
@@ -24,6 +30,21 @@ def test_bench_writes_json_markdown_and_a_bench_run(store, tmp_path):
     assert fid["detail"]["classifier"].startswith("untrained")  # the bench never trains one
     gan = saved["results"]["gan_images_per_second"]
     assert gan["value"] > 0 and gan["detail"]["vae_images_per_second"] > 0
+    speedup = saved["results"]["study_speedup_2_workers"]
+    assert speedup["goal"] == ">= 1.3" and speedup["value"] > 0, speedup
+    side = speedup["detail"]
+    assert side["one_worker_seconds"] > 0 and side["two_workers_seconds"] > 0 and side["rounds"] == 1
+    assert speedup["value"] == pytest.approx(side["one_worker_seconds"] / side["two_workers_seconds"])
+    planned = 4  # p1q3 quick: z 2 and 128, VAE and autoencoder
+    assert side["one_worker_runs_trained"] == side["two_workers_runs_trained"] == planned
+    assert side["runs_trained_per_round"] == {"1w": [planned], "2w": [planned]}
+    startup = saved["results"]["dask_startup_seconds"]
+    assert startup["value"] > 0 and startup["unit"] == "s"
+    assert startup["detail"]["start_seconds"] > 0 and startup["detail"]["close_seconds"] > 0
+    assert startup["value"] == pytest.approx(startup["detail"]["start_seconds"] + startup["detail"]["close_seconds"])
+    # each study side had its own store: nothing of it in the bench's store, whose URI and folder are back
+    assert os.environ["MLFLOW_TRACKING_URI"] == store and Path.cwd() == tmp_path
+    assert MlflowClient().get_experiment_by_name(f"{bench.STUDY_NAME}-p1q3") is None
     absent = saved["results"]["absent_piece"]
     assert absent["value"] is None and absent["status"] == "not measured" and absent["reason"]
     table = (tmp_path / "bench.md").read_text()
@@ -34,6 +55,43 @@ def test_bench_writes_json_markdown_and_a_bench_run(store, tmp_path):
     assert run.data.metrics["fid_seconds_10k"] == fid["value"]
     assert run.data.metrics["data_pipeline_speedup"] == pipeline["value"]
     assert {f.path for f in MlflowClient().list_artifacts(run_id)} == {"bench.json", "bench.md"}
+
+
+def test_the_study_measure_runs_the_labs_plans_small(tmp_path):
+    import torch
+
+    from genlab import study
+
+    cfg = bench.BenchConfig(profile="quick", dataset="synthetic", batch_size=64, output_dir=str(tmp_path))
+    ctx = bench.Context(cfg, bench.SIZES["quick"], data.load("synthetic"), torch.device("cpu"))
+    folder = bench.write_study_plans(ctx, tmp_path)
+    only = ",".join(bench.STUDY_PLANS)
+    ours, _ = study.select(study.load_plans(study.StudyConfig(plans=str(folder)))[0], only)
+    labs, _ = study.select(study.load_plans(study.StudyConfig())[0], only)
+    assert [r.name for r in ours] == [r.name for r in labs] and len(ours) == 8
+    assert not any(r.refs for r in ours)  # independent runs: all can go side by side
+    for mine, lab in zip(ours, labs, strict=True):
+        assert mine.entry.name == lab.entry.name == "train_vae"
+        small = {"dataset": "synthetic", "limit": bench.SIZES["quick"]["study_limit"], "epochs": 1, "batch_size": 64,
+                 "device": "cpu", "eval_samples": 0}
+        assert mine.params == {**lab.params, **small}
+
+
+def test_study_and_dask_startup_are_not_measured_on_a_gpu_or_without_dask(tmp_path, monkeypatch):
+    import sys
+
+    import torch
+
+    cfg = bench.BenchConfig(profile="quick", dataset="synthetic", batch_size=64, output_dir=str(tmp_path))
+    splits = data.load("synthetic")
+    for device, monkeyed, said in ((torch.device("cuda"), False, "GPU"), (torch.device("cpu"), True, "dask")):
+        if monkeyed:
+            monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+        ctx = bench.Context(cfg, bench.SIZES["quick"], splits, device)
+        measures = bench.measure_study(ctx) + bench.measure_dask_startup(ctx)
+        assert [m.name for m in measures] == ["study_speedup_2_workers", "dask_startup_seconds"]
+        for m in measures:
+            assert m.value is None and said in m.reason and m.as_dict()["status"] == "not measured"
 
 
 def test_search_rate_runs_a_fresh_study_in_the_bench_experiment(store, tmp_path):

@@ -232,3 +232,18 @@ def test_a_small_study_on_a_dask_cluster_with_mlflow_on_postgres(postgres, tmp_p
                 server.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_with_workers_the_feature_classifier_is_trained_first(store, tmp_path):
+    """Sample-quality metrics need the data set's classifier: trained before the workers start, with every thread,
+    not inside the first run while the other workers wait for it."""
+    folder = plans(tmp_path / "plans", q1=TINY.replace("eval_samples: 0", "eval_samples: 200").replace("[0, 1]", "[0]"))
+    result = subprocess.run(genlab_cmd("study", "--plans", folder, "--study", "scored", "--workers", "2"),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    client = MlflowClient()
+    (classifier,) = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                       filter_string="tags.`genlab.kind` = 'classifier'")
+    (vae,) = study_runs("scored").values()
+    assert classifier.info.end_time <= vae.info.start_time
+    assert vae.data.params["fid_classifier"] == classifier.info.run_id and "fid_proxy" in vae.data.metrics

@@ -294,6 +294,15 @@ def _train_in_subprocess(cfg: ClassifierConfig) -> str:
     return run_id
 
 
+def ensure_classifier(cfg: ClassifierConfig) -> str:
+    """The run id of the store's classifier for this config, trained now (once, in a child process) if absent."""
+    run_id = find_classifier(cfg)
+    if run_id is None:
+        with _lock(f"classifier-{classifier_key(cfg)}"):  # two processes that both miss it train it once
+            run_id = find_classifier(cfg) or _train_in_subprocess(cfg)
+    return run_id
+
+
 def get_scorer(dataset: str, device: torch.device | str = "cpu", cfg: ClassifierConfig | None = None,
                splits: data.Splits | None = None) -> Scorer:
     """The scorer for ``dataset``: reuses the store's classifier for (dataset, config), training one only if none
@@ -301,10 +310,7 @@ def get_scorer(dataset: str, device: torch.device | str = "cpu", cfg: Classifier
     cfg = cfg or ClassifierConfig(dataset=dataset)
     check(cfg.dataset == dataset, "dataset", dataset, f"the classifier config's data set {cfg.dataset}")
     validate(cfg)
-    run_id = find_classifier(cfg)
-    if run_id is None:
-        with _lock(f"classifier-{classifier_key(cfg)}"):
-            run_id = find_classifier(cfg) or _train_in_subprocess(cfg)
+    run_id = ensure_classifier(cfg)
     device = torch.device(device)
     model = load_classifier(run_id, device)
     splits = splits if splits is not None else data.load(dataset)
