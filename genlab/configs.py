@@ -11,12 +11,15 @@ import annotations``): the CLI and ``genlab.config.config_from_params`` cast by 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")  # an MLflow run id, as parameters that name a run take it
+MODEL_URI = re.compile(r"^models:/[^/@\s]+(/[0-9]+|@[A-Za-z0-9_\-]+)$")  # a registered model version or alias
 DATASETS = ("fashion-mnist", "mnist", "synthetic")
 ARCHS = ("conv", "mlp")
 DEVICES = ("auto", "cpu", "cuda")

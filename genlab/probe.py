@@ -21,11 +21,10 @@ import torch
 
 from genlab import data, losses
 from genlab.config import ConfigError, check, check_choice, check_int, resolve_device
-from genlab.configs import ProbeConfig
+from genlab.configs import RUN_ID, ProbeConfig
 from genlab.models.gan import Discriminator, Generator
 from genlab.models.vae import VAE, param_count
 from genlab.train import gan, vae
-from genlab.train.gan import RUN_ID
 
 
 def validate(cfg: ProbeConfig) -> None:

@@ -8,15 +8,12 @@ on ``seed``: the same command gives the same picture, and two models of one late
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from pathlib import Path
 
 from genlab.config import ConfigError, check, check_choice, check_int
-from genlab.configs import SampleConfig
+from genlab.configs import MODEL_URI, RUN_ID, SampleConfig
 
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-MODEL_URI = re.compile(r"^models:/[^/@\s]+(/[0-9]+|@[A-Za-z0-9_\-]+)$")
 LOGGED_MODEL = {"vae": "decoder", "gan": "generator"}  # the decoder each kind of run logs
 MAX_IMAGES = 10000
 INTERPOLATION_ROWS = 8
@@ -103,5 +100,8 @@ def _write_png(grid, path: Path) -> Path:
         except BaseException:
             os.unlink(tmp.name)
             raise
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp.name, 0o666 & ~umask)  # a temporary file is private; the picture gets the mode of any new file
     os.replace(tmp.name, path)
     return path

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +39,9 @@ class Task:
     threads: int = 0  # torch intra-op threads (0 = leave torch's default)
 
 
-def execute(task: Task) -> str:
-    """Run one planned run in this process through its entry point; returns the run id."""
+def execute(task: Task) -> tuple[str, float]:
+    """Run one planned run in this process through its entry point; returns the run id and its seconds."""
+    start = time.perf_counter()
     os.environ["MLFLOW_TRACKING_URI"] = task.tracking_uri
     os.environ.pop("MLFLOW_RUN_ID", None)  # a worker started under `mlflow run` must not adopt that run
     logs.quiet_libraries()
@@ -47,10 +49,10 @@ def execute(task: Task) -> str:
         import torch
 
         torch.set_num_threads(task.threads)
-    from genlab import study
+    from genlab.entries import call_entry, load_entry
 
     tags = {**task.tags, WORKER_TAG: f"{socket.gethostname()}:{os.getpid()}"}
-    return study.call_entry(study.load_entry(task.entry), task.config, tags, _SPLITS)
+    return call_entry(load_entry(task.entry), task.config, tags, _SPLITS), time.perf_counter() - start
 
 
 class InProcess:
@@ -59,7 +61,7 @@ class InProcess:
     capacity = 1
 
     def __init__(self) -> None:
-        self._done: collections.deque[tuple[str, str | BaseException]] = collections.deque()
+        self._done: collections.deque[tuple[str, tuple[str, float] | BaseException]] = collections.deque()
 
     def submit(self, task: Task) -> None:
         try:
@@ -72,7 +74,7 @@ class InProcess:
     def running(self) -> int:
         return len(self._done)
 
-    def next_done(self) -> tuple[str, str | BaseException]:
+    def next_done(self) -> tuple[str, tuple[str, float] | BaseException]:
         return self._done.popleft()
 
     def close(self, interrupted: bool = False) -> None:
@@ -93,17 +95,26 @@ class DaskBackend:
         self.resources = {"GPU": gpus_per_run} if gpus_per_run else None
         self.cluster = None
         if address:
-            self.client = Client(address, timeout="20s")
+            try:
+                self.client = Client(address, timeout="20s")
+            except (OSError, TimeoutError) as e:  # nothing has run yet: bad input, one line, exit 2
+                from genlab.config import ConfigError
+
+                raise ConfigError(f"cluster: no Dask scheduler answers at {address} ({type(e).__name__})") from None
         else:
-            # A task whose worker dies is not retried on another worker: its run is already FAILED, and a second
-            # invocation of the study retries it. Dask's nanny makes glibc return freed memory at once
-            # (MALLOC_TRIM_THRESHOLD_=65536): torch training then runs 1.5x slower (measured), so it is left unset.
+            # The settings of cluster/dask.yaml (what users start their own workers with): a task whose worker dies
+            # is not retried on another worker (its run is already FAILED, the next `genlab study` retries it), and
+            # the nanny leaves glibc's memory trimming alone (its 65536 makes torch training 1.5x slower).
             with dask.config.set({"distributed.scheduler.allowed-failures": 0,
                                   "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
                 self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                             host="127.0.0.1", dashboard_address=None, resources=self.resources,
                                             env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-            self.client = Client(self.cluster)
+            try:
+                self.client = Client(self.cluster)
+            except BaseException:
+                self.cluster.close()
+                raise
         self._futures: dict[Any, str] = {}
 
     def submit(self, task: Task) -> None:
@@ -114,7 +125,7 @@ class DaskBackend:
     def running(self) -> int:
         return len(self._futures)
 
-    def next_done(self) -> tuple[str, str | BaseException]:
+    def next_done(self) -> tuple[str, tuple[str, float] | BaseException]:
         from distributed import KilledWorker, wait
 
         done, _ = wait(list(self._futures), return_when="FIRST_COMPLETED")

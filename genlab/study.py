@@ -16,76 +16,33 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import importlib
-import importlib.util
-import inspect
 import itertools
 import os
 import re
 import string
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from genlab.config import ConfigError, check, check_choice
-from genlab.configs import ENTRY_CONFIGS, StudyConfig
 from genlab.configs import STUDY_PROFILES as PROFILES
+from genlab.configs import StudyConfig
+from genlab.entries import ENTRIES, Entry, call_entry, load_entry  # noqa: F401 (ENTRIES, call_entry: the study's API)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PLANS = PROJECT_ROOT / "experiments"
 
-# entry point -> (candidate modules, genlab.kind). The config class is genlab.configs.ENTRY_CONFIGS[entry].
-ENTRIES: dict[str, tuple[tuple[str, ...], str]] = {
-    "train_vae": (("genlab.train.vae",), "vae"),
-    "train_gan": (("genlab.train.gan",), "gan"),
-    "probe": (("genlab.probe", "genlab.train.probe"), "probe"),
-    "gradvar": (("genlab.train.gradvar",), "gradvar"),
-    "search": (("genlab.search",), "search"),
-}
 RUNNER_PARAMS = ("experiment",)  # set by the study (``<study>-<question>``) unless a plan sets it
 PLAN_KEYS = {"question", "title", "default", "defaults", "if_supported", "seeds", "runs"}
 ITEM_KEYS = {"name", "entry", "arm", "params", "sweep", "seeds"}
 REFERENCE = re.compile(r"^@(?P<pattern>[A-Za-z0-9_.*?=-]+)(?::(?P<mode>min|max)\((?P<metric>[A-Za-z0-9_]+)\))?$")
 NAME = re.compile(r"^[A-Za-z0-9_.=-]+$")
 FASHION_TRAIN_IMAGES = 55000  # for the ETA's cost estimate only
+INVOCATION_TAG = "genlab.invocation"  # one id per `genlab study` call: what it may end when its workers are gone
 GAN_MODEL_NAME = "genlab-gan"  # models:/genlab-gan@best: the study's GAN generator with the lowest fid_proxy
-
-
-# ---------------------------------------------------------------- entry points
-
-@dataclass
-class Entry:
-    name: str
-    kind: str
-    module: Any = None  # None: the module does not exist on this branch yet
-    config_class: Any = None
-
-    @property
-    def available(self) -> bool:
-        return self.module is not None
-
-    def fields(self) -> dict[str, str]:
-        return {f.name: f.type for f in dataclasses.fields(self.config_class)}
-
-
-def load_entry(name: str) -> Entry:
-    modules, kind = ENTRIES[name]
-    package = Path(__file__).resolve().parent
-    for module_name in modules:
-        spec = importlib.util.find_spec(module_name)
-        # only this checkout's modules (an editable install elsewhere can resolve names this tree lacks)
-        if spec is not None and spec.origin and Path(spec.origin).resolve().is_relative_to(package):
-            module = importlib.import_module(module_name)
-            config_class = ENTRY_CONFIGS[name]
-            # the class lives in genlab.configs (so that --help needs no torch); the module must still use it
-            if getattr(module, config_class.__name__, None) is not config_class or not callable(
-                    getattr(module, "main", None)):
-                raise ConfigError(f"{module_name} must import {config_class.__name__} and define main() for entry "
-                                  f"{name}")
-            return Entry(name, kind, module, config_class)
-    return Entry(name, kind)
 
 
 # ---------------------------------------------------------------- plans
@@ -425,31 +382,6 @@ def resolve(run: PlannedRun, run_ids: dict[str, str]) -> dict[str, Any]:
     return params
 
 
-def call_entry(entry: Entry, config: Any, tags: dict[str, str], splits_cache: dict) -> str:
-    """Call the entry's main() the way its own command does; returns the run id."""
-    from genlab import data, tracking
-
-    main = entry.module.main
-    accepted = inspect.signature(main).parameters
-    kwargs: dict[str, Any] = {}
-    if "tags" in accepted:
-        kwargs["tags"] = tags
-    if "splits" in accepted and hasattr(config, "dataset"):
-        key = (config.dataset, getattr(config, "limit", 0))
-        if key not in splits_cache:
-            splits_cache[key] = data.load(*key)
-        kwargs["splits"] = splits_cache[key]
-    result = main(config, **kwargs)
-    if isinstance(result, dict):  # the search returns its summary, with the parent run's id
-        result = result.get("parent_run_id") or result.get("run_id")
-    run_id = result[0] if isinstance(result, tuple) else result
-    if not isinstance(run_id, str):
-        raise RuntimeError(f"{entry.name}'s main() returned no run id")
-    if "tags" not in accepted:
-        tracking.set_run_tags(run_id, tags)
-    return run_id
-
-
 def validate(cfg: StudyConfig) -> None:
     """ConfigError (one line) for the execution options, before any plan is read or cluster started."""
     from genlab import tracking
@@ -481,8 +413,9 @@ class Study:
     done: Any  # the store's FINISHED runs of this study, profile and code version (reuse)
     outcome: Outcome
     progress: Progress
-    started_ms: int = 0
+    invocation: str = field(default_factory=lambda: uuid.uuid4().hex)  # tags this invocation's runs
     failed: set[str] = field(default_factory=set)
+    described: set[str] = field(default_factory=set)  # experiments given their description by this invocation
 
     def index(self, run: PlannedRun) -> int:
         return self.runs.index(run) + 1
@@ -491,7 +424,7 @@ class Study:
         from genlab import tracking
 
         return {"genlab.study": self.cfg.study, "genlab.profile": self.cfg.profile, "genlab.question": run.question,
-                "genlab.arm": run.arm, "genlab.ref": run.name,
+                "genlab.arm": run.arm, "genlab.ref": run.name, INVOCATION_TAG: self.invocation,
                 tracking.NOTE_TAG: run_note(run, self.titles.get(run.question, ""), self.cfg)}
 
 
@@ -521,26 +454,42 @@ def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
           + (" (uncommitted changes: each edit is a new code version)" if version.endswith("-dirty") else ""),
           file=sys.stderr, flush=True)
     state = Study(cfg, runs, {plan.question: plan.title for plan in plans}, done,
-                  Outcome(skipped=[n.split(":")[0] for n in notices]), Progress(runs, cfg.profile, cfg.workers),
-                  started_ms=int(time.time() * 1000))
+                  Outcome(skipped=[n.split(":")[0] for n in notices]), Progress(runs, cfg.profile, cfg.workers))
     if dry_run:
         dry_run_listing(state, version)
         return state.outcome
     start = time.perf_counter()
     if cfg.workers > 1 or cfg.cluster:
         train_classifiers_first(state)
-    backend = scheduler.start(cfg.workers, cfg.cluster, cfg.gpus_per_run)
+    execute(state, scheduler.start(cfg.workers, cfg.cluster, cfg.gpus_per_run))
+    state.outcome.seconds = time.perf_counter() - start
+    finish(state, umbrella)
+    return state.outcome
+
+
+def execute(state: Study, backend: Any) -> None:
+    """Run the graph on ``backend`` and always close it. Runs in worker processes that ended without ending their
+    MLflow run (the process died, or Ctrl-C stopped the local workers) are marked FAILED / KILLED; a run in this
+    process ends its own run. On a remote cluster the runs already going finish on their workers."""
+    from genlab import scheduler
+
+    local_workers = isinstance(backend, scheduler.DaskBackend) and backend.cluster is not None
     try:
         run_graph(state, backend)
     except KeyboardInterrupt:
         backend.close(interrupted=True)
-        end_unfinished(state, "KILLED", "interrupted")
+        if local_workers:
+            end_unfinished(state, "KILLED", "interrupted")
+        elif state.cfg.cluster:
+            print("genlab study: interrupted; the runs already started on the cluster finish there",
+                  file=sys.stderr, flush=True)
+        raise
+    except BaseException:
+        backend.close(interrupted=True)
+        if local_workers:
+            end_unfinished(state, "FAILED", "the study stopped on an error")
         raise
     backend.close()
-    end_unfinished(state, "FAILED", "its worker process died")  # a run whose process vanished mid-run
-    state.outcome.seconds = time.perf_counter() - start
-    finish(state, umbrella)
-    return state.outcome
 
 
 def train_classifiers_first(state: Study) -> None:
@@ -576,19 +525,31 @@ def run_graph(state: Study, backend: Any) -> None:
                 if submit(state, run, backend):
                     finished.add(run.name)
         if backend.running():
-            name, result = backend.next_done()
-            run = next(r for r in state.runs if r.name == name)
-            seconds = time.perf_counter() - state.progress.begun.pop(name, time.perf_counter())
-            if isinstance(result, BaseException):
-                message = str(result).splitlines()[0] if str(result) else ""
-                if type(result).__name__ == "WorkerDied":
-                    end_unfinished(state, "FAILED", message, ref=name)
-                _failed(state, run, f"FAILED: {type(result).__name__}: {message}", seconds)
-            else:
-                state.outcome.run_ids[name] = result
-                state.outcome.trained += 1
-                finished.add(name)
-                state.progress.end(state.index(run), run, f"run {result} in {seconds:.0f}s", seconds, True)
+            collect(state, backend, finished)
+        elif waiting and not any(deps[r.name] <= finished or deps[r.name] & state.failed for r in waiting):
+            for run in waiting:  # references that can never be satisfied (a cycle): refuse rather than wait forever
+                _failed(state, run, "not run: what it refers to never finishes (a reference cycle)")
+            waiting.clear()
+
+
+def collect(state: Study, backend: Any, finished: set[str]) -> None:
+    """Wait for the next run to end and record it."""
+    from genlab import scheduler
+
+    name, result = backend.next_done()
+    run = next(r for r in state.runs if r.name == name)
+    queued = time.perf_counter() - state.progress.begun.pop(name, time.perf_counter())
+    if isinstance(result, BaseException):
+        message = str(result).splitlines()[0] if str(result) else ""
+        if isinstance(result, scheduler.WorkerDied):
+            end_unfinished(state, "FAILED", message, ref=name)
+        _failed(state, run, f"FAILED: {type(result).__name__}: {message}", queued)
+        return
+    run_id, seconds = result
+    state.outcome.run_ids[name] = run_id
+    state.outcome.trained += 1
+    finished.add(name)
+    state.progress.end(state.index(run), run, f"run {run_id} in {seconds:.0f}s", seconds, True)
 
 
 def submit(state: Study, run: PlannedRun, backend: Any) -> bool:
@@ -603,8 +564,9 @@ def submit(state: Study, run: PlannedRun, backend: Any) -> bool:
             state.outcome.reused += 1
             state.progress.end(state.index(run), run, f"reused run {reuse}", 0.0, False)
             return True
-        if hasattr(config, "experiment"):
+        if hasattr(config, "experiment") and config.experiment not in state.described:
             tracking.describe_experiment(config.experiment, experiment_note(run.question, state.titles, state.cfg))
+            state.described.add(config.experiment)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # a reference that names no usable run: the run cannot start
@@ -628,8 +590,7 @@ def end_unfinished(state: Study, status: str, reason: str, ref: str | None = Non
 
     ref_filter = f" and tags.`genlab.ref` = '{ref}'" if ref else ""
     stale = tracking.search_runs(filter_string=(
-        f"tags.`genlab.study` = '{state.cfg.study}' and tags.`genlab.profile` = '{state.cfg.profile}' and "
-        f"attributes.status = 'RUNNING' and attributes.start_time >= {state.started_ms}{ref_filter}"))
+        f"tags.`{INVOCATION_TAG}` = '{state.invocation}' and attributes.status = 'RUNNING'{ref_filter}"))
     for run_id in (stale["run_id"] if len(stale) else []):
         tracking.mark_run(run_id, status, reason)
 

@@ -40,7 +40,7 @@ PIP_REQUIREMENTS = ["torch==2.13.0", "numpy==2.4.6"]  # explicit: inferring them
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 NOTE_TAG = "mlflow.note.content"  # the description shown on an experiment's and a run's page
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
-DEVICE_TAG = "genlab.device"  # the device a run computed on (cpu, cuda:0), as resolved from device=auto
+DEVICE_TAG = "genlab.device"  # the device a run computed on (cpu, cuda), as resolved from device=auto
 SYSTEM_METRICS_INTERVAL_S = 5.0  # MLflow's default of 10 s leaves a short study run without a single sample
 
 # What each genlab experiment holds, by the kind of run it receives first (a study describes its own).

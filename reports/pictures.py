@@ -42,10 +42,6 @@ class Gallery:
     def run_ids(self) -> list[str]:
         return list(dict.fromkeys(c.run_id for r in self.rows for c in r.cells.values()))
 
-    @property
-    def count(self) -> int:
-        return sum(len(r.cells) for r in self.rows)
-
 
 RowOf = Callable[[pd.Series], tuple[str, Any] | None]  # a run -> (row key, value), or None to leave it out
 CellsOf = Callable[[pd.Series], list[tuple[str, str]]]  # a run -> [(column, artifact path)]

@@ -15,11 +15,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from genlab import cli
 
-from .conftest import free_port, genlab_cmd
+from .conftest import ROOT, free_port, genlab_cmd
 
 TINY = """
 question: q1
@@ -98,14 +99,14 @@ def running(study: str, ref: str, min_epochs: int = 1):
 def test_two_workers_make_the_same_runs_as_one_and_reuse_them(store, tmp_path):
     folder = plans(tmp_path / "plans", q1=TINY, q2=DEPENDENT)
     assert cli.main(["study", "--plans", folder, "--study", "one"]) == 0
-    process = subprocess.run(genlab_cmd("study", "--plans", folder, "--study", "two", "--workers", "2"),
-                             capture_output=True, text=True, timeout=600)
-    assert process.returncode == 0, process.stderr[-2000:]
-    assert "3 runs trained, 0 reused" in process.stdout
+    process = study_process(folder, "two", "--workers", "2")
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-2000:]
+    assert "3 runs trained, 0 reused" in out
     one, two = study_runs("one"), study_runs("two")
     assert set(one) == set(two) == {"q1_vae_s0", "q1_vae_s1", "q2_gradvar"}
     workers = {two[ref].data.tags["genlab.worker"] for ref in two}
-    assert all(w.split(":")[1] != str(os.getpid()) for w in workers)  # ran in worker processes
+    assert len(workers) == 2 and all(w.split(":")[1] != str(process.pid) for w in workers)  # in worker processes
     ref_of = {r.info.run_id: ref for runs in (one, two) for ref, r in runs.items()}
     for ref in one:
         a, b = one[ref].data, two[ref].data
@@ -168,9 +169,12 @@ def test_cluster_with_a_local_store_is_refused_in_one_line(store, tmp_path, caps
     assert study_runs("lab1") == {}
 
 
+NO_GPU = [] if torch.cuda.is_available() else [(["--gpus-per-run", "0.5"], "gpus_per_run")]  # refused: no GPU
+
+
 @pytest.mark.parametrize("args,name", [(["--workers", "0"], "workers"), (["--cluster", "not an address"], "cluster"),
                                        (["--gpus-per-run", "2"], "gpus_per_run"),
-                                       (["--gpus-per-run", "0.5"], "gpus_per_run")])
+                                       (["--workers", "4", "--gpus-per-run", "0.5"], "gpus_per_run"), *NO_GPU])
 def test_bad_execution_options_are_one_line_exit_2(store, tmp_path, capsys, args, name):
     folder = plans(tmp_path / "plans", q1=TINY)
     assert cli.main(["study", "--plans", folder, *args]) == 2
@@ -197,21 +201,26 @@ def _answers(url: str) -> bool:
 def test_a_small_study_on_a_dask_cluster_with_mlflow_on_postgres(postgres, tmp_path, monkeypatch):
     bin_dir = Path(sys.executable).parent
     mlflow_port, scheduler_port = free_port(), free_port()
+    dask_env = {**os.environ, "DASK_CONFIG": str(ROOT / "cluster"), "OMP_NUM_THREADS": "1"}  # as README says
     servers = [
         _serve([str(bin_dir / "mlflow"), "server", "--backend-store-uri",
                 postgres.replace("postgresql://", "postgresql+psycopg://") + "/mlflow", "--artifacts-destination",
                 str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"],
                tmp_path / "mlflow.log"),
         _serve([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(scheduler_port),
-                "--no-dashboard"], tmp_path / "scheduler.log"),
+                "--no-dashboard"], tmp_path / "scheduler.log", env=dask_env),
     ]
     address = f"tcp://127.0.0.1:{scheduler_port}"
     servers.append(_serve([str(bin_dir / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
                            "--no-dashboard", "--host", "127.0.0.1"], tmp_path / "workers.log",
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}))
+                          env=dask_env))
     try:
         uri = f"http://127.0.0.1:{mlflow_port}"
         wait_for(lambda: _answers(f"{uri}/health"), 120, "the MLflow server")
+        from distributed import Client
+
+        with Client(address, timeout="60s") as client:  # both workers registered: the runs can spread over them
+            client.wait_for_workers(2, timeout=120)
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)

@@ -11,7 +11,6 @@ Read top to bottom: config -> validate -> init source -> evaluation -> train (th
 from __future__ import annotations
 
 import dataclasses
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -23,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genlab import config, data, images, metrics, pictures
+from genlab import config, data, metrics, pictures
 from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
-from genlab.configs import INIT_DISCRIMINATORS, LOSSES, GANConfig
+from genlab.configs import INIT_DISCRIMINATORS, LOSSES, MODEL_URI, RUN_ID, GANConfig
 from genlab.models.gan import Discriminator, Generator, generate
 from genlab.models.vae import ARCHS, param_count
 from genlab.pictures import N_GRID, SAMPLE_SEED
@@ -33,8 +32,6 @@ from genlab.train.vae import MIN_EVAL_SAMPLES
 
 EVAL_SEED = 4321  # the fixed noise behind every evaluation (independent of the run seed, like SAMPLE_SEED)
 DIVERSITY_SAMPLES = 500  # images behind sample_diversity (500*499/2 pairs)
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-MODEL_URI = re.compile(r"^models:/[^/@]+(/[0-9]+|@[A-Za-z0-9_\-]+)$")
 
 
 def validate(cfg: GANConfig) -> None:
@@ -181,11 +178,7 @@ def fixed_noise(n: int, latent_dim: int, seed: int = SAMPLE_SEED) -> torch.Tenso
 def generate_fixed(generator: Generator, n: int, seed: int, device: torch.device, batch_size: int = 500,
                    ) -> torch.Tensor:
     """``n`` images (n, 1, 28, 28) in [0, 1], on CPU, from fixed noise."""
-    generator.eval()
-    z = fixed_noise(n, generator.latent_dim, seed)
-    out = torch.cat([generate(generator, zb.to(device)).cpu() for zb in z.split(batch_size)])
-    generator.train()
-    return out
+    return pictures.decode(generator, fixed_noise(n, generator.latent_dim, seed), batch_size)
 
 
 def find_scorer(dataset: str, device: torch.device) -> Any:
@@ -352,7 +345,7 @@ def _progress(total: int, epoch: int, epochs: int):
 def _log_samples(run, generator: Generator, epoch: int, device: torch.device, file: str = "") -> None:
     """The fixed-noise grid (SAMPLE_SEED, N_GRID images): same z for every epoch, run and init strategy; the
     step-0 and final grids also as files (``pictures/``), for the report."""
-    grid = images.grid(generate_fixed(generator, N_GRID, SAMPLE_SEED, device))
+    grid = pictures.sample_grid(generator, generator.latent_dim, N_GRID, seed=SAMPLE_SEED)
     run.log_image_step(grid, "samples", epoch)
     if file:
         run.log_image(grid, f"pictures/{file}")
@@ -399,7 +392,7 @@ def main(cfg: GANConfig, resume_run_id: str | None = None, on_epoch: EpochCallba
         params["init_from_run"] = init.run_id if init else "none"
     if scorer is not None:
         params["fid_classifier"] = scorer.run_id
-    all_tags = {"genlab.kind": "gan", "genlab.init": "random" if cfg.init_from == "none" else "decoder",
+    all_tags = {"genlab.kind": "gan", "genlab.init": init_label(cfg, init),
                 tracking.DEVICE_TAG: str(device), **(tags or {})}
     with tracking.start_run(cfg.experiment, run_name(cfg, init), params, all_tags, resume_run_id=resume_run_id,
                             parent_run_id=parent_run_id, description=describe(cfg, init),

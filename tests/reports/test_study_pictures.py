@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -185,7 +186,8 @@ def test_runs_describe_themselves(lab):
     for r in runs:
         tags = r.data.tags
         assert re.fullmatch(r"[0-9a-f]{40}", tags["mlflow.source.git.commit"]), r.info.run_name
-        assert tags["genlab.device"] == "cpu" and "pipeline check" in tags["mlflow.note.content"]
+        assert tags["genlab.device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+        assert "pipeline check" in tags["mlflow.note.content"]
         assert not set(r.data.params) & set(r.data.metrics), r.info.run_name  # a name means one thing
 
 

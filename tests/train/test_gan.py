@@ -83,7 +83,7 @@ def test_init_from_loads_the_decoder_exactly_and_step0_samples_are_the_vae_sampl
 
     run_id, _ = gan.main(tiny(init_from=vae_run, experiment="init"))
     run = MlflowClient().get_run(run_id)
-    assert run.info.run_name == "gan z4 init=vae-decoder s0" and run.data.tags["genlab.init"] == "decoder"
+    assert run.info.run_name == "gan z4 init=vae-decoder s0" and run.data.tags["genlab.init"] == "vae-decoder"
     assert run.data.params["init_from_run"] == vae_run
     # the GAN's step-0 grid is pixel for pixel the VAE's last prior-samples grid (same fixed noise)
     assert np.array_equal(png(run_id, "pictures/samples_step0.png", tmp_path / "g"),

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from genlab import data
@@ -36,7 +37,8 @@ def test_run_logs_metrics_artifacts_and_models(store):
     assert {"pictures/samples.png", "pictures/reconstructions.png", "pictures/interpolation.png",
             "checkpoint/last.pt"} <= paths
     tags = run.data.tags
-    assert tags["genlab.device"] == "cpu" and tags["mlflow.source.git.commit"] in tags["genlab.code_version"]
+    assert tags["genlab.device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert tags["mlflow.source.git.commit"] in tags["genlab.code_version"]
     assert tags["mlflow.note.content"].startswith("conv VAE with KL weight beta = 1, latent_dim 4")
     experiment = client.get_experiment(run.info.experiment_id).tags
     assert experiment["mlflow.experimentKind"] == "custom_model_development" and experiment["mlflow.note.content"]
