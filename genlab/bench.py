@@ -599,11 +599,9 @@ def write_study_plans(ctx: Context, folder: Path) -> Path:
 def _fresh_store(folder: Path) -> Iterator[str]:
     """MLflow pointed at a new SQLite store ``folder/mlflow.db``, created before use, and ``folder`` as the working
     directory (the store's artifacts go under it); the environment, MLflow's URI and the directory restored after."""
-    import mlflow
-
     from genlab import tracking
 
-    saved_env, saved_uri, saved_cwd = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri(), os.getcwd()
+    saved_env, saved_uri, saved_cwd = os.environ.get("MLFLOW_TRACKING_URI"), tracking.current_store(), os.getcwd()
     os.environ["MLFLOW_TRACKING_URI"] = uri = f"sqlite:///{folder / 'mlflow.db'}"
     try:
         os.chdir(folder)
@@ -615,7 +613,7 @@ def _fresh_store(folder: Path) -> Iterator[str]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = saved_env
-        mlflow.set_tracking_uri(saved_uri)
+        tracking.point_at(saved_uri)
 
 
 def study_seconds(ctx: Context, plans: Path, workers: int, folder: Path) -> tuple[float, object]:

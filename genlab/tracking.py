@@ -83,6 +83,16 @@ def init_store() -> str:
     return uri
 
 
+def current_store() -> str:
+    """The store this process's MLflow calls go to now."""
+    return mlflow.get_tracking_uri()
+
+
+def point_at(uri: str) -> None:
+    """Send this process's MLflow calls to ``uri`` (an existing store; ``init_store`` creates one)."""
+    mlflow.set_tracking_uri(uri)
+
+
 def describe_experiment(name: str, description: str) -> str:
     """Create the experiment if needed and set its kind and description (shown in the UI). Returns its id."""
     experiment_id = _experiment_id(name)
@@ -437,8 +447,9 @@ def start_search_run(experiment: str, study_name: str, run_name: str, params: di
     all_tags = {"mlflow.runName": run_name, "genlab.code_version": version, "optuna.study_name": study_name,
                 **({GIT_COMMIT_TAG: version.removesuffix("-dirty")} if version != "unknown" else {}),
                 **tags, "genlab.kind": "search"}
-    _describe_new_experiment(client.get_run(run_id).info.experiment_id, "search")
-    existing = client.get_run(run_id).data.params
+    run = client.get_run(run_id)
+    _describe_new_experiment(run.info.experiment_id, "search")
+    existing = run.data.params
     client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items() if k not in existing],
                      tags=[mlflow.entities.RunTag(k, str(v)) for k, v in all_tags.items()], synchronous=True)
     return run_id
