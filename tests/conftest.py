@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +136,14 @@ def image_steps(client, run_id: str, key: str) -> list[int]:
     """The steps of a run's image series ``key`` (``mlflow.log_image(key=..., step=...)``: images/<key>+step+<n>+...)."""
     names = [f.path.rsplit("/", 1)[-1] for f in client.list_artifacts(run_id, "images")]
     return sorted({int(n.split("+")[2]) for n in names if n.startswith(f"{key}+step+") and n.endswith(".png")})
+
+
+def wait_for(condition, timeout: float, what: str):
+    """``condition()``'s first truthy value, polled until ``timeout`` seconds; AssertionError naming ``what`` after."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from genlab import cli
 
-from .conftest import ROOT, free_port, genlab_cmd
+from .conftest import ROOT, free_port, genlab_cmd, wait_for
 
 TINY = """
 question: q1
@@ -73,16 +72,6 @@ def study_runs(study: str) -> dict:
 def study_process(folder: str, study: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(genlab_cmd("study", "--plans", folder, "--study", study, *extra),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def running(study: str, ref: str, min_epochs: int = 1):

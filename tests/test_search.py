@@ -8,7 +8,6 @@ import math
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import optuna
@@ -19,7 +18,7 @@ from PIL import Image
 
 from genlab import cli, losses, search
 
-from .conftest import ROOT, genlab_cmd, store_in
+from .conftest import ROOT, genlab_cmd, store_in, wait_for
 
 # eval_samples=0: no sample-quality scorer (nor the classifier it trains) except where the objective needs it
 TINY = dict(dataset="synthetic", epochs=1, limit=128, latent_dims="2,4,16", study_name="t", eval_samples=0)
@@ -134,16 +133,6 @@ def test_two_workers_exact_counts_nesting_artifacts_then_resume(store, tmp_path,
     n_trials = len(load(cfg).trials)
     assert cli.main(["search", *cli_args(config(tmp_path, n_trials=6, latent_dims="2,4"))]) == 2
     assert len(load(cfg).trials) == n_trials
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_killed_worker_trial_fails_its_run_fails_and_it_is_retried(store, tmp_path):
