@@ -213,6 +213,9 @@ def test_a_small_study_on_a_dask_cluster_with_mlflow_on_postgres(postgres, tmp_p
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+        from genlab import tracking
+
+        tracking.init_store()  # this process's MLflow reads the server too (an earlier test pointed it elsewhere)
         folder = plans(tmp_path / "plans", q1=TINY, q2=DEPENDENT)
         result = subprocess.run(genlab_cmd("study", "--plans", folder, "--study", "cl", "--cluster", address),
                                 capture_output=True, text=True, timeout=600)
