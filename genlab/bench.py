@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genlab import data, losses
+from genlab import data, files, losses
 from genlab.config import ConfigError, check, check_choice, check_int, resolve_device
 from genlab.configs import BENCH_PROFILES as PROFILES
 from genlab.configs import BenchConfig
@@ -765,10 +765,8 @@ def _short(v: object) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Never a half-written file: write beside it, then rename."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+    with files.atomic_write(path, "w") as f:
         f.write(text)
-    os.replace(f.name, path)
 
 
 def main(cfg: BenchConfig, measurements: list[Callable[[Context], list[Measure]]] | None = None,

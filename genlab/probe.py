@@ -121,7 +121,7 @@ def measure(cfg: ProbeConfig, model: VAE, generator: Generator, discriminator: D
                 for name, (tr, te) in features.items()}
 
     sets = {"real": test_x,
-            "generated": gan.generate_fixed(generator, len(test_x), gan.EVAL_SEED, device),
+            "generated": gan.generate_fixed(generator, len(test_x), gan.EVAL_SEED),
             "recon": _apply(lambda x: torch.sigmoid(model.decoder(z_mean(x))), test_x, device)}
     d_prob = {name: _apply(lambda x: torch.sigmoid(discriminator(x)), x, device).numpy() for name, x in sets.items()}
     kl = {name: _apply(lambda x: losses.kl_per_dim(*model.encoder.encode(x)).sum(1), x, device).numpy()

@@ -8,11 +8,11 @@ on ``seed``: the same command gives the same picture, and two models of one late
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
+from genlab import files
 from genlab.config import ConfigError, check, check_choice, check_int
-from genlab.configs import MODEL_URI, RUN_ID, SampleConfig
+from genlab.configs import DEVICES, MODEL_URI, RUN_ID, SampleConfig
 
 LOGGED_MODEL = {"vae": "decoder", "gan": "generator"}  # the decoder each kind of run logs
 MAX_IMAGES = 10000
@@ -31,7 +31,7 @@ def validate(cfg: SampleConfig) -> None:
     check_int("seed", cfg.seed, 0)
     check(isinstance(cfg.interpolate, int) and (cfg.interpolate == 0 or 2 <= cfg.interpolate <= 64),
           "interpolate", cfg.interpolate, "0 (no interpolation) or an integer from 2 to 64")
-    check_choice("device", cfg.device, ("auto", "cpu", "cuda"))
+    check_choice("device", cfg.device, DEVICES)
     out = Path(cfg.out)
     check(out.suffix.lower() == ".png", "out", cfg.out, "a path ending in .png")
     parent = out.parent if str(out.parent) else Path(".")
@@ -70,15 +70,14 @@ def load_decoder(cfg: SampleConfig):
 
 def main(cfg: SampleConfig) -> list[Path]:
     """Write the sample grid (and the interpolation strip); returns the files written."""
-    from genlab import images, pictures
+    from genlab import pictures
     from genlab.config import resolve_device
 
     validate(cfg)
     device = resolve_device(cfg.device)
     decoder = load_decoder(cfg).to(device)
     out = Path(cfg.out)
-    written = [_write_png(images.grid(pictures.decode(decoder, pictures.prior_z(cfg.n, decoder.latent_dim, cfg.seed)),
-                                      nrow=cfg.nrow), out)]
+    written = [_write_png(pictures.sample_grid(decoder, decoder.latent_dim, cfg.n, cfg.nrow, cfg.seed), out)]
     if cfg.interpolate:
         ends = pictures.prior_z(2 * INTERPOLATION_ROWS, decoder.latent_dim, cfg.seed + 1)
         strip = pictures.interpolation_grid(decoder, ends[:INTERPOLATION_ROWS], ends[INTERPOLATION_ROWS:],
@@ -86,22 +85,13 @@ def main(cfg: SampleConfig) -> list[Path]:
         written.append(_write_png(strip, out.with_name(f"{out.stem}_interpolation.png")))
     if os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run . -e sample`: that run keeps the pictures
         from genlab import tracking
-        tracking.log_files_to_run(os.environ["MLFLOW_RUN_ID"], written)
+        tracking.log_to_run(os.environ["MLFLOW_RUN_ID"], files=written)
     return written
 
 
 def _write_png(grid, path: Path) -> Path:
-    """Write through a temporary file in the same folder, so an interrupted call leaves no half-written PNG."""
     from PIL import Image
 
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".genlab-", suffix=".png", delete=False) as tmp:
-        try:
-            Image.fromarray(grid).save(tmp, format="PNG")
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp.name, 0o666 & ~umask)  # a temporary file is private; the picture gets the mode of any new file
-    os.replace(tmp.name, path)
+    with files.atomic_write(path) as f:
+        Image.fromarray(grid).save(f, format="PNG")
     return path

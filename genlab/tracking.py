@@ -114,6 +114,13 @@ def code_version() -> str:
         return "unknown"
 
 
+def source_tags() -> dict[str, str]:
+    """``genlab.code_version`` (the commit, ``-dirty`` with local changes) and MLflow's own git-commit tag."""
+    version = code_version()
+    return {"genlab.code_version": version,
+            **({GIT_COMMIT_TAG: version.removesuffix("-dirty")} if version != "unknown" else {})}
+
+
 # ---------------------------------------------------------------- runs
 
 class Run:
@@ -194,12 +201,8 @@ def start_run(experiment: str, run_name: str, params: dict[str, Any], tags: dict
     run = Run(active.info.run_id)
     try:
         _describe_new_experiment(active.info.experiment_id, tags.get("genlab.kind"))
-        version = code_version()
-        source = {"genlab.code_version": version}
-        if version != "unknown":
-            source[GIT_COMMIT_TAG] = version.removesuffix("-dirty")
         note = {NOTE_TAG: description} if description and not resume_run_id else {}
-        run.set_tags({**source, **note, **tags})
+        run.set_tags({**source_tags(), **note, **tags})
         run.log_params(params)
         yield run
     except KeyboardInterrupt:
@@ -443,10 +446,8 @@ def start_search_run(experiment: str, study_name: str, run_name: str, params: di
     client.update_run(run_id, status="RUNNING")
     with contextlib.suppress(MlflowException):
         client.delete_tag(run_id, "genlab.failure")  # left by an earlier, interrupted invocation
-    version = code_version()
-    all_tags = {"mlflow.runName": run_name, "genlab.code_version": version, "optuna.study_name": study_name,
-                **({GIT_COMMIT_TAG: version.removesuffix("-dirty")} if version != "unknown" else {}),
-                **tags, "genlab.kind": "search"}
+    all_tags = {"mlflow.runName": run_name, **source_tags(), "optuna.study_name": study_name, **tags,
+                "genlab.kind": "search"}
     run = client.get_run(run_id)
     _describe_new_experiment(run.info.experiment_id, "search")
     existing = run.data.params
@@ -508,8 +509,9 @@ def active_run_id() -> str | None:
 
 
 def log_to_run(run_id: str, metrics: dict[str, float] | None = None, figures: dict[str, Any] | None = None,
-               texts: dict[str, str] | None = None, step: int = 0) -> None:
-    """Log metrics (one batched call), matplotlib figures and text files to a run that is not active here."""
+               texts: dict[str, str] | None = None, step: int = 0, files: list[Path] | None = None) -> None:
+    """Log metrics (one batched call), matplotlib figures, text files and local files (at the artifact root) to a
+    run that is not active here."""
     client = MlflowClient()
     if metrics:
         client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), int(time.time() * 1000), step)
@@ -518,12 +520,7 @@ def log_to_run(run_id: str, metrics: dict[str, float] | None = None, figures: di
         client.log_figure(run_id, figure, path)
     for path, text in (texts or {}).items():
         client.log_text(run_id, text, path)
-
-
-def log_files_to_run(run_id: str, paths: list[Path]) -> None:
-    """Attach local files to a run that is not active here (as artifacts at its root)."""
-    client = MlflowClient()
-    for path in paths:
+    for path in files or []:
         client.log_artifact(run_id, str(path))
 
 

@@ -20,25 +20,9 @@ from mlflow.tracking import MlflowClient
 from genlab import cli
 
 from .conftest import ROOT, free_port, genlab_cmd, wait_for
+from .test_study import Q1 as TINY
+from .test_study import Q2 as DEPENDENT
 
-TINY = """
-question: q1
-defaults: {dataset: synthetic, limit: 300, epochs: 2, batch_size: 64, latent_dim: 2, beta: 1.0, eval_samples: 0}
-seeds: [0, 1]
-runs:
-  - name: q1_vae_s{seed}
-    entry: train_vae
-    arm: beta={beta}
-"""
-DEPENDENT = """
-question: q2
-defaults: {dataset: synthetic, limit: 300}
-runs:
-  - name: q2_gradvar
-    entry: gradvar
-    arm: best
-    params: {vae_run: "@q1_vae_*:min(test_neg_elbo)", latent_dim: 2, beta: 1.0, n_samples: 4, batch_size: 8}
-"""
 SLOW = """
 question: q3
 defaults: {dataset: synthetic, limit: 1000, latent_dim: 8, beta: 1.0}

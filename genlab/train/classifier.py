@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genlab import data, metrics
+from genlab import data, files, metrics
 from genlab.config import check, check_choice, check_int, check_positive, resolve_device
 from genlab.configs import ClassifierConfig
 from genlab.models.classifier import FEATURE_DIM, Classifier
@@ -250,9 +250,8 @@ def real_stats(run_id: str, model: Classifier, splits: data.Splits, device: torc
     feats, _ = extract_features(model, data.to_float(splits.test_x), device)
     mu, sigma = metrics.feature_stats(feats, "real test images")
     stats = RealStats(feats, mu, sigma, metrics.knn_radii(feats))
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        np.savez(tmp, features=stats.features, mu=stats.mu, sigma=stats.sigma, radii=stats.radii)
-    os.replace(tmp.name, path)  # atomic: a concurrent reader never sees half a file
+    with files.atomic_write(path) as f:  # a concurrent reader never sees half a file
+        np.savez(f, features=stats.features, mu=stats.mu, sigma=stats.sigma, radii=stats.radii)
     return stats
 
 

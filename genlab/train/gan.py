@@ -175,9 +175,8 @@ def fixed_noise(n: int, latent_dim: int, seed: int = SAMPLE_SEED) -> torch.Tenso
 
 
 @torch.no_grad()
-def generate_fixed(generator: Generator, n: int, seed: int, device: torch.device, batch_size: int = 500,
-                   ) -> torch.Tensor:
-    """``n`` images (n, 1, 28, 28) in [0, 1], on CPU, from fixed noise."""
+def generate_fixed(generator: Generator, n: int, seed: int, batch_size: int = 500) -> torch.Tensor:
+    """``n`` images (n, 1, 28, 28) in [0, 1], on CPU, from fixed noise (computed where the generator is)."""
     return pictures.decode(generator, fixed_noise(n, generator.latent_dim, seed), batch_size)
 
 
@@ -189,21 +188,21 @@ def find_scorer(dataset: str, device: torch.device) -> Any:
     return get_scorer(dataset, device)
 
 
-def evaluate(generator: Generator, cfg: GANConfig, device: torch.device, scorer: Any | None) -> dict[str, float]:
+def evaluate(generator: Generator, cfg: GANConfig, scorer: Any | None) -> dict[str, float]:
     """The evaluation hook (step 0, every ``eval_every`` epochs, the end): the scorer's metrics on ``eval_samples``
     images from fixed noise, plus ``eval_seconds``. Empty without a scorer or with ``eval_samples=0``."""
     if scorer is None or cfg.eval_samples == 0:
         return {}
     t0 = time.perf_counter()
-    fakes = generate_fixed(generator, cfg.eval_samples, EVAL_SEED, device)
+    fakes = generate_fixed(generator, cfg.eval_samples, EVAL_SEED)
     result = dict(scorer.score(fakes))
     result["eval_seconds"] = time.perf_counter() - t0
     return result
 
 
-def diversity(generator: Generator, device: torch.device) -> float:
+def diversity(generator: Generator) -> float:
     """``sample_diversity`` of DIVERSITY_SAMPLES images from fixed noise (mean pairwise L2 distance, pixels)."""
-    return metrics.sample_diversity(generate_fixed(generator, DIVERSITY_SAMPLES, EVAL_SEED, device).numpy())
+    return metrics.sample_diversity(generate_fixed(generator, DIVERSITY_SAMPLES, EVAL_SEED).numpy())
 
 
 # ---------------------------------------------------------------- losses
@@ -270,11 +269,11 @@ def train(cfg: GANConfig, splits: data.Splits, run=None, init: InitSource | None
 
     if run is not None and start_epoch == 1:  # step 0: before any update, so an initialisation's head start shows
         real = data.to_float(splits.test_x[:DIVERSITY_SAMPLES]).numpy()
-        run.log_metrics({"sample_diversity": diversity(generator, device),
+        run.log_metrics({"sample_diversity": diversity(generator),
                          "real_sample_diversity": metrics.sample_diversity(real),
                          "generator_param_count": param_count(generator),
                          "discriminator_param_count": param_count(discriminator),
-                         **evaluate(generator, cfg, device, scorer)}, step=0)
+                         **evaluate(generator, cfg, scorer)}, step=0)
         _log_samples(run, generator, 0, device, file="samples_step0.png")
 
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -312,10 +311,10 @@ def train(cfg: GANConfig, splits: data.Splits, run=None, init: InitSource | None
             progress.close()
         d_loss_mean, g_loss_mean, d_real, d_fake = (sums / len(splits.train_x)).tolist()
         last = {"d_loss": d_loss_mean, "g_loss": g_loss_mean, "d_real": d_real, "d_fake": d_fake,
-                "sample_diversity": diversity(generator, device),
+                "sample_diversity": diversity(generator),
                 "images_per_second": len(splits.train_x) / train_seconds}
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-            last.update(evaluate(generator, cfg, device, scorer))
+            last.update(evaluate(generator, cfg, scorer))
         last["epoch_seconds"] = time.perf_counter() - t0
         if progress is None:
             quality = f"  fid_proxy {last['fid_proxy']:.2f}" if "fid_proxy" in last else ""

@@ -78,7 +78,7 @@ def test_init_from_loads_the_decoder_exactly_and_step0_samples_are_the_vae_sampl
         assert torch.equal(v, saved[f"encoder.trunk.{k}"]), k
     model = vae.VAE(4)
     model.load_state_dict(saved)
-    assert torch.equal(gan.generate_fixed(generator, vae.N_GRID, vae.SAMPLE_SEED, torch.device("cpu")),
+    assert torch.equal(gan.generate_fixed(generator, vae.N_GRID, vae.SAMPLE_SEED),
                        vae.prior_samples(model))
 
     run_id, _ = gan.main(tiny(init_from=vae_run, experiment="init"))
