@@ -1,0 +1,53 @@
+"""The names genlab gives to MLflow tags and run kinds: defined here once, imported everywhere else.
+
+Standard library only (the CLI and the report read it without torch or mlflow).
+"""
+
+from __future__ import annotations
+
+PREFIX = "genlab."
+
+# what a run is
+KIND = "genlab.kind"  # one of KINDS below
+DATASET = "genlab.dataset"
+DEVICE = "genlab.device"  # the device a run computed on (cpu, cuda), as resolved from device=auto
+INIT = "genlab.init"  # a GAN's generator initialisation: vae-decoder, ae-decoder, random
+CODE_VERSION = "genlab.code_version"  # the git commit, "-dirty" with local changes
+FAILURE = "genlab.failure"  # the one-line reason of a FAILED or KILLED run
+CLASSIFIER_KEY = "genlab.classifier_key"  # the config hash of a feature classifier (one per data set and config)
+MACHINE = "genlab.machine"  # bench: the CPU it measured
+
+# where a run sits in a study (experiments/*.yaml)
+STUDY = "genlab.study"
+PROFILE = "genlab.profile"
+QUESTION = "genlab.question"
+ARM = "genlab.arm"  # the condition within the question
+REF = "genlab.ref"  # the run's name in its plan
+INVOCATION = "genlab.invocation"  # one id per `genlab study` call: what it may end when its workers are gone
+WORKER = "genlab.worker"  # host:pid of the process that ran the run
+SUMMARY = "genlab.summary"  # a study parent's one-line outcome
+ONLY = "genlab.only"  # the questions a study invocation was limited to
+
+# Optuna search: study user attributes (not MLflow tags, but genlab's names all the same)
+SEARCH_SETTINGS = "genlab.settings"
+SEARCH_PARENT_RUN = "genlab.mlflow_parent_run_id"
+
+# MLflow's own tags that genlab sets
+NOTE = "mlflow.note.content"  # the description shown on an experiment's and a run's page
+GIT_COMMIT = "mlflow.source.git.commit"
+EXPERIMENT_KIND = "mlflow.experimentKind"
+
+# run kinds (values of KIND)
+VAE, GAN, PROBE, GRADVAR, SEARCH, CLASSIFIER = "vae", "gan", "probe", "gradvar", "search", "classifier"
+CALIBRATION, BENCH, BENCH_TRIAL, REPORT, STUDY_RUN = "calibration", "bench", "bench-trial", "report", "study"
+KINDS = (VAE, GAN, PROBE, GRADVAR, SEARCH, CLASSIFIER, CALIBRATION, BENCH, BENCH_TRIAL, REPORT, STUDY_RUN)
+
+
+def column(tag: str) -> str:
+    """The column of a tag in ``mlflow.search_runs``'s data frame: ``tags.genlab.kind``."""
+    return f"tags.{tag}"
+
+
+def where(tag: str, value: str) -> str:
+    """An MLflow search filter clause: tags.`genlab.kind` = 'vae'."""
+    return f"tags.`{tag}` = '{value}'"
