@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genlab import data, files, losses
+from genlab import data, entries, files, losses, tags
 from genlab.config import ConfigError, check, check_choice, check_int, resolve_device
 from genlab.configs import BENCH_PROFILES as PROFILES
 from genlab.configs import BenchConfig
 from genlab.models.vae import VAE
-from genlab.train import vae
+from genlab.train import loop, vae
 
 # Timed epochs are sized from a warm-up estimate of this machine's training speed, so the whole bench fits its
 # budget on a slow shared CPU as on a GPU: quick < 2 min, full < 10 min on 2 CPU cores.
@@ -250,8 +250,7 @@ def genlab_train(ctx: Context, splits: data.Splits, precision: str = "fp32") -> 
     """genlab's own loop (vae.train, tracking disabled), one epoch; its metrics include images_per_second
     (training batches only, like the reference's timer) and test_neg_elbo."""
     with _quiet():
-        _, final = vae.train(ctx.vae_config(len(splits.train_x), dtype=precision), splits, run=None,
-                             log_models=False)
+        _, final = vae.train(ctx.vae_config(len(splits.train_x), dtype=precision), splits, loop.NullSink())
     return final
 
 
@@ -415,16 +414,17 @@ def measure_tracking(ctx: Context) -> list[Measure]:
     def untracked() -> float:
         t0 = time.perf_counter()
         with _quiet():
-            finals["untracked"].append(vae.train(cfg, splits, run=None, log_models=False)[1])
+            finals["untracked"].append(vae.train(cfg, splits, loop.NullSink())[1])
         return time.perf_counter() - t0
 
     def tracked() -> float:
         with _own_runs(), tracking.start_run(cfg.experiment, "bench tracking trial", vae.params_of(cfg),
-                                             {"genlab.kind": "bench-trial"}) as run:
+                                             {tags.KIND: tags.BENCH_TRIAL}) as run:
             timed = _TimedRun(run)
             t0 = time.perf_counter()
             with _quiet():
-                finals["tracked"].append(vae.train(cfg, splits, run=timed, log_models=False)[1])
+                sink = vae.TrackedVAESink(timed, cfg, splits, resolve_device(cfg.device), log_models=False)
+                finals["tracked"].append(vae.train(cfg, splits, sink)[1])
             seconds = time.perf_counter() - t0
         in_calls.append(timed.seconds)
         trial_ids.append(run.run_id)
@@ -460,7 +460,7 @@ def measure_fid(ctx: Context) -> list[Measure]:
     distance to the real test statistics (which genlab caches per classifier, so they are computed outside the
     timing). The store's classifier is used when it has one; otherwise an untrained one of the same architecture
     (the cost does not depend on the weights), so the bench never trains a classifier."""
-    from genlab import metrics
+    from genlab import metrics, quality
     from genlab.models.classifier import Classifier
     from genlab.train import classifier
 
@@ -470,7 +470,7 @@ def measure_fid(ctx: Context) -> list[Measure]:
     else:
         torch.manual_seed(ctx.cfg.seed)
         model = Classifier().to(ctx.device)
-    real_feats, _ = classifier.extract_features(model, data.to_float(ctx.splits.test_x), ctx.device)
+    real_feats, _ = quality.extract_features(model, data.to_float(ctx.splits.test_x), ctx.device)
     real_mu, real_sigma = metrics.feature_stats(real_feats, "real test images")
     torch.manual_seed(ctx.cfg.seed)
     with torch.no_grad():  # "generated" images: an untrained decoder's outputs (generation is not timed)
@@ -481,7 +481,7 @@ def measure_fid(ctx: Context) -> list[Measure]:
 
     def fid_seconds() -> float:
         t0 = time.perf_counter()
-        feats, _ = classifier.extract_features(model, fakes, ctx.device)
+        feats, _ = quality.extract_features(model, fakes, ctx.device)
         mu, sigma = metrics.feature_stats(feats)
         values.append(metrics.frechet_distance(mu, sigma, real_mu, real_sigma))
         _sync(ctx.device)
@@ -503,7 +503,7 @@ def gan_train_rate(ctx: Context, n_images: int) -> float:
     cfg = gan.GANConfig(dataset=ctx.cfg.dataset, epochs=1, batch_size=ctx.cfg.batch_size, limit=n_images,
                         eval_samples=0, seed=ctx.cfg.seed, device=str(ctx.device), experiment=ctx.cfg.experiment)
     with _quiet():
-        return gan.train(cfg, ctx.train_splits(n_images), run=None)[2]["images_per_second"]
+        return gan.train(cfg, ctx.train_splits(n_images), loop.NullSink())[1]["images_per_second"]
 
 
 def measure_gan(ctx: Context) -> list[Measure]:
@@ -532,8 +532,8 @@ def search_trials_per_minute(ctx: Context, workers: int, folder: Path, index: in
                               workers=workers, experiment=ctx.cfg.experiment)
     t0 = time.perf_counter()
     with _own_runs(), _quiet(), contextlib.redirect_stdout(io.StringIO()):
-        summary = search.main(cfg)
-    return cfg.n_trials / ((time.perf_counter() - t0) / 60), summary["parent_run_id"]
+        parent_run_id = search.run(cfg, entries.Context()).run_id
+    return cfg.n_trials / ((time.perf_counter() - t0) / 60), parent_run_id
 
 
 def measure_search(ctx: Context) -> list[Measure]:
@@ -589,8 +589,7 @@ def write_study_plans(ctx: Context, folder: Path) -> Path:
         plan = yaml.safe_load((study.DEFAULT_PLANS / f"{question}.yaml").read_text())
         plan["defaults"] = {**(plan.get("defaults") or {}), "dataset": ctx.cfg.dataset,
                             "limit": ctx.sizes["study_limit"], "epochs": 1, "batch_size": ctx.cfg.batch_size,
-                            "device": "cpu"}
-        plan["if_supported"] = {**(plan.get("if_supported") or {}), "eval_samples": 0}
+                            "device": "cpu", "eval_samples": 0}
         (plans / f"{question}.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
     return plans
 
@@ -769,15 +768,15 @@ def _write_atomic(path: Path, text: str) -> None:
         f.write(text)
 
 
-def main(cfg: BenchConfig, measurements: list[Callable[[Context], list[Measure]]] | None = None,
-         splits: data.Splits | None = None) -> tuple[str, dict]:
-    """Measure, write bench.json and bench.md, log them to a run tagged genlab.kind=bench. Returns (run_id, report)."""
+def run(cfg: BenchConfig, context: entries.Context) -> entries.Result:
+    """Run every measurement of MEASUREMENTS, write bench.json and bench.md, log them to a run tagged
+    genlab.kind=bench."""
     from genlab import tracking
 
     validate(cfg)
     tracking.init_store()  # a bad store URL fails now, not after minutes of measuring
     device = resolve_device(cfg.device)
-    splits = splits or data.load(cfg.dataset)
+    splits = context.data(cfg.dataset)
     sizes = SIZES[cfg.profile]
     if cfg.batch_size > len(splits.train_x):
         raise ConfigError(f"batch_size must be <= the {len(splits.train_x)} training images, got {cfg.batch_size}")
@@ -786,7 +785,7 @@ def main(cfg: BenchConfig, measurements: list[Callable[[Context], list[Measure]]
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     t_start = time.perf_counter()
     measures: list[Measure] = []
-    for measure in measurements or MEASUREMENTS:
+    for measure in MEASUREMENTS:
         t0 = time.perf_counter()
         new = measure(ctx)
         for m in new:
@@ -803,11 +802,14 @@ def main(cfg: BenchConfig, measurements: list[Callable[[Context], list[Measure]]
     _write_atomic(json_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
     _write_atomic(md_path, markdown(measures, info))
     with tracking.start_run(cfg.experiment, f"bench {cfg.profile}", dataclasses.asdict(cfg),
-                            {"genlab.kind": "bench", "genlab.profile": cfg.profile,
-                             "genlab.machine": f"{info['cpu']} x{info['cpu_cores']}"
-                                               + (f", {info['gpu']}" if "gpu" in info else "")}) as run:
+                            {tags.KIND: tags.BENCH, tags.PROFILE: cfg.profile,
+                             tags.MACHINE: f"{info['cpu']} x{info['cpu_cores']}"
+                                               + (f", {info['gpu']}" if "gpu" in info else ""), **context.tags},
+                            parent_run_id=context.parent_run_id) as run:
         values = {m.name: m.value for m in measures if m.value is not None}
-        run.log_metrics({**values, "total_seconds": report["total_seconds"]}, step=0)
+        values["total_seconds"] = report["total_seconds"]
+        run.log_metrics(values, step=0)
         run.log_artifact(json_path)
         run.log_artifact(md_path)
-    return run.run_id, report
+    return entries.Result(run.run_id, values, (f"bench run {run.run_id} ({report['total_seconds']:.0f} s): wrote "
+                                               f"{' and '.join(report['files'])}",))

@@ -23,9 +23,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from genlab import data
+from genlab import data, tags
 from genlab.config import check, check_choice, check_int, resolve_device
 from genlab.configs import CalibrationConfig
+from genlab.entries import Context, Result
 
 METRICS = ("fid_proxy", "kid_proxy", "kid_proxy_std", "precision", "recall", "density", "coverage", "class_coverage",
            "is_proxy")
@@ -41,7 +42,7 @@ CASES = {
 
 def validate(cfg: CalibrationConfig) -> None:
     """Raise ConfigError (one line) for any invalid value; called before any run is created."""
-    from genlab.train.classifier import MIN_SAMPLES
+    from genlab.quality import MIN_SAMPLES
 
     check_choice("dataset", cfg.dataset, data.DATASETS)
     check_int("samples", cfg.samples, MIN_SAMPLES)
@@ -109,23 +110,25 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(cfg: CalibrationConfig, splits: data.Splits | None = None) -> tuple[str, list[dict]]:
+def run(cfg: CalibrationConfig, context: Context) -> Result:
     """Validate, load data and the scorer (training the classifier once if the store has none), then one run."""
     from genlab import tracking
     from genlab.train.classifier import get_scorer
 
     validate(cfg)
     device = resolve_device(cfg.device)
-    splits = splits or data.load(cfg.dataset)
+    splits = context.data(cfg.dataset)
     scorer = get_scorer(cfg.dataset, device, splits=splits)
-    tags = {"genlab.kind": "calibration", "genlab.dataset": cfg.dataset, tracking.DEVICE_TAG: str(device)}
+    run_tags = {tags.KIND: tags.CALIBRATION, tags.DATASET: cfg.dataset, tags.DEVICE: str(device), **context.tags}
     params = {**dataclasses.asdict(cfg), "fid_classifier": scorer.run_id}
     note = (f"Sample-quality metrics of reference image sets against the {cfg.dataset} test split (train images, "
             "noise, blur, one class, uniform noise): what a fid_proxy value means. See calibration.csv.")
-    with tracking.start_run(cfg.experiment, f"calibration {cfg.dataset} s{cfg.seed}", params, tags,
-                            description=note) as run:
+    with tracking.start_run(cfg.experiment, f"calibration {cfg.dataset} s{cfg.seed}", params, run_tags,
+                            parent_run_id=context.parent_run_id, description=note) as run:
         rows = calibrate(scorer, splits, cfg)
-        run.log_metrics({f"{row['case']}_{m}": row[m] for row in rows for m in METRICS})
+        metrics = {f"{row['case']}_{m}": row[m] for row in rows for m in METRICS}
+        run.log_metrics(metrics)
         run.log_text(to_csv(rows), "calibration.csv")
         tracking.log_json(run, rows, "calibration.json")
-        return run.run_id, rows
+    return Result(run.run_id, metrics, (format_table(rows),
+                                        f"run {run.run_id} finished (artifacts calibration.csv, calibration.json)"))

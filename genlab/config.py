@@ -48,18 +48,6 @@ def config_from_params(config_class: type, params: dict[str, str]) -> Any:
                            for f in dataclasses.fields(config_class) if f.name in params})
 
 
-def load_checkpoint(path: Any, keys: set[str], kind: str) -> dict:
-    """Read a training checkpoint safely (weights_only) and check it has ``keys``; ConfigError (one line) naming
-    the file otherwise. ``kind`` names it in the message ("VAE", "GAN")."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a corrupt file
-        raise ConfigError(f"checkpoint {path} is unreadable ({type(e).__name__})") from None
-    if not isinstance(state, dict) or not keys <= set(state):
-        raise ConfigError(f"checkpoint {path} is not a genlab {kind} checkpoint")
-    return state
-
-
 def check_batch_fits(batch_size: int, n_images: int) -> None:
     if batch_size > n_images:
         raise ConfigError(f"batch_size must be <= the {n_images} training images, got {batch_size}")

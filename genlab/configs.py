@@ -1,7 +1,7 @@
 """Every entry point's config dataclass, with its choices and the help text of each parameter, in one place.
 
 Standard library only: ``genlab --help`` builds its parser from these classes, and must not pay for importing
-torch, mlflow or optuna (seconds on 2 cores). The modules that run an entry point import their config from here
+torch, mlflow or optuna (seconds of imports). The modules that run an entry point import their config from here
 (``genlab.train.vae.VAEConfig`` is this module's ``VAEConfig``) and keep their own ``validate()``.
 
 Each field carries ``metadata={"help": ..., "choices": ...}``: the CLI turns it into the flag's help line, so the
@@ -115,8 +115,8 @@ class ProbeConfig:
 @dataclass
 class ClassifierConfig:
     dataset: str = param("fashion-mnist", DATASET_HELP, DATASETS)
-    # 8 epochs of one-cycle Adam reach ~91.5 % on Fashion-MNIST (5 epochs: ~90 %); fp32 because bf16 autocast
-    # is ~6x slower on CPUs without native bf16 (measured on the 2-core dev machine).
+    # 8 epochs of one-cycle Adam: most of the accuracy for a one-off cost of minutes on CPU (docs/results.md,
+    # "Feature classifier"); fp32 because bf16 autocast is much slower on CPUs without native bf16 arithmetic.
     epochs: int = param(8, "passes over the training split (integer >= 1)")
     batch_size: int = param(128, "images per step")
     lr: float = param(3e-3, "peak learning rate of the one-cycle Adam schedule (> 0)")
@@ -243,19 +243,3 @@ class SampleConfig:
                              "decoded along straight lines between pairs of latent draws (0 = none, else 2 to 64)")
     device: str = param("auto", DEVICE_HELP, DEVICES)
 
-
-# MLproject entry point -> its config: genlab.study looks the config up here (the class lives in this module, not
-# in the module that runs the entry point).
-ENTRY_CONFIGS: dict[str, type] = {
-    "train_vae": VAEConfig,
-    "train_gan": GANConfig,
-    "probe": ProbeConfig,
-    "train_classifier": ClassifierConfig,
-    "gradvar": GradVarConfig,
-    "study": StudyConfig,
-    "calibrate": CalibrationConfig,
-    "search": SearchConfig,
-    "bench": BenchConfig,
-    "report": ReportConfig,
-    "sample": SampleConfig,
-}

@@ -1,8 +1,8 @@
 """Data sets as in-memory uint8 tensors: IDX reader, location lookup, download, synthetic set, batching.
 
 The whole split is one ``uint8`` tensor of shape (N, 28, 28); batches are index slices of a permutation,
-converted to float in [0, 1] one batch at a time (about 20x the images/s of a DataLoader over a per-item
-``Dataset`` on 2 CPU cores, measured by ``genlab bench``).
+converted to float in [0, 1] one batch at a time: no per-item Python call and no collation, so batches come
+much faster than from a DataLoader over a per-item ``Dataset`` (``data_pipeline_speedup``, docs/results.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""VAE loss terms, in nats per image (summed over the 784 pixels / the latent dimensions, mean over the batch)."""
+"""VAE loss terms, in nats per image (summed over the 784 pixels / the latent dimensions, mean over the batch), and
+the GAN losses (nats per image, mean over the batch: ``ns``; hinge units: ``hinge``)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,19 @@ def score_function_surrogate(recon: torch.Tensor, log_q: torch.Tensor, baseline:
     ``recon`` itself still trains the decoder. The baseline reduces variance without adding bias.
     """
     return recon + (recon.detach() - baseline) * log_q
+
+
+# ---------------------------------------------------------------- GAN
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, loss: str) -> torch.Tensor:
+    """ns: binary cross-entropy (real -> 1, fake -> 0); hinge: mean relu(1 - real) + mean relu(1 + fake)."""
+    if loss == "hinge":
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def generator_loss(fake_logits: torch.Tensor, loss: str) -> torch.Tensor:
+    """ns: -log D(G(z)) (non-saturating); hinge: -mean logit."""
+    if loss == "hinge":
+        return -fake_logits.mean()
+    return F.softplus(-fake_logits).mean()

@@ -38,8 +38,8 @@ def sample_diversity(images: np.ndarray) -> float:
 # `frechet_distance` below uses the symmetric form on cached statistics, and `kid` a seeded generator; both are
 # cross-checked against torchmetrics (and scipy) in tests/test_metrics.py. `prdc` is the reference for
 # precision/recall/density/coverage, but it materialises three N x N float64 matrices and argpartitions them
-# (9.9 CPU-s for 10k x 10k, and it prints); `prdc` below streams the same comparisons in row chunks with torch
-# (4.7 CPU-s, about 3 with the cached real k-NN radii) and matches the package in a test.
+# (and it prints); `prdc` below streams the same comparisons in row chunks with torch, which takes about half the
+# CPU time at 10k x 10k (docs/results.md), and matches the package in a test.
 
 KID_SUBSETS = 100      # Binkowski et al. 2018: 100 subsets of 1000
 KID_SUBSET_SIZE = 1000
@@ -188,13 +188,28 @@ def is_proxy(logits: np.ndarray) -> float:
 
 
 def linear_probe_accuracy(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray,
-                          test_labels: np.ndarray, max_iter: int = 1000) -> float:
-    """Test accuracy (fraction) of a multinomial logistic regression fitted on standardised train features:
-    how linearly readable the labels are from a representation."""
+                          test_labels: np.ndarray, max_iter: int = 1000, seed: int | None = None,
+                          cast_float64: bool = True, quiet_unconverged: bool = False) -> float:
+    """Test accuracy (fraction in [0, 1]) of a multinomial logistic regression (lbfgs, at most ``max_iter``
+    iterations, ``random_state=seed``) fitted on standardised train features: how linearly readable the labels
+    are from a representation (P1Q2's ``z_mean``, P2Q2's encoder and discriminator features).
+
+    ``cast_float64=False`` standardises the features in their own dtype (float32 features give slightly different
+    numbers). ``quiet_unconverged`` silences sklearn's ConvergenceWarning, for a caller whose fixed iteration budget
+    is part of the result."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
-    probe.fit(np.asarray(train_features, dtype=np.float64), np.asarray(train_labels))
-    return float(probe.score(np.asarray(test_features, dtype=np.float64), np.asarray(test_labels)))
+    def features(x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64) if cast_float64 else np.asarray(x)
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
+    with warnings.catch_warnings():
+        if quiet_unconverged:
+            warnings.simplefilter("ignore", ConvergenceWarning)
+        probe.fit(features(train_features), np.asarray(train_labels))
+    return float(probe.score(features(test_features), np.asarray(test_labels)))

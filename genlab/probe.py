@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 
 import numpy as np
 import torch
 
-from genlab import data, losses
+from genlab import data, losses, metrics, tags
 from genlab.config import ConfigError, check, check_choice, check_int, resolve_device
 from genlab.configs import RUN_ID, ProbeConfig
+from genlab.entries import Context, Result
 from genlab.models.gan import Discriminator, Generator
 from genlab.models.vae import VAE, param_count
 from genlab.train import gan, vae
@@ -45,26 +45,18 @@ def load_networks(cfg: ProbeConfig) -> tuple[VAE, Generator, Discriminator]:
     from genlab import tracking
 
     nets = {}
-    for param, kind in (("vae_run", "vae"), ("gan_run", "gan")):
+    for param, kind in (("vae_run", tags.VAE), ("gan_run", tags.GAN)):
         run_id = getattr(cfg, param)
         try:
-            run = tracking.get_run(run_id)
-        except tracking.TrackingError as e:
-            raise ConfigError(f"{param}: {e}") from None
-        if run.data.tags.get("genlab.kind") != kind:
-            raise ConfigError(f"{param} must name a {kind.upper()} run, but run '{run_id}' is a "
-                              f"{run.data.tags.get('genlab.kind') or 'non-genlab'} run")
-        if run.info.status != "FINISHED":
-            raise ConfigError(f"{param}: run '{run_id}' is {run.info.status}, not FINISHED")
-        try:
+            run = tracking.load_trained_run(run_id, kind)
             path = tracking.download_artifact(run_id, "checkpoint/last.pt")
         except tracking.TrackingError as e:
             raise ConfigError(f"{param}: {e}") from None
         nets[kind] = (run.data.params, path)
-    vae_params, vae_path = nets["vae"]
+    vae_params, vae_path = nets[tags.VAE]
     model = VAE(int(vae_params["latent_dim"]), vae_params["arch"])
     model.load_state_dict(vae.load_checkpoint(vae_path)["model"])
-    gan_params, gan_path = nets["gan"]
+    gan_params, gan_path = nets[tags.GAN]
     state = gan.load_checkpoint(gan_path)
     generator, discriminator = Generator(int(gan_params["latent_dim"]), gan_params["arch"]), Discriminator(gan_params["arch"])
     generator.load_state_dict(state["generator"])
@@ -78,21 +70,6 @@ def load_networks(cfg: ProbeConfig) -> tuple[VAE, Generator, Discriminator]:
 def _apply(fn, x: torch.Tensor, device: torch.device, batch_size: int = 1000) -> torch.Tensor:
     """``fn`` over the rows of ``x`` (images (N, 1, 28, 28) or features (N, F)) in batches; the result on CPU."""
     return torch.cat([fn(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
-
-
-def linear_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                          max_iter: int, seed: int) -> float:
-    """Test accuracy of a multinomial logistic regression on standardised frozen features (fraction in [0, 1])."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
-    with warnings.catch_warnings():  # the budget is fixed on purpose: an unconverged probe is part of the result
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        probe.fit(train_x, train_y)
-    return float((probe.predict(test_x) == test_y).mean())
 
 
 def measure(cfg: ProbeConfig, model: VAE, generator: Generator, discriminator: Discriminator, splits: data.Splits,
@@ -117,7 +94,9 @@ def measure(cfg: ProbeConfig, model: VAE, generator: Generator, discriminator: D
                           _apply(discriminator.features, test_x, device)),
         "raw": (train_x.flatten(1), test_x.flatten(1)),
     }
-    accuracy = {name: linear_probe_accuracy(tr.numpy(), train_y, te.numpy(), test_y, cfg.max_iter, cfg.seed)
+    # float32 features as they come, and a fixed budget on purpose: an unconverged probe is part of the result
+    accuracy = {name: metrics.linear_probe_accuracy(tr.numpy(), train_y, te.numpy(), test_y, max_iter=cfg.max_iter,
+                                                    seed=cfg.seed, cast_float64=False, quiet_unconverged=True)
                 for name, (tr, te) in features.items()}
 
     sets = {"real": test_x,
@@ -166,21 +145,20 @@ def histogram_figure(d_prob: dict[str, np.ndarray], kl: dict[str, np.ndarray]):
 
 # ---------------------------------------------------------------- the run
 
-def main(cfg: ProbeConfig, tags: dict | None = None, parent_run_id: str | None = None,
-         ) -> tuple[str, dict[str, float]]:
+def run(cfg: ProbeConfig, context: Context) -> Result:
     """Validate and load both networks, then measure inside one run tagged ``genlab.kind=probe``."""
     from genlab import tracking
 
     validate(cfg)
     model, generator, discriminator = load_networks(cfg)
-    splits = data.load(cfg.dataset, cfg.limit)
+    splits = context.data(cfg.dataset, cfg.limit)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     name = f"probe vae={cfg.vae_run[:8]} gan={cfg.gan_run[:8]}"
-    all_tags = {"genlab.kind": "probe", tracking.DEVICE_TAG: str(device), **(tags or {})}
+    all_tags = {tags.KIND: tags.PROBE, tags.DEVICE: str(device), **context.tags}
     note = (f"VAE encoder of run {cfg.vae_run} against GAN discriminator of run {cfg.gan_run}: linear probes on their "
             "features (class accuracy), the discriminator's P(real) on real, generated and reconstructed images.")
-    with tracking.start_run(cfg.experiment, name, dataclasses.asdict(cfg), all_tags, parent_run_id=parent_run_id,
+    with tracking.start_run(cfg.experiment, name, dataclasses.asdict(cfg), all_tags, parent_run_id=context.parent_run_id,
                             description=note) as run:
         t0 = time.perf_counter()
         result, d_prob, kl = measure(cfg, model, generator, discriminator, splits, device)
@@ -192,4 +170,7 @@ def main(cfg: ProbeConfig, tags: dict | None = None, parent_run_id: str | None =
                                 "encoder_output": "z_mean and z_log_var of q(z|x), 2*latent_dim numbers",
                                 "discriminator_output": "one logit: log-odds that the image is real",
                                 "kl_unit": "nats per image"}, "probe_summary.json")
-        return run.run_id, result
+    return Result(run.run_id, result, (f"run {run.run_id} finished: linear probe accuracy encoder "
+                                       f"{result['encoder_probe_accuracy']:.3f}, discriminator "
+                                       f"{result['discriminator_probe_accuracy']:.3f}, raw pixels "
+                                       f"{result['encoder_probe_accuracy_raw']:.3f}",))

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from genlab import files
+from genlab import files, tags
 from genlab.config import ConfigError, check, check_choice, check_int
 from genlab.configs import DEVICES, MODEL_URI, RUN_ID, SampleConfig
+from genlab.entries import Context, Result
 
-LOGGED_MODEL = {"vae": "decoder", "gan": "generator"}  # the decoder each kind of run logs
+LOGGED_MODEL = {tags.VAE: "decoder", tags.GAN: "generator"}  # the decoder each kind of run logs
 MAX_IMAGES = 10000
 INTERPOLATION_ROWS = 8
 
@@ -47,14 +48,10 @@ def load_decoder(cfg: SampleConfig):
 
     try:
         run_id = cfg.run or tracking.resolve_model_run(cfg.model)
-        source = tracking.get_run(run_id)
+        source = tracking.load_trained_run(run_id, LOGGED_MODEL)
     except tracking.TrackingError as e:
         raise ConfigError(str(e)) from None
-    kind = source.data.tags.get("genlab.kind")
-    if kind not in LOGGED_MODEL:
-        raise ConfigError(f"run '{run_id}' is a {kind or 'non-genlab'} run; sample needs a train_vae or train_gan run")
-    if source.info.status != "FINISHED":
-        raise ConfigError(f"run '{run_id}' is {source.info.status}; only a FINISHED run has logged its model")
+    kind = source.data.tags[tags.KIND]
     params = source.data.params
     try:
         decoder = Decoder(int(params["latent_dim"]), params["arch"])
@@ -68,8 +65,9 @@ def load_decoder(cfg: SampleConfig):
     return decoder
 
 
-def main(cfg: SampleConfig) -> list[Path]:
-    """Write the sample grid (and the interpolation strip); returns the files written."""
+def run(cfg: SampleConfig, context: Context) -> Result:
+    """Write the sample grid (and the interpolation strip); its lines are the files written. It makes no run of
+    its own: under ``mlflow run . -e sample`` the pictures go to that run."""
     from genlab import pictures
     from genlab.config import resolve_device
 
@@ -85,8 +83,10 @@ def main(cfg: SampleConfig) -> list[Path]:
         written.append(_write_png(strip, out.with_name(f"{out.stem}_interpolation.png")))
     if os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run . -e sample`: that run keeps the pictures
         from genlab import tracking
-        tracking.log_to_run(os.environ["MLFLOW_RUN_ID"], files=written)
-    return written
+        run = tracking.Run(os.environ["MLFLOW_RUN_ID"])
+        for path in written:
+            run.log_artifact(path)
+    return Result(lines=tuple(str(path) for path in written))
 
 
 def _write_png(grid, path: Path) -> Path:

@@ -3,8 +3,8 @@ single-threaded worker processes (``--workers N``); or on a running Dask cluster
 
 The study (genlab/study.py) decides *what* runs and *when* (a run is submitted once the runs it refers to are
 FINISHED); a backend only executes. A task is plain data (the entry's name, its config, tags, the tracking store),
-so any worker process with genlab installed can run it. Dask rather than Ray: its local cluster starts in about a
-second in a few processes, Ray's in about three in ten (README, "Scale out", has the measurement).
+so any worker process with genlab installed can run it. Dask rather than Ray: its local cluster starts faster,
+in fewer processes and with less memory (docs/results.md, Benchmark).
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from genlab import logs
+from genlab import logs, tags
 
-WORKER_TAG = "genlab.worker"  # host:pid of the process that ran the run (a study on workers, for killing or logs)
-_SPLITS: dict = {}  # data sets loaded by this process, reused by the next runs it executes
+_SPLITS: dict = {}  # (dataset, limit) -> splits loaded by this process, reused by the next runs it executes
 
 
 class WorkerDied(RuntimeError):
@@ -49,14 +48,15 @@ def execute(task: Task) -> tuple[str, float]:
         import torch
 
         torch.set_num_threads(task.threads)
-    from genlab.entries import call_entry, load_entry
+    from genlab.entries import BY_NAME, Context
 
-    tags = {**task.tags, WORKER_TAG: f"{socket.gethostname()}:{os.getpid()}"}
-    return call_entry(load_entry(task.entry), task.config, tags, _SPLITS), time.perf_counter() - start
+    run_tags = {**task.tags, tags.WORKER: f"{socket.gethostname()}:{os.getpid()}"}  # to find its logs or kill it
+    result = BY_NAME[task.entry].run(task.config, Context(tags=run_tags, splits=_SPLITS))
+    return result.run_id, time.perf_counter() - start
 
 
 class InProcess:
-    """Today's behaviour: each task runs here, at once, in plan order."""
+    """The default (``--workers 1``): each task runs here, at once, in plan order."""
 
     capacity = 1
 
@@ -104,7 +104,8 @@ class DaskBackend:
         else:
             # The settings of cluster/dask.yaml (what users start their own workers with): a task whose worker dies
             # is not retried on another worker (its run is already FAILED, the next `genlab study` retries it), and
-            # the nanny leaves glibc's memory trimming alone (its 65536 makes torch training 1.5x slower).
+            # the nanny leaves glibc's memory trimming alone (its threshold of 65536 slows torch training down:
+            # docs/results.md, Benchmark).
             with dask.config.set({"distributed.scheduler.allowed-failures": 0,
                                   "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
                 self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,

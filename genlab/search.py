@@ -1,12 +1,12 @@
 """Optuna search over the latent size and the KL weight (latent_dim x beta) around the VAE training loop.
 
 One study = one MLflow parent run (experiment ``genlab-search``, tag ``optuna.study_name``); one trial = one call
-of ``genlab.train.vae.main`` = one child run. The study lives in an Optuna RDB storage (SQLite by default,
+of ``genlab.train.vae.run`` = one child run. The study lives in an Optuna RDB storage (SQLite by default,
 PostgreSQL to spread workers over machines), so a search can be killed and resumed: ``n_trials`` is the number
 of COMPLETE + PRUNED trials wanted in the study, not "this many more".
 
 Read top to bottom: config -> validate -> storage and study -> objective (one trial) -> worker loop ->
-coordinator (``main``: parent run, local worker processes, summary) -> summary (figures, trials.csv, registry).
+coordinator (``run``: parent run, local worker processes, summary) -> summary (figures, trials.csv, registry).
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from genlab import data
+from genlab import data, tags
 from genlab.config import ConfigError, check, check_choice, check_int, check_positive
 from genlab.configs import OBJECTIVES, SAMPLERS, SearchConfig
-from genlab.train import vae
+from genlab.entries import Context, Result
+from genlab.train import loop, vae
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # What Optuna calls each objective value (dashboard, trials.csv, plots), in the order objective_values() returns.
@@ -45,8 +46,6 @@ PRUNER_WARMUP_EPOCHS = 0  # a clearly bad trial may be stopped after its first e
 MIN_TRIALS_FOR_IMPORTANCES = 5
 MAX_FAILURES_IN_A_ROW = 5  # a worker stops rather than sample forever when every trial fails
 MAX_RETRIES = 2  # a trial whose worker died is re-queued at most this many times
-# Study user attrs: the trial settings (a resumed study must keep them) and the MLflow parent run.
-SETTINGS_ATTR, PARENT_ATTR = "genlab.settings", "genlab.mlflow_parent_run_id"
 RUN_ID_ATTR = "mlflow_run_id"  # trial user attr: its child run
 
 
@@ -242,9 +241,9 @@ def open_study(cfg: SearchConfig, worker_index: int = 0, create: bool = False):
     except Exception as e:  # SQLAlchemy/driver errors: wrong host, credentials, database
         message = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise ConfigError(f"storage {redacted(cfg.storage)} cannot be opened ({message})") from None
-    settings = study.user_attrs.get(SETTINGS_ATTR)
+    settings = study.user_attrs.get(tags.SEARCH_SETTINGS)  # a resumed study keeps its trial settings
     if settings is None and create:
-        study.set_user_attr(SETTINGS_ATTR, settings_of(cfg))
+        study.set_user_attr(tags.SEARCH_SETTINGS, settings_of(cfg))
         if DEFAULT_TRIAL["latent_dim"] in latent_dims(cfg) and cfg.beta_min <= DEFAULT_TRIAL["beta"] <= cfg.beta_max:
             study.enqueue_trial(DEFAULT_TRIAL, user_attrs={"lab_default": True}, skip_if_exists=True)
     elif settings is not None and settings != settings_of(cfg):
@@ -287,7 +286,7 @@ def objective(trial, cfg: SearchConfig, parent_run_id: str, splits: data.Splits 
         raise SurplusTrial(f"trial {trial.number} is surplus")
     latent_dim = trial.suggest_categorical("latent_dim", latent_dims(cfg))
     beta = trial.suggest_float("beta", cfg.beta_min, cfg.beta_max, log=True)
-    tags = {"optuna.study_name": cfg.study_name, "optuna.trial_number": trial.number, "optuna.state": "RUNNING"}
+    trial_tags = {"optuna.study_name": cfg.study_name, "optuna.trial_number": trial.number, "optuna.state": "RUNNING"}
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         if epoch == 1 or RUN_ID_ATTR not in trial.user_attrs:
@@ -299,9 +298,10 @@ def objective(trial, cfg: SearchConfig, parent_run_id: str, splits: data.Splits 
                                          f"at epoch {epoch}")
 
     try:
-        _, final = vae.main(trial_config(cfg, latent_dim, beta), on_epoch=on_epoch, parent_run_id=parent_run_id,
-                            tags=tags, splits=splits, log_models=False)
-        values = objective_values(cfg, final)
+        shared = {(cfg.dataset, cfg.limit): splits} if splits is not None else {}
+        trial_run = vae.run(trial_config(cfg, latent_dim, beta), Context(
+            tags=trial_tags, parent_run_id=parent_run_id, splits=shared, on_epoch=on_epoch, log_models=False))
+        values = objective_values(cfg, dict(trial_run.metrics))
     except optuna.TrialPruned as e:
         trial.set_user_attr("prune_reason", str(e))
         _end_trial_run(trial, cfg, "PRUNED", str(e))
@@ -345,7 +345,7 @@ def run_worker(cfg: SearchConfig, worker_index: int = 0, study=None) -> None:
 
     tracking.init_store()
     study = study or open_study(cfg, worker_index)
-    parent_run_id = study.user_attrs.get(PARENT_ATTR)
+    parent_run_id = study.user_attrs.get(tags.SEARCH_PARENT_RUN)
     if parent_run_id is None:
         raise ConfigError(f"study_name {cfg.study_name!r} has no MLflow parent run: start it with genlab search")
     splits = data.load(cfg.dataset, cfg.limit)  # once per worker, not once per trial
@@ -404,7 +404,7 @@ def _trial_loop(cfg: SearchConfig, study, parent_run_id: str, splits: data.Split
         waiting_since = None
         try:
             study.optimize(lambda trial: objective(trial, cfg, parent_run_id, splits), n_trials=1,
-                           catch=(vae.NonFiniteLoss, SurplusTrial),
+                           catch=(loop.NonFiniteLoss, SurplusTrial),
                            callbacks=[lambda _, trial: states.append(trial.state.name)])
         except optuna.exceptions.UpdateFinishedTrialError:  # declared dead while alive (a very late heartbeat)
             print("a trial of this worker was declared dead while running; it was queued again", file=sys.stderr)
@@ -412,22 +412,26 @@ def _trial_loop(cfg: SearchConfig, study, parent_run_id: str, splits: data.Split
 
 # ---------------------------------------------------------------- the coordinator
 
-def main(cfg: SearchConfig) -> dict[str, float]:
-    """Validate, create or resume the study and its parent run, run the workers, then log the summary.
-    Returns the summary metrics."""
+def run(cfg: SearchConfig, context: Context) -> Result:
+    """Validate, create or resume the study and its parent run, run the workers, then log the summary. With
+    ``context.worker``: only run trials, as that worker of an existing study (``genlab search --worker N``)."""
     from genlab import tracking
 
-    validate(cfg)
+    validate(cfg)  # before any storage, store or run is created
+    if context.worker is not None:
+        worker_main(cfg, context.worker)
+        return Result()
     splits = check_data(cfg)
     study = open_study(cfg, create=True)  # creates a fresh SQLite file now, before any worker starts
     params = dict(settings_of(cfg))
     params.update(study_name=cfg.study_name, storage=redacted(cfg.storage), latent_dims=cfg.latent_dims)
     parent_run_id = tracking.start_search_run(cfg.experiment, cfg.study_name, f"search {cfg.study_name}", params,
-                                              {"genlab.kind": "search", "optuna.storage": redacted(cfg.storage)})
-    study.set_user_attr(PARENT_ATTR, parent_run_id)
+                                              {tags.KIND: tags.SEARCH, "optuna.storage": redacted(cfg.storage),
+                                               **context.tags})
+    study.set_user_attr(tags.SEARCH_PARENT_RUN, parent_run_id)
+    parent = tracking.Run(parent_run_id)
     for split in ("train", "val", "test"):  # before the workers: they then find the data set instead of racing
-        tracking.log_dataset_to_run(parent_run_id, splits.name, splits.source, splits.digest(split), split,
-                                    len(getattr(splits, f"{split}_x")))
+        parent.log_dataset(splits.name, splits.source, splits.digest(split), split, len(getattr(splits, f"{split}_x")))
     try:
         codes = [0]
         if cfg.workers == 1:
@@ -449,8 +453,17 @@ def main(cfg: SearchConfig) -> dict[str, float]:
         tracking.mark_run(parent_run_id, "FAILED", f"{type(e).__name__}: {e}")
         raise
     tracking.mark_run(parent_run_id, "FINISHED")
-    summary["parent_run_id"] = parent_run_id
-    return summary
+    return Result(parent_run_id, summary, (summary_line(cfg, summary, parent_run_id),))
+
+
+def summary_line(cfg: SearchConfig, summary: dict[str, float], parent_run_id: str) -> str:
+    """What ``genlab search`` prints when the study is done."""
+    best = (f"best {cfg.objective} {summary['best_value']:.2f}" if "best_value" in summary else
+            f"{summary['pareto_trials']:.0f} Pareto trials" if "pareto_trials" in summary else "no complete trial")
+    best += (f" (trial {summary['best_trial_number']:.0f}: latent_dim {summary['best_latent_dim']:.0f}, "
+             f"beta {summary['best_beta']:.3g})" if "best_trial_number" in summary else "")
+    return (f"search {cfg.study_name}: {summary['trials_complete']:.0f} complete, {summary['trials_pruned']:.0f} "
+            f"pruned, {summary['trials_failed']:.0f} failed; {best}; parent run {parent_run_id}")
 
 
 def worker_command(cfg: SearchConfig, worker_index: int) -> list[str]:
@@ -517,8 +530,12 @@ def summarize(study, cfg: SearchConfig, parent_run_id: str) -> dict[str, float]:
     figures, texts = plot_study(study, cfg)
     texts["trials.csv"] = study.trials_dataframe().to_csv(index=False)
     try:
-        tracking.log_to_run(parent_run_id, summary, figures, texts, step=summary["trials_complete"]
-                            + summary["trials_pruned"])
+        parent = tracking.Run(parent_run_id)
+        parent.log_metrics(summary, step=summary["trials_complete"] + summary["trials_pruned"])
+        for path, figure in figures.items():
+            parent.log_figure(figure, path)
+        for path, text in texts.items():
+            parent.log_text(text, path)
     finally:  # pyplot keeps every figure until closed: a long-lived process (tests, notebooks) would leak them
         for figure in figures.values():
             plt.close(figure)

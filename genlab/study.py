@@ -8,8 +8,9 @@ parameter ``@name`` refers to the run an earlier item named ``name`` produced (i
 smallest / largest final ``metric``.
 
 Read top to bottom: load and validate the plans (all errors before any run) -> expand them into a list of runs
--> select (``--only`` plus what the selection refers to) -> run each through the entry point's own ``main()``,
-reusing a FINISHED run with the same parameters, profile, question and code version.
+-> select (``--only`` plus what the selection refers to) -> run each through its entry point
+(``Entry.run(config, Context(tags=..., splits=...))``, as its own command does), reusing a FINISHED run with the
+same parameters, profile, question and code version.
 """
 
 from __future__ import annotations
@@ -27,21 +28,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genlab import tags
 from genlab.config import ConfigError, check, check_choice
 from genlab.configs import STUDY_PROFILES as PROFILES
 from genlab.configs import StudyConfig
-from genlab.entries import ENTRIES, Entry, call_entry, load_entry  # noqa: F401 (ENTRIES, call_entry: the study's API)
+from genlab.entries import BY_NAME, ENTRIES, EXIT_RUNTIME, Context, Entry, Result
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PLANS = PROJECT_ROOT / "experiments"
 
 RUNNER_PARAMS = ("experiment",)  # set by the study (``<study>-<question>``) unless a plan sets it
-PLAN_KEYS = {"question", "title", "default", "defaults", "if_supported", "seeds", "runs"}
+PLAN_KEYS = {"question", "title", "default", "defaults", "seeds", "runs"}
 ITEM_KEYS = {"name", "entry", "arm", "params", "sweep", "seeds"}
 REFERENCE = re.compile(r"^@(?P<pattern>[A-Za-z0-9_.*?=-]+)(?::(?P<mode>min|max)\((?P<metric>[A-Za-z0-9_]+)\))?$")
 NAME = re.compile(r"^[A-Za-z0-9_.=-]+$")
 FASHION_TRAIN_IMAGES = 55000  # for the ETA's cost estimate only
-INVOCATION_TAG = "genlab.invocation"  # one id per `genlab study` call: what it may end when its workers are gone
+# what a plan item may run: every entry point that makes a run of its own, but a study
+PLANNABLE = tuple(entry.name for entry in ENTRIES if entry.kind not in (None, tags.STUDY_RUN))
 GAN_MODEL_NAME = "genlab-gan"  # models:/genlab-gan@best: the study's GAN generator with the lowest fid_proxy
 
 
@@ -71,7 +74,6 @@ class Plan:
     title: str
     default: bool
     runs: list[PlannedRun]
-    skipped: str = ""  # why the question cannot run on this branch
 
 
 def _pick(value: Any, profile: str, where: str) -> Any:
@@ -110,7 +112,7 @@ def _template(text: Any, values: dict[str, Any], where: str) -> str:
     return text.format(**{k: _fmt(v) for k, v in values.items()})
 
 
-def load_plan(path: Path, profile: str, entries: dict[str, Entry]) -> Plan:
+def load_plan(path: Path, profile: str) -> Plan:
     """Read and check one plan file; expand its items for ``profile``. ConfigError names the file and key."""
     import yaml
 
@@ -126,9 +128,7 @@ def load_plan(path: Path, profile: str, entries: dict[str, Entry]) -> Plan:
     question = raw.get("question")
     check(question == path.stem, f"{path.name}: question", question, f"'{path.stem}' (the file name)")
     defaults = raw.get("defaults") or {}
-    optional = raw.get("if_supported") or {}
-    check(isinstance(defaults, dict) and isinstance(optional, dict), f"{path.name}: defaults", defaults,
-          "a mapping of parameter: value")
+    check(isinstance(defaults, dict), f"{path.name}: defaults", defaults, "a mapping of parameter: value")
     items = raw.get("runs")
     check(isinstance(items, list) and bool(items), f"{path.name}: runs", items, "a non-empty list")
     plan = Plan(question, str(raw.get("title", "")), bool(raw.get("default", True)), [])
@@ -139,15 +139,13 @@ def load_plan(path: Path, profile: str, entries: dict[str, Entry]) -> Plan:
         unknown = set(item) - ITEM_KEYS
         if unknown:
             raise ConfigError(f"{where}: unknown key '{sorted(unknown)[0]}' (allowed: {', '.join(sorted(ITEM_KEYS))})")
-        check_choice(f"{where}: entry", item.get("entry"), tuple(ENTRIES))
-        entry = entries.setdefault(item["entry"], load_entry(item["entry"]))
-        if not entry.available:
-            plan.skipped = plan.skipped or f"{ENTRIES[entry.name][0][0]} ({entry.name}) is not on this branch yet"
+        check_choice(f"{where}: entry", item.get("entry"), PLANNABLE)
+        entry = BY_NAME[item["entry"]]
         seeds = _pick(item.get("seeds", raw.get("seeds", [0])), profile, f"{where}: seeds")
         check(isinstance(seeds, list) and bool(seeds) and all(isinstance(s, int) and not isinstance(s, bool)
                                                               and s >= 0 for s in seeds),
               f"{where}: seeds", seeds, "a non-empty list of integers >= 0")
-        if entry.available and "seed" not in entry.fields():
+        if "seed" not in entry.fields():
             if "seeds" in item or "seeds" in raw:
                 raise ConfigError(f"{where}: seeds are given but {entry.name} has no seed parameter")
             seeds = [None]
@@ -164,9 +162,8 @@ def load_plan(path: Path, profile: str, entries: dict[str, Entry]) -> Plan:
                 values.update(zip(sweep, combo, strict=True))
                 if seed is not None:
                     values["seed"] = seed
-                extra = {k: _pick(v, profile, f"{where}: if_supported.{k}") for k, v in optional.items()}
                 run = PlannedRun(question, entry, "", "", {})
-                run.params = _typed_params(entry, values, extra, where)
+                run.params = _typed_params(entry, values, where)
                 shown = dict(run.params)
                 run.arm = _template(item.get("arm"), shown, f"{where}: arm")
                 default_name = re.sub(r"[^A-Za-z0-9_.=-]", "_", f"{question}_{item.get('arm')}_s{{seed}}")
@@ -180,10 +177,8 @@ def load_plan(path: Path, profile: str, entries: dict[str, Entry]) -> Plan:
     return plan
 
 
-def _typed_params(entry: Entry, values: dict[str, Any], extra: dict[str, Any], where: str) -> dict[str, Any]:
-    """Check names and types against the entry's config (skipped when the entry is not on this branch)."""
-    if not entry.available:
-        return {**values, **extra}
+def _typed_params(entry: Entry, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check names and types against the entry's config."""
     fields = entry.fields()
     typed = {}
     for k, v in values.items():
@@ -191,9 +186,6 @@ def _typed_params(entry: Entry, values: dict[str, Any], extra: dict[str, Any], w
             raise ConfigError(f"{where}: unknown parameter '{k}' for {entry.name} "
                               f"(allowed: {', '.join(f for f in fields if f not in RUNNER_PARAMS)})")
         typed[k] = _cast(v, fields[k], f"{where}: {k}")
-    for k, v in extra.items():  # declared as optional: dropped where this branch's entry lacks the field
-        if k in fields and k not in typed:
-            typed[k] = _cast(v, fields[k], f"{where}: if_supported.{k}")
     return typed
 
 
@@ -210,15 +202,14 @@ def estimate_cost(entry: str, params: dict[str, Any]) -> float:
     return 30000
 
 
-def load_plans(cfg: StudyConfig) -> tuple[list[Plan], dict[str, Entry]]:
+def load_plans(cfg: StudyConfig) -> list[Plan]:
     """Every plan in the folder, in question order, checked; ConfigError before anything runs."""
     check_choice("profile", cfg.profile, PROFILES)
     check(bool(NAME.match(cfg.study)), "study", cfg.study, "a name of letters, digits and _ . = -")
     folder = Path(cfg.plans) if Path(cfg.plans).is_absolute() else PROJECT_ROOT / cfg.plans
     paths = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
     check(bool(paths), "plans", cfg.plans, "a folder with plan files (*.yaml)")
-    entries: dict[str, Entry] = {}
-    plans = [load_plan(p, cfg.profile, entries) for p in paths]
+    plans = [load_plan(p, cfg.profile) for p in paths]
     names: dict[str, PlannedRun] = {}
     seen: dict[tuple, str] = {}
     for plan in plans:
@@ -237,12 +228,12 @@ def load_plans(cfg: StudyConfig) -> tuple[list[Plan], dict[str, Entry]]:
                     raise ConfigError(f"{plan.question}.yaml: {ref} matches several runs; add :min(metric) or "
                                       f":max(metric)")
             names[run.name] = run
-            if run.entry.available and not run.refs and hasattr(run.entry.module, "validate"):
+            if not run.refs:
                 try:
-                    run.entry.module.validate(_config(run, run.params, cfg, plan.question))
+                    run.entry.validate(_config(run, run.params, cfg, plan.question))
                 except ConfigError as e:
                     raise ConfigError(f"{plan.question}.yaml: {run.name}: {e}") from None
-    return plans, entries
+    return plans
 
 
 def _matches(ref: str, names: dict[str, PlannedRun]) -> list[PlannedRun]:
@@ -255,11 +246,11 @@ def _config(run: PlannedRun, params: dict[str, Any], cfg: StudyConfig, question:
     values = dict(params)
     if "experiment" in fields and "experiment" not in values:
         values["experiment"] = f"{cfg.study}-{question}"
-    return run.entry.config_class(**values)
+    return run.entry.config(**values)
 
 
-def select(plans: list[Plan], only: str) -> tuple[list[PlannedRun], list[str]]:
-    """The runs of the chosen questions plus every run they refer to (in plan order), and skip notices."""
+def select(plans: list[Plan], only: str) -> list[PlannedRun]:
+    """The runs of the chosen questions plus every run they refer to, in plan order."""
     by_question = {p.question: p for p in plans}
     if only.strip() == "all":
         chosen = [p.question for p in plans if p.default]
@@ -271,26 +262,14 @@ def select(plans: list[Plan], only: str) -> tuple[list[PlannedRun], list[str]]:
     everything = [run for plan in plans for run in plan.runs]
     earlier: dict[str, PlannedRun] = {}
     deps: dict[str, list[PlannedRun]] = {}
-    unavailable: dict[str, str] = {}  # name -> why it cannot run on this branch
-    for run in everything:  # references point backwards, so one forward pass settles availability
+    for run in everything:  # references point backwards: a run's dependencies are among the earlier runs
         deps[run.name] = [dep for ref in run.refs for dep in _matches(ref, earlier)]
-        missing = [dep.name for dep in deps[run.name] if dep.name in unavailable]
-        if by_question[run.question].skipped:
-            unavailable[run.name] = by_question[run.question].skipped
-        elif missing:
-            unavailable[run.name] = f"needs {missing[0]}, which cannot run"
         earlier[run.name] = run
-    wanted = {run.name for q in chosen for run in by_question[q].runs if run.name not in unavailable}
+    wanted = {run.name for q in chosen for run in by_question[q].runs}
     for run in reversed(everything):  # close the selection over what it refers to
         if run.name in wanted:
             wanted |= {dep.name for dep in deps[run.name]}
-    notices = []
-    for q in chosen:
-        reasons = [unavailable[run.name] for run in by_question[q].runs if run.name in unavailable]
-        if reasons:
-            notices.append(f"{q}: skipped{'' if len(reasons) == len(by_question[q].runs) else ' in part'}: "
-                           f"{reasons[0]}")
-    return [run for run in everything if run.name in wanted], notices
+    return [run for run in everything if run.name in wanted]
 
 
 # ---------------------------------------------------------------- running
@@ -330,9 +309,9 @@ class Outcome:
     trained: int = 0
     reused: int = 0
     failed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
     run_ids: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    listing: list[str] = field(default_factory=list)  # a dry run's lines: what would be reused or trained
 
 
 def finished_runs(cfg: StudyConfig, version: str) -> Any:
@@ -340,15 +319,16 @@ def finished_runs(cfg: StudyConfig, version: str) -> Any:
     from genlab import tracking
 
     return tracking.search_runs(filter_string=(
-        f"tags.`genlab.study` = '{cfg.study}' and tags.`genlab.profile` = '{cfg.profile}' and "
-        f"tags.`genlab.code_version` = '{version}' and attributes.status = 'FINISHED'"))
+        f"{tags.where(tags.STUDY, cfg.study)} and {tags.where(tags.PROFILE, cfg.profile)} and "
+        f"{tags.where(tags.CODE_VERSION, version)} and attributes.status = 'FINISHED'"))
 
 
 def find_reusable(done: Any, run: PlannedRun, config: Any) -> str | None:
     """The newest finished run of the same question, kind and logged parameters, if any."""
-    if done is None or len(done) == 0 or not {"tags.genlab.question", "tags.genlab.kind"} <= set(done.columns):
+    question, kind = tags.column(tags.QUESTION), tags.column(tags.KIND)
+    if done is None or len(done) == 0 or not {question, kind} <= set(done.columns):
         return None
-    rows = done[(done.get("tags.genlab.question") == run.question) & (done.get("tags.genlab.kind") == run.entry.kind)]
+    rows = done[(done.get(question) == run.question) & (done.get(kind) == run.entry.kind)]
     for k, v in dataclasses.asdict(config).items():
         column = f"params.{k}"
         if column not in rows:
@@ -421,11 +401,9 @@ class Study:
         return self.runs.index(run) + 1
 
     def tags(self, run: PlannedRun) -> dict[str, str]:
-        from genlab import tracking
-
-        return {"genlab.study": self.cfg.study, "genlab.profile": self.cfg.profile, "genlab.question": run.question,
-                "genlab.arm": run.arm, "genlab.ref": run.name, INVOCATION_TAG: self.invocation,
-                tracking.NOTE_TAG: run_note(run, self.titles.get(run.question, ""), self.cfg)}
+        return {tags.STUDY: self.cfg.study, tags.PROFILE: self.cfg.profile, tags.QUESTION: run.question,
+                tags.ARM: run.arm, tags.REF: run.name, tags.INVOCATION: self.invocation,
+                tags.NOTE: run_note(run, self.titles.get(run.question, ""), self.cfg)}
 
 
 def dependencies(runs: list[PlannedRun]) -> dict[str, set[str]]:
@@ -435,16 +413,26 @@ def dependencies(runs: list[PlannedRun]) -> dict[str, set[str]]:
             for run in runs}
 
 
+def run(cfg: StudyConfig, context: Context) -> Result:
+    """``genlab study``: its one-line outcome; exit code 1 when a planned run failed (the others still ran)."""
+    outcome = run_study(cfg, dry_run=context.dry_run)
+    if context.dry_run:
+        return Result(lines=tuple(outcome.listing))
+    failed = f"; FAILED: {', '.join(outcome.failed)}" if outcome.failed else ""
+    counts = {"runs_trained": outcome.trained, "runs_reused": outcome.reused, "runs_failed": len(outcome.failed)}
+    return Result(None, {**counts, "seconds": outcome.seconds},
+                  (f"study {cfg.study} ({cfg.profile}): {outcome.trained} runs trained, {outcome.reused} reused in "
+                   f"{outcome.seconds:.0f}s{failed}",), EXIT_RUNTIME if outcome.failed else 0)
+
+
 def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
     """Load, check and select plans, then run (or reuse) each planned run once what it refers to is FINISHED,
     here or on Dask workers (``workers``, ``cluster``)."""
     from genlab import scheduler, tracking
 
     validate(cfg)
-    plans, _ = load_plans(cfg)
-    runs, notices = select(plans, cfg.only)
-    for notice in notices:
-        print(f"genlab study: {notice}", file=sys.stderr, flush=True)
+    plans = load_plans(cfg)
+    runs = select(plans, cfg.only)
     # Under `mlflow run . -e study` that run is the study's own: the entry points must not adopt it as theirs.
     umbrella = os.environ.pop("MLFLOW_RUN_ID", None)
     version = tracking.code_version()
@@ -453,10 +441,10 @@ def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
           f"{len(done)} finished runs of this study and profile at this code version in the store"
           + (" (uncommitted changes: each edit is a new code version)" if version.endswith("-dirty") else ""),
           file=sys.stderr, flush=True)
-    state = Study(cfg, runs, {plan.question: plan.title for plan in plans}, done,
-                  Outcome(skipped=[n.split(":")[0] for n in notices]), Progress(runs, cfg.profile, cfg.workers))
+    state = Study(cfg, runs, {plan.question: plan.title for plan in plans}, done, Outcome(),
+                  Progress(runs, cfg.profile, cfg.workers))
     if dry_run:
-        dry_run_listing(state, version)
+        state.outcome.listing = dry_run_listing(state, version)
         return state.outcome
     start = time.perf_counter()
     if cfg.workers > 1 or cfg.cluster:
@@ -501,7 +489,7 @@ def train_classifiers_first(state: Study) -> None:
 
     datasets = set()
     for run in state.runs:
-        fields = {f.name: f.default for f in dataclasses.fields(run.entry.config_class)}
+        fields = {f.name: f.default for f in dataclasses.fields(run.entry.config)}
         if run.params.get("eval_samples", fields.get("eval_samples", 0)) and "dataset" in fields:
             datasets.add(run.params.get("dataset", fields["dataset"]))
     for dataset in sorted(datasets):
@@ -588,9 +576,9 @@ def end_unfinished(state: Study, status: str, reason: str, ref: str | None = Non
     """End the runs of this invocation still RUNNING (of one plan name, or all): their process is gone."""
     from genlab import tracking
 
-    ref_filter = f" and tags.`genlab.ref` = '{ref}'" if ref else ""
+    ref_filter = f" and {tags.where(tags.REF, ref)}" if ref else ""
     stale = tracking.search_runs(filter_string=(
-        f"tags.`{INVOCATION_TAG}` = '{state.invocation}' and attributes.status = 'RUNNING'{ref_filter}"))
+        f"{tags.where(tags.INVOCATION, state.invocation)} and attributes.status = 'RUNNING'{ref_filter}"))
     for run_id in (stale["run_id"] if len(stale) else []):
         tracking.mark_run(run_id, status, reason)
 
@@ -601,30 +589,31 @@ def finish(state: Study, umbrella: str | None) -> None:
 
     outcome, cfg = state.outcome, state.cfg
     kinds = {run.name: run.entry.kind for run in state.runs}
-    gan_runs = [rid for name, rid in outcome.run_ids.items() if kinds.get(name) == "gan"]
+    gan_runs = [rid for name, rid in outcome.run_ids.items() if kinds.get(name) == tags.GAN]
     if gan_runs:
         tracking.register_best(gan_runs, "generator", GAN_MODEL_NAME, "fid_proxy")
     if umbrella:
-        tracking.set_run_tags(umbrella, {
-            "genlab.kind": "study", "genlab.study": cfg.study, "genlab.profile": cfg.profile, "genlab.only": cfg.only,
-            "genlab.summary": f"{outcome.trained} trained, {outcome.reused} reused, {len(outcome.failed)} failed "
+        tracking.Run(umbrella).set_tags({
+            tags.KIND: tags.STUDY_RUN, tags.STUDY: cfg.study, tags.PROFILE: cfg.profile, tags.ONLY: cfg.only,
+            tags.SUMMARY: f"{outcome.trained} trained, {outcome.reused} reused, {len(outcome.failed)} failed "
                               f"in {outcome.seconds:.0f}s"})
 
 
-def dry_run_listing(state: Study, version: str) -> None:
+def dry_run_listing(state: Study, version: str) -> list[str]:
     """What would be reused or trained, in plan order (references to runs not yet trained stay unresolved)."""
     runs, outcome = state.runs, state.outcome
-    print(f"{len(runs)} runs, about {sum(r.cost for r in runs) / 1e6:.2f}M image passes (code {version}):")
+    lines = [f"{len(runs)} runs, about {sum(r.cost for r in runs) / 1e6:.2f}M image passes (code {version}):"]
     for i, run in enumerate(runs, 1):
         if any(_unresolved(ref, outcome.run_ids) for ref in run.refs):
-            print(f"{i:3d}/{len(runs)} {run.label}: would train (after what it refers to) [{run.name}]")
+            lines.append(f"{i:3d}/{len(runs)} {run.label}: would train (after what it refers to) [{run.name}]")
             continue
         config = _config(run, resolve(run, outcome.run_ids), state.cfg, run.question)
         reuse = find_reusable(state.done, run, config)
-        print(f"{i:3d}/{len(runs)} {run.label}: " + (f"reuse {reuse}" if reuse else "would train")
-              + f" [{run.name}] " + " ".join(f"{k}={_fmt(v)}" for k, v in run.params.items()))
+        lines.append(f"{i:3d}/{len(runs)} {run.label}: " + (f"reuse {reuse}" if reuse else "would train")
+                     + f" [{run.name}] " + " ".join(f"{k}={_fmt(v)}" for k, v in run.params.items()))
         if reuse:
             outcome.run_ids[run.name] = reuse
+    return lines
 
 
 def experiment_note(question: str, titles: dict[str, str], cfg: StudyConfig) -> str:

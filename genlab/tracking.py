@@ -1,8 +1,10 @@
 """Everything that talks to MLflow: the tracking store, runs and nested runs, batched metrics, images, models,
-the registry, and reading runs back. A leaf module: it imports nothing else from genlab.
+the registry, and reading runs back. A leaf module: of genlab it imports only the tag names.
 
 Run lifecycle: ``start_run`` is a context manager that ends the run FINISHED, KILLED (Ctrl-C / SIGTERM) or
 FAILED (any other error, with the reason as tag ``genlab.failure``) so no run is ever left RUNNING by an error.
+``Run`` logs by run id, so it writes to its own run whether or not that run is this process's active one.
+``load_trained_run`` is the one check of a run that another run consumes (resume, init_from, probe, sample, ...).
 """
 
 from __future__ import annotations
@@ -15,18 +17,22 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
+
+# ``tags`` is a parameter of several functions here: the module goes by another name.
+from genlab import tags as tagnames
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # downloads: keep stderr one line
 
 import mlflow  # noqa: E402
-from mlflow.entities import RunStatus  # noqa: E402
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_RUN_NAME  # noqa: E402
 
 # Creating a store, and starting or stopping system metrics, log at INFO: keep stderr to genlab's own lines.
 for _name in ("mlflow.store.db.utils", "alembic.runtime.migration", "mlflow.system_metrics.system_metrics_monitor"):
@@ -36,27 +42,24 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy==2.4.6"]  # explicit: inferring them costs seconds per model
 
 
-# Tags that MLflow's UI reads. An experiment without a kind opens in the GenAI view (traces, tokens).
-EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-NOTE_TAG = "mlflow.note.content"  # the description shown on an experiment's and a run's page
-GIT_COMMIT_TAG = "mlflow.source.git.commit"
-DEVICE_TAG = "genlab.device"  # the device a run computed on (cpu, cuda), as resolved from device=auto
+# The value of tag tagnames.EXPERIMENT_KIND: an experiment without it opens in MLflow's GenAI view (traces, tokens).
+MODEL_TRAINING_EXPERIMENT = "custom_model_development"
 SYSTEM_METRICS_INTERVAL_S = 5.0  # MLflow's default of 10 s leaves a short study run without a single sample
 
 # What each genlab experiment holds, by the kind of run it receives first (a study describes its own).
 EXPERIMENT_DESCRIPTIONS = {
-    "vae": "VAE training runs (`genlab train-vae`, `mlflow run . -e train_vae`). Compare runs on `val_neg_elbo` "
+    tagnames.VAE: "VAE training runs (`genlab train-vae`, `mlflow run . -e train_vae`). Compare runs on `val_neg_elbo` "
            "(nats/image) and `fid_proxy`; each run's Artifacts > images steps through its prior samples and "
            "reconstructions epoch by epoch.",
-    "gan": "DCGAN training runs (`genlab train-gan`); the generator is the VAE decoder's architecture and can start "
+    tagnames.GAN: "DCGAN training runs (`genlab train-gan`); the generator is the VAE decoder's architecture and can start "
            "from a trained decoder (`init_from`). `fid_proxy` is logged from step 0, before any GAN update.",
-    "probe": "VAE encoder vs GAN discriminator (`genlab probe`): linear probes and output statistics.",
-    "gradvar": "Gradient variance of the reparameterised and score-function estimators (`genlab gradvar`).",
-    "classifier": "The feature classifier behind the sample-quality metrics (fid_proxy, precision, ...).",
-    "calibration": "Sample-quality metrics of reference image sets: what a fid_proxy value means.",
-    "search": "Optuna searches over latent_dim x beta: a parent run per study, one nested train_vae run per trial.",
-    "bench": "genlab bench: genlab's speed side by side with the common alternatives.",
-    "report": "The study's report (French and English) built from the tracked runs, with its verdicts.",
+    tagnames.PROBE: "VAE encoder vs GAN discriminator (`genlab probe`): linear probes and output statistics.",
+    tagnames.GRADVAR: "Gradient variance of the reparameterised and score-function estimators (`genlab gradvar`).",
+    tagnames.CLASSIFIER: "The feature classifier behind the sample-quality metrics (fid_proxy, precision, ...).",
+    tagnames.CALIBRATION: "Sample-quality metrics of reference image sets: what a fid_proxy value means.",
+    tagnames.SEARCH: "Optuna searches over latent_dim x beta: a parent run per study, one nested train_vae run per trial.",
+    tagnames.BENCH: "genlab bench: genlab's speed side by side with the common alternatives.",
+    tagnames.REPORT: "The study's report (French and English) built from the tracked runs, with its verdicts.",
 }
 
 
@@ -97,8 +100,8 @@ def describe_experiment(name: str, description: str) -> str:
     """Create the experiment if needed and set its kind and description (shown in the UI). Returns its id."""
     experiment_id = _experiment_id(name)
     client = MlflowClient()
-    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-    client.set_experiment_tag(experiment_id, NOTE_TAG, description)
+    client.set_experiment_tag(experiment_id, tagnames.EXPERIMENT_KIND, MODEL_TRAINING_EXPERIMENT)
+    client.set_experiment_tag(experiment_id, tagnames.NOTE, description)
     return experiment_id
 
 
@@ -117,61 +120,84 @@ def code_version() -> str:
 def source_tags() -> dict[str, str]:
     """``genlab.code_version`` (the commit, ``-dirty`` with local changes) and MLflow's own git-commit tag."""
     version = code_version()
-    return {"genlab.code_version": version,
-            **({GIT_COMMIT_TAG: version.removesuffix("-dirty")} if version != "unknown" else {})}
+    return {tagnames.CODE_VERSION: version,
+            **({tagnames.GIT_COMMIT: version.removesuffix("-dirty")} if version != "unknown" else {})}
 
 
 # ---------------------------------------------------------------- runs
 
 class Run:
-    """The active run of this process, as the training loops see it: log once per epoch, images, models."""
+    """One run, by id, as the training loops and entry points see it: metrics once per epoch, params, tags, images,
+    figures, files, data sets, models. Every call names the run, so it does not matter which run (if any) is this
+    process's active one: a study's parent run, a search's parent run and the run being trained all log alike."""
 
     def __init__(self, run_id: str):
         self.run_id = run_id
+        self._client = MlflowClient()  # bound to the store of now: the run lives there
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        """One batched call. Refuses non-finite values: a NaN metric is never logged silently."""
+        """One batched, synchronous call. Refuses non-finite values: a NaN metric is never logged silently."""
         bad = [k for k, v in metrics.items() if not math.isfinite(float(v))]
         if bad:
             raise ValueError(f"non-finite metric(s) {', '.join(bad)} at step {step}")
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, synchronous=True)
+        timestamp_ms = int(time.time() * 1000)
+        self._client.log_batch(self.run_id, metrics=[Metric(k, float(v), timestamp_ms, step or 0)
+                                                     for k, v in metrics.items()], synchronous=True)
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Log params not yet on the run (a resumed run, or one that `mlflow run` created, has some already)."""
-        existing = mlflow.get_run(self.run_id).data.params
-        new = {k: str(v) for k, v in params.items() if k not in existing}
+        existing = self._client.get_run(self.run_id).data.params
+        new = [Param(k, str(v)) for k, v in params.items() if k not in existing]
         if new:
-            mlflow.log_params(new, synchronous=True)
+            self._client.log_batch(self.run_id, params=new, synchronous=True)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        if tags:
+            self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
 
     def log_image(self, image: Any, artifact_file: str) -> None:
         """A uint8 (H, W) or (H, W, 3) array as a PNG artifact."""
-        mlflow.log_image(image, artifact_file=artifact_file)
+        self._client.log_image(self.run_id, image, artifact_file=artifact_file)
 
     def log_image_step(self, image: Any, key: str, step: int) -> None:
         """One image of a series (stored under ``images/``): the UI steps through it and compares it across runs."""
-        mlflow.log_image(image, key=key, step=step, synchronous=True)
+        self._client.log_image(self.run_id, image, key=key, step=step, synchronous=True)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
-        mlflow.log_figure(figure, artifact_file)
+        self._client.log_figure(self.run_id, figure, artifact_file)
 
     def log_dict(self, data: dict | list, artifact_file: str) -> None:
-        mlflow.log_dict(data, artifact_file)
+        self._client.log_dict(self.run_id, data, artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        mlflow.log_text(text, artifact_file)
+        self._client.log_text(self.run_id, text, artifact_file)
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
-        mlflow.log_artifact(str(local_path), artifact_path)
+        self._client.log_artifact(self.run_id, str(local_path), artifact_path)
 
     def log_dataset(self, name: str, source: str, digest: str, context: str, n_images: int) -> None:
-        """Record what the run saw, for the UI's Datasets column (no data is copied)."""
-        log_dataset_to_run(self.run_id, name, source, digest, context, n_images)
+        """Record what the run saw, for the UI's Datasets column (no data is copied): data set ``NAME-CONTEXT``
+        from local ``source``, with the input tags MLflow's UI shows (its context) and the number of images."""
+        dataset = Dataset(name=f"{name}-{context}", digest=digest, source_type="local",
+                          source=json.dumps({"uri": source}))
+        inputs = [DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context),
+                                              InputTag("images", str(n_images))])]
+        try:
+            self._client.log_inputs(self.run_id, datasets=inputs)
+        except MlflowException:
+            # MLflow inserts a data set if absent, in two steps: two runs starting at once in one experiment can
+            # both miss it and the second insert fails on the unique key. The row exists now: once more finds it.
+            self._client.log_inputs(self.run_id, datasets=inputs)
 
     def log_model(self, module: Any, name: str, input_example: Any) -> str:
-        """Log a torch module (a decoder, generator or encoder returning one tensor) as an MLflow model."""
+        """Log a torch module (a decoder, generator or encoder returning one tensor) as an MLflow model.
+
+        The one call that needs this run to be the active one: MLflow 3.17's ``log_model`` takes a ``run_id``, but
+        puts the logged model in the *active* run's experiment (else the default experiment), so by id alone a
+        model of a run that is not active would land in another experiment than its run."""
+        active = mlflow.active_run()
+        if active is None or active.info.run_id != self.run_id:
+            raise RuntimeError(f"log_model: run '{self.run_id}' is not the active run (start_run makes it so)")
         info = mlflow.pytorch.log_model(module, name=name, input_example=input_example,
                                         pip_requirements=PIP_REQUIREMENTS)
         return info.model_uri
@@ -191,18 +217,17 @@ def start_run(experiment: str, run_name: str, params: dict[str, Any], tags: dict
     adopted = resume_run_id or os.environ.get("MLFLOW_RUN_ID")  # resumed, or launched by `mlflow run`: ours
     if adopted:
         active = mlflow.start_run(run_id=adopted, log_system_metrics=system_metrics)
-        if not resume_run_id:
-            mlflow.set_tag("mlflow.runName", run_name)
     else:
-        experiment_id = _experiment_id(experiment, tags.get("genlab.kind"))
+        experiment_id = _experiment_id(experiment, tags.get(tagnames.KIND))
         # Tags at creation: a search finds a trial's run by its tags even if the worker dies at once.
         active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id,
                                   tags={k: str(v) for k, v in tags.items()}, log_system_metrics=system_metrics)
     run = Run(active.info.run_id)
     try:
-        _describe_new_experiment(active.info.experiment_id, tags.get("genlab.kind"))
-        note = {NOTE_TAG: description} if description and not resume_run_id else {}
-        run.set_tags({**source_tags(), **note, **tags})
+        _describe_new_experiment(active.info.experiment_id, tags.get(tagnames.KIND))
+        note = {tagnames.NOTE: description} if description and not resume_run_id else {}
+        named = {MLFLOW_RUN_NAME: run_name} if adopted and not resume_run_id else {}  # `mlflow run` gave it a random name
+        run.set_tags({**named, **source_tags(), **note, **tags})
         run.log_params(params)
         yield run
     except KeyboardInterrupt:
@@ -217,7 +242,7 @@ def start_run(experiment: str, run_name: str, params: dict[str, Any], tags: dict
 
 def _end(run: Run, status: str, reason: str) -> None:
     try:
-        mlflow.set_tag("genlab.failure", reason.splitlines()[0][:500] if reason else status)
+        run.set_tags({tagnames.FAILURE: reason.splitlines()[0][:500] if reason else status})
     finally:
         mlflow.end_run(status)
 
@@ -230,9 +255,9 @@ def _experiment_id(name: str, kind: str | None = None) -> str:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
-    tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+    tags = {tagnames.EXPERIMENT_KIND: MODEL_TRAINING_EXPERIMENT}
     if kind in EXPERIMENT_DESCRIPTIONS:
-        tags[NOTE_TAG] = EXPERIMENT_DESCRIPTIONS[kind]
+        tags[tagnames.NOTE] = EXPERIMENT_DESCRIPTIONS[kind]
     try:
         return client.create_experiment(name, tags=tags)
     except MlflowException:  # another process created it meanwhile
@@ -244,17 +269,17 @@ def _describe_new_experiment(experiment_id: str, kind: str | None) -> None:
     none, a description; a description already there (the study's, the user's) stays."""
     client = MlflowClient()
     tags = client.get_experiment(experiment_id).tags
-    if tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-    if not tags.get(NOTE_TAG) and kind in EXPERIMENT_DESCRIPTIONS:
-        client.set_experiment_tag(experiment_id, NOTE_TAG, EXPERIMENT_DESCRIPTIONS[kind])
+    if tags.get(tagnames.EXPERIMENT_KIND) != MODEL_TRAINING_EXPERIMENT:
+        client.set_experiment_tag(experiment_id, tagnames.EXPERIMENT_KIND, MODEL_TRAINING_EXPERIMENT)
+    if not tags.get(tagnames.NOTE) and kind in EXPERIMENT_DESCRIPTIONS:
+        client.set_experiment_tag(experiment_id, tagnames.NOTE, EXPERIMENT_DESCRIPTIONS[kind])
 
 
 def mark_run(run_id: str, status: str, reason: str = "") -> None:
     """End a run that this process does not hold (a crashed worker's trial, say)."""
     client = MlflowClient()
     if reason:
-        client.set_tag(run_id, "genlab.failure", reason[:500])
+        client.set_tag(run_id, tagnames.FAILURE, reason[:500])
     client.set_terminated(run_id, status)
 
 
@@ -269,8 +294,19 @@ def get_run(run_id: str) -> mlflow.entities.Run:
         raise TrackingError(f"run '{run_id}' not found in {tracking_uri()}") from None
 
 
-def run_status(run_id: str) -> str:
-    return get_run(run_id).info.status
+def load_trained_run(run_id: str, kind: str | Collection[str], require_finished: bool = True) -> mlflow.entities.Run:
+    """The run ``run_id``, checked before another run consumes it (its checkpoint, its logged model, its params):
+    TrackingError, in one line, if it does not exist, is not of ``kind`` (a run kind of genlab.tags, or several),
+    or, with ``require_finished``, is not FINISHED: only a finished run has its final checkpoint and models. A
+    resume passes ``require_finished=False``: continuing a crashed or killed run is its point."""
+    run = get_run(run_id)
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    actual = run.data.tags.get(tagnames.KIND)
+    if actual not in kinds:
+        raise TrackingError(f"run '{run_id}' is a {actual or 'non-genlab'} run, not a {' or '.join(kinds)} run")
+    if require_finished and run.info.status != "FINISHED":
+        raise TrackingError(f"run '{run_id}' is {run.info.status}, not FINISHED")
+    return run
 
 
 def download_artifact(run_id: str, path: str, dst: str | Path | None = None) -> Path:
@@ -422,9 +458,6 @@ def log_json(run: Run, data: Any, artifact_file: str) -> None:
     run.log_text(json.dumps(data, indent=2, sort_keys=True), artifact_file)
 
 
-RUN_STATUSES = [RunStatus.to_string(s) for s in RunStatus.all_status()]
-
-
 # ---------------------------------------------------------------- Optuna searches (instead of optuna's MLflowCallback)
 
 def start_search_run(experiment: str, study_name: str, run_name: str, params: dict[str, Any],
@@ -437,40 +470,23 @@ def start_search_run(experiment: str, study_name: str, run_name: str, params: di
     # Launched by `mlflow run`: that run is the parent. Pop the variable so trial runs do not adopt it too.
     run_id = os.environ.pop("MLFLOW_RUN_ID", None)
     if not run_id:
-        experiment_id = _experiment_id(experiment, "search")
+        experiment_id = _experiment_id(experiment, tagnames.SEARCH)
+        own_tags = {"optuna.study_name": study_name, tagnames.KIND: tagnames.SEARCH}  # children carry the name too
         found = client.search_runs([experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-                                   filter_string=f"tags.`optuna.study_name` = '{study_name}' and "
-                                                 "tags.`genlab.kind` = 'search'")  # children carry the name too
+                                   filter_string=" and ".join(tagnames.where(k, v) for k, v in own_tags.items()))
         run_id = found[0].info.run_id if found else client.create_run(
-            experiment_id, run_name=run_name, tags={"optuna.study_name": study_name, "genlab.kind": "search"}).info.run_id
+            experiment_id, run_name=run_name, tags=own_tags).info.run_id
     client.update_run(run_id, status="RUNNING")
     with contextlib.suppress(MlflowException):
-        client.delete_tag(run_id, "genlab.failure")  # left by an earlier, interrupted invocation
-    all_tags = {"mlflow.runName": run_name, **source_tags(), "optuna.study_name": study_name, **tags,
-                "genlab.kind": "search"}
+        client.delete_tag(run_id, tagnames.FAILURE)  # left by an earlier, interrupted invocation
+    all_tags = {MLFLOW_RUN_NAME: run_name, **source_tags(), "optuna.study_name": study_name, **tags,
+                tagnames.KIND: tagnames.SEARCH}
     run = client.get_run(run_id)
-    _describe_new_experiment(run.info.experiment_id, "search")
+    _describe_new_experiment(run.info.experiment_id, tagnames.SEARCH)
     existing = run.data.params
-    client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items() if k not in existing],
-                     tags=[mlflow.entities.RunTag(k, str(v)) for k, v in all_tags.items()], synchronous=True)
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items() if k not in existing],
+                     tags=[RunTag(k, str(v)) for k, v in all_tags.items()], synchronous=True)
     return run_id
-
-
-def log_dataset_to_run(run_id: str, name: str, source: str, digest: str, context: str, n_images: int) -> None:
-    """Record a data set as an input of ``run_id`` (active here or not), for the UI's Datasets column. A search's
-    parent run logs its data set before the workers start, so their trial runs find it in the experiment."""
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.data.sources import LocalArtifactDatasetSource
-    from mlflow.tracking.fluent import _create_dataset_input
-
-    dataset = MetaDataset(LocalArtifactDatasetSource(source), name=f"{name}-{context}", digest=digest)
-    inputs = [_create_dataset_input(dataset, context, {"images": str(n_images)})]
-    try:
-        MlflowClient().log_inputs(run_id, datasets=inputs)
-    except MlflowException:
-        # MLflow inserts a data set if absent, in two steps: two runs starting at once in one experiment can
-        # both miss it and the second insert fails on the unique key. The row exists now: once more finds it.
-        MlflowClient().log_inputs(run_id, datasets=inputs)
 
 
 def find_trial_run(experiment: str, study_name: str, trial_number: int) -> str | None:
@@ -492,11 +508,11 @@ def tag_trial_run(run_id: str, trial_number: int, state: str, reason: str = "") 
     tags = {"optuna.trial_number": str(trial_number), "optuna.state": state}
     if reason:
         tags["optuna.reason"] = reason.splitlines()[0][:500]
-    client.log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()], synchronous=True)
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
     status = client.get_run(run_id).info.status
     if state == "PRUNED" and status != "FINISHED":
         with contextlib.suppress(MlflowException):
-            client.delete_tag(run_id, "genlab.failure")  # start_run saw the pruning exception as an error
+            client.delete_tag(run_id, tagnames.FAILURE)  # start_run saw the pruning exception as an error
         client.set_terminated(run_id, "FINISHED")
     elif state == "FAIL" and status == "RUNNING":
         mark_run(run_id, "FAILED", reason)
@@ -506,22 +522,6 @@ def active_run_id() -> str | None:
     """The id of this process's active run (the run a training loop is logging to), or None."""
     active = mlflow.active_run()
     return active.info.run_id if active else None
-
-
-def log_to_run(run_id: str, metrics: dict[str, float] | None = None, figures: dict[str, Any] | None = None,
-               texts: dict[str, str] | None = None, step: int = 0, files: list[Path] | None = None) -> None:
-    """Log metrics (one batched call), matplotlib figures, text files and local files (at the artifact root) to a
-    run that is not active here."""
-    client = MlflowClient()
-    if metrics:
-        client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), int(time.time() * 1000), step)
-                                          for k, v in metrics.items()], synchronous=True)
-    for path, figure in (figures or {}).items():
-        client.log_figure(run_id, figure, path)
-    for path, text in (texts or {}).items():
-        client.log_text(run_id, text, path)
-    for path in files or []:
-        client.log_artifact(run_id, str(path))
 
 
 def alias_run_id(model_name: str, alias: str) -> str | None:
@@ -535,9 +535,3 @@ def alias_run_id(model_name: str, alias: str) -> str | None:
 def has_logged_model(run_id: str, name: str) -> bool:
     return _logged_model_uri(run_id, name).startswith("models:/")
 
-
-def set_run_tags(run_id: str, tags: dict[str, Any]) -> None:
-    """Tag a run this process does not hold (e.g. one an entry point created without taking tags)."""
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_tag(run_id, key, str(value))

@@ -18,9 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from genlab import tags
 from genlab.config import ConfigError, check, check_choice
 from genlab.configs import REPORT_PROFILES as PROFILES
 from genlab.configs import ReportConfig
+from genlab.entries import Context, Result
 
 if TYPE_CHECKING:  # the heavy imports (pandas, scipy) wait until a report is built: `genlab --help` stays fast
     import pandas as pd
@@ -59,35 +61,37 @@ def redact(uri: str) -> str:
 # ---------------------------------------------------------------- collecting what the runs hold
 
 def collect(study: str, profile: str) -> dict[str, Any]:
-    """Runs per question, their metric histories and artifacts, as plain frames for the verdict functions."""
-    import pandas as pd
-
+    """The study's runs per question, and what each question reads besides them (histories, artifacts, pictures)."""
     from genlab import tracking
+    from reports import pictures, questions
     from reports import verdicts as V
 
-    runs = tracking.search_runs(filter_string=f"tags.`genlab.study` = '{study}'")
-    per_question, used, ignored = V.select_runs(runs, profile)
-    history = []
-    for q, key in (("p1q1", "val_neg_elbo"), ("p2q1", "fid_proxy")):
-        for rid in per_question[q]["run_id"] if len(per_question[q]) else []:
-            history += [(rid, key, step, value) for step, value in tracking.metric_history(rid, key)]
-    history_df = pd.DataFrame(history, columns=["run_id", "key", "step", "value"])
+    runs = tracking.search_runs(filter_string=tags.where(tags.STUDY, study))
+    per_question, used, ignored = V.select_runs(runs, profile, questions.NAMES)
+    inputs, galleries = {}, {}
+    for q in questions.QUESTIONS:
+        inputs[q.name] = q.read(per_question[q.name], StoreReader())
+        galleries.update(pictures.collect(per_question[q.name], q.galleries, _artifact_png))
+    return {"runs": runs, "per_question": per_question, "used": used, "ignored": ignored, "inputs": inputs,
+            "galleries": galleries}
 
-    kl_rows, scatters = [], {}
-    for _, run in per_question["p1q2"].iterrows():
-        rid, root = run["run_id"], str(run["artifact_uri"])
-        values = _artifact_json(root, "kl_per_dim.json")
-        if isinstance(values, list) and values and all(isinstance(x, (int, float)) and math.isfinite(x) for x in values):
-            kl_rows += [(rid, d, float(x)) for d, x in enumerate(values)]
-        if str(run.get("params.latent_dim", "")) == "2":
-            png = _artifact_png(root, "latent_scatter.png")
-            if png is not None:
-                scatters[rid] = png
-    from reports import pictures
 
-    return {"runs": runs, "per_question": per_question, "used": used, "ignored": ignored, "history": history_df,
-            "kl_per_dim": pd.DataFrame(kl_rows, columns=["run_id", "dim", "kl"]), "scatters": scatters,
-            "galleries": pictures.collect(per_question, _artifact_png)}
+class StoreReader:
+    """reports.verdicts.Reader on the tracking store."""
+
+    def history(self, run_ids: list[str], key: str) -> pd.DataFrame:
+        import pandas as pd
+
+        from genlab import tracking
+
+        rows = [(rid, key, step, value) for rid in run_ids for step, value in tracking.metric_history(rid, key)]
+        return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+
+    def json(self, artifact_uri: str, path: str) -> Any:
+        return _artifact_json(artifact_uri, path)
+
+    def png(self, artifact_uri: str, path: str) -> bytes | None:
+        return _artifact_png(artifact_uri, path)
 
 
 def _artifact_json(artifact_uri: str, path: str) -> Any:
@@ -116,59 +120,37 @@ def _artifact_png(artifact_uri: str, path: str) -> bytes | None:
 
 
 def compute(collected: dict[str, Any]) -> dict[str, V.Verdict]:
-    from reports import verdicts as V
+    """Each question's verdict, in the report's order."""
+    from reports import questions
 
-    pq, history = collected["per_question"], collected["history"]
-    out = {"p1q1": V.p1q1(pq["p1q1"], history), "p1q2": V.p1q2(pq["p1q2"], collected["kl_per_dim"]),
-           "p1q3": V.p1q3(pq["p1q3"]), "p2q1": V.p2q1(pq["p2q1"], history), "p2q2": V.p2q2(pq["p2q2"])}
-    for q, v in out.items():
-        v.profile = collected["used"][q]
+    out = {}
+    for q in questions.QUESTIONS:
+        out[q.name] = q.rule(collected["per_question"][q.name], **collected["inputs"][q.name])
+        out[q.name].profile = collected["used"][q.name]
     return out
 
 
 # ---------------------------------------------------------------- rendering
 
-def figures_for(verdicts: dict[str, V.Verdict], scatters: dict[str, bytes], labels: dict[str, str],
-                folder: Path) -> dict[str, dict[str, Any]]:
+def figures_for(verdicts: dict[str, V.Verdict], labels: dict[str, str], folder: Path) -> dict[str, dict[str, Any]]:
     """Draw every figure the data allows into ``folder``; returns name -> {path (relative), run_ids}."""
     from reports import figures as F
-    from reports import verdicts as V
+    from reports import questions
 
-    v1, v2, v3, v4, v5 = (verdicts[q] for q in V.QUESTIONS)
-    p1q3_vae = v3.data[v3.data["model"] == "vae"] if len(v3.data) else v3.data
-    drawn = {
-        "p1q1_variance": (F.grad_variance(v1, labels), v1.numbers.get("gradvar_run_ids", [])),
-        "p1q1_curves": (F.curves(v1.history, labels, "val_neg_elbo", "title_training_curves"),
-                        sorted(set(v1.history["run_id"])) if len(v1.history) else []),
-        "p1q2_sweep": (F.sweep(v2.data, "beta", ("test_kl", "test_recon", "active_units", "latent_probe_accuracy"),
-                               labels, log_x="symlog"), _data_ids(v2.data)),
-        "p1q2_kl_per_dim": (F.kl_heatmap(v2.history, labels),
-                            sorted(set(v2.history["run_id"])) if len(v2.history) else []),
-        "p1q3_gap": (F.sweep(v3.data, "latent_dim", ("gap",), labels, hue="model", log_x="log2"), _data_ids(v3.data)),
-        "p1q3_recon": (F.lines(p1q3_vae, "latent_dim", ("train_eval_recon", "val_recon", "test_recon"), labels,
-                               "recon_nats", log_x="log2"), _data_ids(p1q3_vae)),
-        "p1q3_quality": (F.sweep(v3.data, "latent_dim", ("active_units", "fid_proxy", "recon_fid_proxy"), labels,
-                                 hue="model", log_x="log2"), _data_ids(v3.data)),
-        "p2q1_curves": (F.curves(v4.history, labels, "gan_fid_proxy", "title_fid_curves"),
-                        sorted(set(v4.history["run_id"])) if len(v4.history) else []),
-        "p2q1_final": (F.final_values(v4.rows, "final", "arm", labels, "final_fid_proxy"), v4.run_ids),
-        "p2q2_probe": (F.final_values(v5.rows, "accuracy", "features", labels, "probe_accuracy"), v5.run_ids),
-    }
     folder.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for name, (fig, run_ids) in drawn.items():
-        if fig is not None:
-            F.save(fig, folder / f"{name}.png")
+    out: dict[str, dict[str, Any]] = {}
+    for q in questions.QUESTIONS:
+        for name, (fig, run_ids) in q.figures(verdicts[q.name], labels).items():
+            if name in out:
+                raise ValueError(f"figure {name} of {q.name} is drawn by another question too")
+            if fig is None:
+                continue
+            if isinstance(fig, bytes):  # a picture the run logged, shown as it is
+                (folder / f"{name}.png").write_bytes(fig)
+            else:
+                F.save(fig, folder / f"{name}.png")
             out[name] = {"path": f"figures/{name}.png", "run_ids": list(run_ids)}
-    for rid, png in scatters.items():
-        name = f"p1q2_scatter_{rid[:8]}"
-        (folder / f"{name}.png").write_bytes(png)
-        out[name] = {"path": f"figures/{name}.png", "run_ids": [rid], "scatter": True}
     return out
-
-
-def _data_ids(data: pd.DataFrame) -> list[str]:
-    return sorted(set(data["run_id"])) if len(data) else []
 
 
 def fmt_number(x: Any, digits: int, lang: str) -> str:
@@ -228,20 +210,36 @@ def environment(lang: str, run_info: dict[str, tuple[str, str]], ui: str) -> Any
     return env
 
 
+def partial(lang: str, question: str) -> str:
+    """The template of one question's text in one language."""
+    return f"{lang}/questions/{question}.md.j2"
+
+
+def labels_of(lang: str) -> dict[str, str]:
+    """The figure and picture words of one language: the shared ones (labels.yaml) and each question's own (the
+    ``labels`` of its partial). A word defined twice must mean the same thing."""
+    import yaml
+
+    from reports import questions
+
+    labels = yaml.safe_load((TEMPLATES / lang / "labels.yaml").read_text(encoding="utf-8"))
+    env = environment(lang, {}, "")
+    for q in questions.NAMES:
+        for key, word in env.get_template(partial(lang, q)).module.labels.items():
+            if labels.setdefault(key, word) != word:
+                raise ValueError(f"label {key} of {partial(lang, q)} differs from another question's")
+    return labels
+
+
 def render(lang: str, verdicts: dict[str, V.Verdict], figures: dict[str, dict], context: dict[str, Any],
            run_info: dict[str, tuple[str, str]]) -> str:
-    from reports import markdown
+    from reports import markdown, questions
 
     env = environment(lang, run_info, context["ui"])
-    md = env.get_template(f"{lang}/report.md.j2").render(v=verdicts, fig=figures, th=_thresholds(), **context)
+    md = env.get_template(f"{lang}/report.md.j2").render(
+        v=verdicts, fig=figures, th={q.name: q.thresholds for q in questions.QUESTIONS},
+        partials={q: partial(lang, q) for q in questions.NAMES}, **{**context, "questions": questions.NAMES})
     return markdown.with_contents(md)
-
-
-def _thresholds() -> dict[str, float]:
-    from reports import verdicts as V
-
-    return {k.lower(): v for k, v in vars(V).items() if re.fullmatch(r"P\dQ\d_[A-Z0-9_]+", k) and
-            isinstance(v, (int, float))}
 
 
 def html_page(lang: str, title: str, body: str) -> str:
@@ -267,13 +265,10 @@ def data_uri(folder: Path) -> Any:
 
 # ---------------------------------------------------------------- the command
 
-def main(cfg: ReportConfig) -> tuple[str, dict[str, Path], dict[str, V.Verdict]]:
-    """Build the report; returns (report run id, {lang: folder}, verdicts)."""
-    import yaml
-
+def run(cfg: ReportConfig, context: Context) -> Result:
+    """Build the report in both languages, log it as one run; its lines give each verdict and the files."""
     from genlab import tracking
     from reports import markdown, pictures
-    from reports import verdicts as V
 
     validate(cfg)
     uri = tracking.open_existing_store()
@@ -285,8 +280,8 @@ def main(cfg: ReportConfig) -> tuple[str, dict[str, Path], dict[str, V.Verdict]]
     runs = collected["runs"]
     run_info = {r["run_id"]: (str(r["experiment_id"]), str(r.get("tags.mlflow.runName") or ""))
                 for _, r in runs.iterrows()} if len(runs) else {}
-    context = {"study": cfg.study, "profile": cfg.profile, "store": redact(uri), "ui": ui_base(cfg, uri),
-               "ignored": collected["ignored"], "used": collected["used"], "questions": V.QUESTIONS,
+    shown = {"study": cfg.study, "profile": cfg.profile, "store": redact(uri), "ui": ui_base(cfg, uri),
+               "ignored": collected["ignored"], "used": collected["used"],
                "gal": collected["galleries"], "code_versions": code_versions(collected["per_question"])}
 
     out = Path(cfg.out)
@@ -295,10 +290,10 @@ def main(cfg: ReportConfig) -> tuple[str, dict[str, Path], dict[str, V.Verdict]]
         staged = Path(tmp)
         for lang in LANGUAGES:
             folder = staged / lang
-            labels = yaml.safe_load((TEMPLATES / lang / "labels.yaml").read_text(encoding="utf-8"))
-            figs = figures_for(verdicts, collected["scatters"], labels, folder / "figures")
+            labels = labels_of(lang)
+            figs = figures_for(verdicts, labels, folder / "figures")
             pictures.save(collected["galleries"], folder)
-            md = render(lang, verdicts, figs, {**context, "lab": labels}, run_info)
+            md = render(lang, verdicts, figs, {**shown, "lab": labels}, run_info)
             (folder / "report.md").write_text(md, encoding="utf-8")
             title = next((line[2:] for line in md.splitlines() if line.startswith("# ")), "genlab")
             page = html_page(lang, markdown.inline(title, lambda s: s), markdown.to_html(md, data_uri(folder)))
@@ -313,23 +308,27 @@ def main(cfg: ReportConfig) -> tuple[str, dict[str, Path], dict[str, V.Verdict]]
             (staged / name).rename(target)
 
     params = dataclasses.asdict(cfg)
-    tags = {"genlab.kind": "report", "genlab.study": cfg.study, "genlab.profile": cfg.profile,
-            **{f"genlab.verdict.{q}": v.status for q, v in verdicts.items()}}
-    with tracking.start_run(cfg.experiment, f"report {cfg.study} {cfg.profile}", params, tags) as run:
+    run_tags = {tags.KIND: tags.REPORT, tags.STUDY: cfg.study, tags.PROFILE: cfg.profile,
+                **{f"{tags.PREFIX}verdict.{q}": v.status for q, v in verdicts.items()}, **context.tags}
+    with tracking.start_run(cfg.experiment, f"report {cfg.study} {cfg.profile}", params, run_tags,
+                            parent_run_id=context.parent_run_id) as run:
         for lang in LANGUAGES:
             for file in sorted(p for p in (out / lang).rglob("*") if p.is_file()):
                 run.log_artifact(file, str(Path("report") / file.parent.relative_to(out)))
         run.log_artifact(out / "verdicts.json", "report")
-        run_id = run.run_id
-    return run_id, {lang: out / lang for lang in LANGUAGES}, verdicts
+    lines = [f"{q}: {v.status}{''.join(f' {k}={c}' for k, c in v.numbers.get('claims', {}).items())} "
+             f"({len(set(v.run_ids))} runs, profile {v.profile})" for q, v in verdicts.items()]
+    lines += [f"report ({lang}): {out / lang / 'report.md'}  {out / lang / 'report.html'}" for lang in LANGUAGES]
+    return Result(run.run_id, {}, (*lines, f"logged as run {run.run_id} ({tags.KIND}={tags.REPORT})"))
 
 
 def code_versions(per_question: dict[str, pd.DataFrame]) -> list[str]:
     """The code versions (git commits) of the runs the report reads: what to check out to reproduce them."""
     versions = set()
+    code_version = tags.column(tags.CODE_VERSION)
     for runs in per_question.values():
-        if len(runs) and "tags.genlab.code_version" in runs:
-            versions |= {str(v) for v in runs["tags.genlab.code_version"].dropna()}
+        if len(runs) and code_version in runs:
+            versions |= {str(v) for v in runs[code_version].dropna()}
     return sorted(versions)
 
 

@@ -1,6 +1,7 @@
-"""The report's figures (seaborn on matplotlib's Agg backend): one function per figure, a Verdict in, a Figure out
-(None when there is nothing to draw). ``labels`` holds the axis words of one language (templates/<lang>/labels.yaml).
-Error bars and bands are 95 % t-intervals over seeds, like the tables.
+"""The report's figure kinds (seaborn on matplotlib's Agg backend): tidy data in, a Figure out (None when there is
+nothing to draw). Each question's ``figures`` (reports/questions/) picks its data and kinds, and draws the figures
+no other question shares. ``labels`` holds the axis words of one language (build.labels_of). Error bars and bands
+are 95 % t-intervals over seeds, like the tables.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from reports.verdicts import Verdict  # noqa: E402
-
 sns.set_theme(style="whitegrid", context="notebook")
 Labels = dict[str, str]
 
@@ -37,47 +36,31 @@ def t_interval(values: pd.Series) -> tuple[float, float]:
     return m - h, m + h
 
 
-def _label(labels: Labels, key: Any) -> str:
+def label(labels: Labels, key: Any) -> str:
     # mathtext would interpret "$…$" in text that comes from runs
     return str(labels.get(str(key), key)).replace("$", r"\$")
 
 
 def _named(df: pd.DataFrame, col: str, labels: Labels) -> pd.DataFrame:
-    return df.assign(**{col: df[col].map(lambda v: _label(labels, v))})
+    return df.assign(**{col: df[col].map(lambda v: label(labels, v))})
 
 
-def _panels(n: int, width: float = 4.2, height: float = 3.4) -> tuple[Figure, list[Any]]:
+def panels(n: int, width: float = 4.2, height: float = 3.4) -> tuple[Figure, list[Any]]:
     fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
     return fig, list(axes[0])
-
-
-def grad_variance(v: Verdict, labels: Labels) -> Figure | None:
-    if "var_reparam" not in v.numbers:
-        return None
-    arms = [("reparam", v.numbers["var_reparam"]), ("score", v.numbers["var_score"])]
-    fig, (ax,) = _panels(1, 5.5)
-    names = [textwrap.fill(_label(labels, a), 20) for a, _ in arms]
-    means = [s.mean for _, s in arms]
-    errs = [0.0 if math.isnan(s.half) else s.half for _, s in arms]
-    ax.bar(names, means, yerr=errs if any(errs) else None, color=sns.color_palette()[:2], capsize=4)
-    ax.set_yscale("log")
-    ax.set_ylabel(_label(labels, "grad_variance"))
-    ax.set_title(_label(labels, "title_grad_variance"))
-    fig.tight_layout()
-    return fig
 
 
 def curves(history: pd.DataFrame, labels: Labels, ylabel: str, title: str) -> Figure | None:
     """A metric over epochs, one line per arm (mean over seeds, 95 % band)."""
     if history is None or history.empty:
         return None
-    fig, (ax,) = _panels(1, 6.0, 3.8)
+    fig, (ax,) = panels(1, 6.0, 3.8)
     sns.lineplot(data=_named(history, "arm", labels), x="step", y="value", hue="arm", marker="o",
                  errorbar=t_interval, ax=ax)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
-    ax.set_xlabel(_label(labels, "epoch"))
-    ax.set_ylabel(_label(labels, ylabel))
-    ax.set_title(_label(labels, title))
+    ax.set_xlabel(label(labels, "epoch"))
+    ax.set_ylabel(label(labels, ylabel))
+    ax.set_title(label(labels, title))
     ax.legend(title=None)
     fig.tight_layout()
     return fig
@@ -89,7 +72,7 @@ def sweep(data: pd.DataFrame, x: str, metrics: tuple[str, ...], labels: Labels, 
     metrics = tuple(m for m in metrics if not data.empty and (data["metric"] == m).any())
     if not metrics:
         return None
-    fig, axes = _panels(len(metrics), 4.2 if len(metrics) > 1 else 6.0)
+    fig, axes = panels(len(metrics), 4.2 if len(metrics) > 1 else 6.0)
     df = _named(data, hue, labels) if hue else data
     order = list(dict.fromkeys(df[hue])) if hue else None  # same colour per model in every panel
     for ax, m in zip(axes, metrics, strict=True):
@@ -98,9 +81,9 @@ def sweep(data: pd.DataFrame, x: str, metrics: tuple[str, ...], labels: Labels, 
                      err_style="bars", ax=ax, legend=ax is axes[0] and hue is not None)
         sns.scatterplot(data=d, x=x, y="value", hue=hue, hue_order=order, alpha=0.35, s=18, ax=ax, legend=False)
         _x_axis(ax, sorted(d[x].unique()), log_x)
-        ax.set_xlabel(_label(labels, x))
+        ax.set_xlabel(label(labels, x))
         ax.set_ylabel("")
-        ax.set_title(_label(labels, m))
+        ax.set_title(label(labels, m))
         if ax is axes[0] and hue is not None and ax.get_legend() is not None:
             ax.legend(title=None)
     fig.tight_layout()
@@ -113,12 +96,12 @@ def lines(data: pd.DataFrame, x: str, metrics: tuple[str, ...], labels: Labels, 
     d = data[data["metric"].isin(metrics)] if not data.empty else data
     if d.empty:
         return None
-    fig, (ax,) = _panels(1, 6.0, 3.8)
+    fig, (ax,) = panels(1, 6.0, 3.8)
     sns.lineplot(data=_named(d, "metric", labels), x=x, y="value", hue="metric", marker="o", errorbar=t_interval,
                  err_style="bars", ax=ax)
     _x_axis(ax, sorted(d[x].unique()), log_x)
-    ax.set_xlabel(_label(labels, x))
-    ax.set_ylabel(_label(labels, ylabel))
+    ax.set_xlabel(label(labels, x))
+    ax.set_ylabel(label(labels, ylabel))
     ax.legend(title=None)
     fig.tight_layout()
     return fig
@@ -135,39 +118,28 @@ def _x_axis(ax: Any, values: list[float], log_x: str) -> None:
         ax.minorticks_off()
 
 
-def kl_heatmap(kl: pd.DataFrame, labels: Labels) -> Figure | None:
-    """Mean KL per latent dimension (nats), dimensions sorted from most to least used, one row per beta."""
-    if kl is None or kl.empty:
-        return None
-    mean = kl.groupby(["beta", "dim"])["kl"].mean().reset_index()
-    mean["rank"] = mean.groupby("beta")["kl"].rank(ascending=False, method="first").astype(int)
-    grid = mean.pivot(index="beta", columns="rank", values="kl").sort_index()
-    fig, (ax,) = _panels(1, 7.0, 0.5 * len(grid) + 1.8)
-    sns.heatmap(grid, ax=ax, cmap="viridis", cbar_kws={"label": _label(labels, "kl_nats")})
-    ax.set_xlabel(_label(labels, "dim_rank"))
-    ax.set_ylabel(_label(labels, "beta"))
-    ax.set_title(_label(labels, "title_kl_per_dim"))
-    fig.tight_layout()
-    return fig
-
-
 def final_values(rows: list[dict[str, Any]], key: str, by: str, labels: Labels, ylabel: str,
                  log_y: bool = False) -> Figure | None:
     """Mean ± 95 % interval of one Stat column of a table, one point per row."""
     rows = [r for r in rows if r.get(key) is not None and r[key].n]
     if not rows:
         return None
-    fig, (ax,) = _panels(1, 6.0, 0.55 * len(rows) + 1.2)
-    names = [textwrap.fill(_label(labels, r[by]), 24) for r in rows]
+    fig, (ax,) = panels(1, 6.0, 0.55 * len(rows) + 1.2)
+    names = [textwrap.fill(label(labels, r[by]), 24) for r in rows]
     means = [r[key].mean for r in rows]
     errs = [0.0 if math.isnan(r[key].half) else r[key].half for r in rows]
     ax.barh(names, means, xerr=errs if any(errs) else None, capsize=4, color=sns.color_palette()[:len(rows)])
     ax.invert_yaxis()  # first row on top, as in the table
     if log_y:
         ax.set_xscale("log")
-    ax.set_xlabel(_label(labels, ylabel))
+    ax.set_xlabel(label(labels, ylabel))
     fig.tight_layout()
     return fig
+
+
+def run_ids(frame: pd.DataFrame | None) -> list[str]:
+    """The runs a tidy frame's figure draws from."""
+    return sorted(set(frame["run_id"])) if frame is not None and len(frame) else []
 
 
 def save(fig: Figure, path: Any) -> None:

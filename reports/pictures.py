@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from reports.verdicts import column, numeric
+from reports.verdicts import numeric, of_kind
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Cell:
 
 @dataclass
 class Row:
-    key: str  # what the rows vary: "beta", "latent_dim", "arm" (a label key of labels.yaml)
+    key: str  # what the rows vary: "beta", "latent_dim", "arm" (a label key: build.labels_of)
     value: Any  # the condition, a number or a label key
     cells: dict[str, Cell] = field(default_factory=dict)  # column -> picture
 
@@ -47,60 +47,55 @@ RowOf = Callable[[pd.Series], tuple[str, Any] | None]  # a run -> (row key, valu
 CellsOf = Callable[[pd.Series], list[tuple[str, str]]]  # a run -> [(column, artifact path)]
 
 
-def _kind(runs: pd.DataFrame, kind: str) -> pd.DataFrame:
-    return runs[column(runs, "tags.genlab.kind") == kind] if len(runs) else runs
+@dataclass(frozen=True)
+class GallerySpec:
+    """Which runs of a question a gallery shows and how: runs of ``kind``; ``row_of`` places a run in a row,
+    ``cells_of`` names its pictures (column label key, artifact path)."""
+
+    kind: str
+    row_of: RowOf
+    cells_of: CellsOf
 
 
-def _beta(run: pd.Series) -> float:
+def beta(run: pd.Series) -> float:
     return float(run.get("params.beta", "nan"))
 
 
-def _latent_dim(run: pd.Series) -> int:
+def latent_dim(run: pd.Series) -> int:
     return int(run.get("params.latent_dim", 0))
 
 
-def specs() -> dict[str, tuple[str, str, RowOf, CellsOf]]:
-    """Gallery name -> (question, run kind, row of a run, cells of a run)."""
-    samples, interpolation = ("pic_samples", "pictures/samples.png"), ("pic_interpolation", "pictures/interpolation.png")
-    return {
-        "p1q1_pictures": ("p1q1", "vae", lambda r: ("arm", r.get("params.estimator", "")), lambda r: [samples]),
-        "p1q2_pictures": ("p1q2", "vae", lambda r: ("beta", _beta(r)) if _latent_dim(r) != 2 else None,
-                          lambda r: [samples, interpolation]),
-        "p1q2_manifold": ("p1q2", "vae", lambda r: ("beta", _beta(r)) if _latent_dim(r) == 2 else None,
-                          lambda r: [("pic_manifold", "pictures/manifold.png")]),
-        "p1q3_pictures": ("p1q3", "vae", lambda r: ("latent_dim", _latent_dim(r)),
-                          lambda r: [("ae" if _beta(r) == 0 else "vae", "pictures/reconstructions.png")]),
-        "p2q1_pictures": ("p2q1", "gan", lambda r: ("arm", r.get("tags.genlab.arm", "")),
-                          lambda r: [("pic_step0", "pictures/samples_step0.png"), ("pic_final", "pictures/samples.png")]),
-    }
-
-
-def collect(per_question: dict[str, pd.DataFrame], read_png: Callable[[str, str], bytes | None],
+def collect(runs: pd.DataFrame, specs: dict[str, GallerySpec], read_png: Callable[[str, str], bytes | None],
             ) -> dict[str, Gallery]:
-    """Every gallery the runs allow. ``read_png(artifact_uri, path)`` returns checked PNG bytes or None (an absent
-    picture leaves its cell empty; a gallery with no picture at all is left out)."""
+    """Every gallery of one question that its runs allow. ``read_png(artifact_uri, path)`` returns checked PNG bytes
+    or None (an absent picture leaves its cell empty; a gallery with no picture at all is left out)."""
     galleries = {}
-    for name, (question, kind, row_of, cells_of) in specs().items():
-        runs = _kind(per_question.get(question, pd.DataFrame()), kind)
-        if len(runs):
-            runs = runs.assign(_seed=numeric(runs, "params.seed")).sort_values("_seed", kind="stable")
-        rows: dict[tuple[str, Any], Row] = {}
-        for _, run in runs.iterrows():
-            where = row_of(run)
-            if where is None:
-                continue
-            row = rows.setdefault(where, Row(*where))
-            for col, path in cells_of(run):
-                if col in row.cells:  # a higher seed of a condition already shown
-                    continue
-                png = read_png(str(run["artifact_uri"]), path)
-                if png is not None:
-                    row.cells[col] = Cell(f"figures/{name}_{_slug(row.value)}_{col}.png", str(run["run_id"]), png)
-        kept = sorted((r for r in rows.values() if r.cells), key=lambda r: _order(r.value))
-        columns = list(dict.fromkeys(col for _, run in runs.iterrows() if row_of(run) for col, _ in cells_of(run)))
-        if kept:
-            galleries[name] = Gallery([c for c in columns if any(c in r.cells for r in kept)], kept)
+    for name, spec in specs.items():
+        gallery = _gallery(name, spec, of_kind(runs, spec.kind) if len(runs) else runs, read_png)
+        if gallery is not None:
+            galleries[name] = gallery
     return galleries
+
+
+def _gallery(name: str, spec: GallerySpec, runs: pd.DataFrame, read_png: Callable[[str, str], bytes | None],
+             ) -> Gallery | None:
+    if len(runs):
+        runs = runs.assign(_seed=numeric(runs, "params.seed")).sort_values("_seed", kind="stable")
+    rows: dict[tuple[str, Any], Row] = {}
+    for _, run in runs.iterrows():
+        where = spec.row_of(run)
+        if where is None:
+            continue
+        row = rows.setdefault(where, Row(*where))
+        for col, path in spec.cells_of(run):
+            if col in row.cells:  # a higher seed of a condition already shown
+                continue
+            png = read_png(str(run["artifact_uri"]), path)
+            if png is not None:
+                row.cells[col] = Cell(f"figures/{name}_{_slug(row.value)}_{col}.png", str(run["run_id"]), png)
+    kept = sorted((r for r in rows.values() if r.cells), key=lambda r: _order(r.value))
+    columns = list(dict.fromkeys(col for _, run in runs.iterrows() if spec.row_of(run) for col, _ in spec.cells_of(run)))
+    return Gallery([c for c in columns if any(c in r.cells for r in kept)], kept) if kept else None
 
 
 def save(galleries: dict[str, Gallery], report_folder: Path) -> None:

@@ -117,6 +117,11 @@ def fashion_mnist_dir() -> Path:
         pytest.skip(f"Fashion-MNIST files absent: {e}")
 
 
+def ran(result) -> tuple[str, dict[str, float]]:
+    """The run id and final metrics of an entry's run (a genlab.entries.Result)."""
+    return result.run_id, dict(result.metrics)
+
+
 def run_cli(argv: list[str]) -> int:
     """genlab.cli.main's exit code, whether it returns it or argparse raises SystemExit (in this process)."""
     from genlab import cli

@@ -8,6 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from genlab import bench, data
+from genlab.entries import Context
 
 
 def test_bench_writes_json_markdown_and_a_bench_run(store, tmp_path, monkeypatch):
@@ -19,11 +20,14 @@ def test_bench_writes_json_markdown_and_a_bench_run(store, tmp_path, monkeypatch
     def absent(ctx):
         return [bench.Measure("absent_piece", None, "s", reason="not available here")]
 
-    measurements = [bench.measure_data_pipeline, bench.measure_fid, bench.measure_gan, absent,
-                    bench.measure_dask_startup, bench.measure_study]
-    run_id, report = bench.main(cfg, measurements, splits=data.load("synthetic"))
+    monkeypatch.setattr(bench, "MEASUREMENTS", [bench.measure_data_pipeline, bench.measure_fid, bench.measure_gan,
+                                                absent, bench.measure_dask_startup, bench.measure_study])
+    result = bench.run(cfg, Context(splits={("synthetic", 0): data.load("synthetic")}))
+    run_id = result.run_id
     saved = json.loads((tmp_path / "bench.json").read_text())
-    assert saved["results"].keys() == report["results"].keys() >= {"data_pipeline_speedup", "fid_seconds_10k"}
+    assert saved["results"].keys() >= {"data_pipeline_speedup", "fid_seconds_10k", "absent_piece"}
+    assert result.lines == (f"bench run {run_id} ({saved['total_seconds']:.0f} s): wrote {tmp_path / 'bench.json'} "
+                            f"and {tmp_path / 'bench.md'}",)
     pipeline = saved["results"]["data_pipeline_speedup"]
     assert pipeline["value"] > 0 and pipeline["goal"] == ">= 2" and pipeline["detail"]["genlab_images_per_second"] > 0
     fid = saved["results"]["fid_seconds_10k"]
@@ -67,8 +71,8 @@ def test_the_study_measure_runs_the_labs_plans_small(tmp_path):
     ctx = bench.Context(cfg, bench.SIZES["quick"], data.load("synthetic"), torch.device("cpu"))
     folder = bench.write_study_plans(ctx, tmp_path)
     only = ",".join(bench.STUDY_PLANS)
-    ours, _ = study.select(study.load_plans(study.StudyConfig(plans=str(folder)))[0], only)
-    labs, _ = study.select(study.load_plans(study.StudyConfig())[0], only)
+    ours = study.select(study.load_plans(study.StudyConfig(plans=str(folder))), only)
+    labs = study.select(study.load_plans(study.StudyConfig()), only)
     assert [r.name for r in ours] == [r.name for r in labs] and len(ours) == 8
     assert not any(r.refs for r in ours)  # independent runs: all can go side by side
     for mine, lab in zip(ours, labs, strict=True):
@@ -124,16 +128,3 @@ def test_goals_and_not_measured():
     assert bench.Measure("y", 0.02, "fraction", goal=("<=", 0.03)).met is True
     missing = bench.Measure("z", None, reason="module absent")
     assert missing.met is None and missing.as_dict()["status"] == "not measured"
-
-
-def test_mlproject_bench_entry_matches_the_config():
-    import dataclasses
-    from pathlib import Path
-
-    import yaml
-
-    entry = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())["entry_points"]["bench"]
-    fields = {f.name for f in dataclasses.fields(bench.BenchConfig)}
-    assert set(entry["parameters"]) == fields
-    for name in fields:
-        assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"]

@@ -8,6 +8,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from genlab import calibrate, cli, data
+from genlab.entries import Context
 from genlab.train import classifier
 
 
@@ -20,8 +21,9 @@ def calibrated(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
         mp.setenv("GENLAB_CACHE_DIR", str(tmp / "cache"))
         mp.delenv("MLFLOW_RUN_ID", raising=False)
-        classifier_run, _ = classifier.main(classifier.ClassifierConfig(dataset="synthetic"))
-        run_id, rows = calibrate.main(calibrate.CalibrationConfig(dataset="synthetic"))
+        classifier_run = classifier.run(classifier.ClassifierConfig(dataset="synthetic"), Context()).run_id
+        run_id = calibrate.run(calibrate.CalibrationConfig(dataset="synthetic"), Context()).run_id
+        rows = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/calibration.json"))
         yield classifier_run, run_id, {row["case"]: row for row in rows}
 
 

@@ -2,15 +2,15 @@
 
 import argparse
 import dataclasses
+import inspect
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from genlab import cli, configs
+from genlab.entries import CONTEXT_FIELDS, ENTRIES, Context, Result
 
 from .conftest import genlab_cmd, run_cli
 
@@ -106,50 +106,63 @@ def test_every_option_says_what_it_is_and_lists_its_choices():
 
 
 def fields_of(command: str) -> dict[str, dataclasses.Field]:
-    config = configs.ENTRY_CONFIGS.get(command.replace("-", "_"))
-    return {f.name: f for f in dataclasses.fields(config)} if config else {}
+    (entry,) = [e for e in ENTRIES if e.command == command] or [None]
+    return {f.name: f for f in dataclasses.fields(entry.config)} if entry else {}
 
 
-def test_every_config_field_is_a_flag_with_help():
+def test_every_entry_is_a_subcommand_with_a_flag_per_config_field_and_its_own_flags():
     commands = subcommands(cli.build_parser())
-    for entry, config in configs.ENTRY_CONFIGS.items():
-        dests = {a.dest for a in commands[entry.replace("_", "-")]._actions}
-        for f in dataclasses.fields(config):
-            assert f.name in dests and f.metadata.get("help"), f"{entry}.{f.name}"
+    assert set(commands) == {e.command for e in ENTRIES} | {"data"}
+    for entry in ENTRIES:
+        dests = {a.dest for a in commands[entry.command]._actions}
+        for f in dataclasses.fields(entry.config):
+            assert f.name in dests and f.metadata.get("help"), f"{entry.name}.{f.name}"
+        options = {s for a in commands[entry.command]._actions for s in a.option_strings}
+        assert {flag.name for flag in entry.flags} <= options, entry.name
+        assert all(flag.dest in CONTEXT_FIELDS or flag.dest in dests for flag in entry.flags), entry.name
 
 
-def test_mlproject_has_an_entry_per_config_with_its_parameters():
-    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())["entry_points"]
-    assert set(spec) == set(configs.ENTRY_CONFIGS)
-    for entry, config in configs.ENTRY_CONFIGS.items():
-        assert list(spec[entry]["parameters"]) == [f.name for f in dataclasses.fields(config)], entry
+def test_every_entry_module_runs_its_config():
+    """Each module defines validate() and run(config, context), and uses the config class of genlab.configs."""
+    for entry in ENTRIES:
+        module = entry.load()
+        assert getattr(module, entry.config.__name__) is entry.config, entry.name
+        assert list(inspect.signature(module.run).parameters) == ["cfg", "context"], entry.name
+        assert callable(module.validate) and not hasattr(module, "main"), entry.name
+    assert len({e.name for e in ENTRIES}) == len({e.command for e in ENTRIES}) == len(ENTRIES)
+    with pytest.raises(TypeError, match="takes a VAEConfig"):
+        ENTRIES[0].run(configs.GANConfig())
 
 
-def test_configs_are_the_modules_configs():
-    """Existing code imports the configs from their modules: those must be the very classes of genlab.configs."""
-    from genlab import bench, calibrate, probe, search, study
-    from genlab.train import classifier, gan, gradvar, vae
-    from reports import build
+def test_cli_only_flags_land_in_the_context(monkeypatch, capsys):
+    from genlab import study
 
-    pairs = [(vae.VAEConfig, configs.VAEConfig), (gan.GANConfig, configs.GANConfig),
-             (probe.ProbeConfig, configs.ProbeConfig), (classifier.ClassifierConfig, configs.ClassifierConfig),
-             (gradvar.GradVarConfig, configs.GradVarConfig), (study.StudyConfig, configs.StudyConfig),
-             (calibrate.CalibrationConfig, configs.CalibrationConfig), (search.SearchConfig, configs.SearchConfig),
-             (bench.BenchConfig, configs.BenchConfig), (build.ReportConfig, configs.ReportConfig)]
-    assert all(a is b for a, b in pairs)
-    assert all(study.load_entry(e).config_class is configs.ENTRY_CONFIGS[e] for e in study.ENTRIES)
+    seen = []
+
+    def fake_run(cfg, context):
+        seen.append((cfg, context))
+        return Result(lines=("one", "two"), exit_code=3)
+
+    monkeypatch.setattr(study, "run", fake_run)
+    assert cli.main(["study", "--dry-run", "--only", "p1q2"]) == 3
+    assert capsys.readouterr().out.split() == ["one", "two"]
+    assert seen == [(configs.StudyConfig(only="p1q2"), Context(dry_run=True))]
+    assert cli.main(["study"]) == 3 and seen[1][1] == Context()
 
 
 def test_sample_command_validates_then_prints_each_written_path(tmp_path, monkeypatch, capsys):
     from genlab import sample
+    from genlab.models.vae import Decoder
 
-    written = [tmp_path / "grid.png", tmp_path / "grid_interpolation.png"]
     seen = []
-    monkeypatch.setattr(sample, "main", lambda cfg: seen.append(cfg) or written)
+    monkeypatch.setattr(sample, "load_decoder", lambda cfg: seen.append(cfg) or Decoder(4, "mlp"))
+    written = [tmp_path / "grid.png", tmp_path / "grid_interpolation.png"]
     run_id = "0123456789abcdef0123456789abcdef"
-    args = ["sample", "--run", run_id, "--n", "16", "--nrow", "4", "--out", str(written[0]), "--interpolate", "5"]
+    args = ["sample", "--run", run_id, "--n", "16", "--nrow", "4", "--out", str(written[0]), "--interpolate", "5",
+            "--device", "cpu"]
     assert cli.main(args) == 0
     assert capsys.readouterr().out.split() == [str(p) for p in written]
-    assert seen == [configs.SampleConfig(run=run_id, n=16, nrow=4, out=str(written[0]), interpolate=5)]
-    assert cli.main(["sample"]) == 2  # neither --run nor --model: validate() refuses before main()
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+    assert seen == [configs.SampleConfig(run=run_id, n=16, nrow=4, out=str(written[0]), interpolate=5, device="cpu")]
+    assert cli.main(["sample"]) == 2  # neither --run nor --model: validate() refuses before any decoder is loaded
     assert len(seen) == 1 and len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -35,3 +35,16 @@ def test_gaussian_log_prob():
     z, mean, log_var = torch.tensor([[0.5]]), torch.tensor([[0.0]]), torch.tensor([[0.0]])
     expected = -0.5 * math.log(2 * math.pi) - 0.125
     assert abs(losses.gaussian_log_prob(z, mean, log_var).item() - expected) < 1e-6
+
+
+def test_gan_losses_match_hand_computation():
+    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.0, 3.0])
+    # ns: -log sigmoid(real) - log(1 - sigmoid(fake)), means over the batch; G: -log sigmoid(fake)
+    log_sig = [math.log(1 / (1 + math.exp(-v))) for v in (2.0, -1.0)]
+    d_ns = -sum(log_sig) / 2 + (math.log(2) + math.log(1 + math.exp(3.0))) / 2
+    assert math.isclose(losses.discriminator_loss(real, fake, "ns").item(), d_ns, rel_tol=1e-6)
+    g_ns = (math.log(2) + math.log(1 + math.exp(-3.0))) / 2
+    assert math.isclose(losses.generator_loss(fake, "ns").item(), g_ns, rel_tol=1e-6)
+    # hinge: mean relu(1 - real) + mean relu(1 + fake); G: -mean fake
+    assert math.isclose(losses.discriminator_loss(real, fake, "hinge").item(), (0 + 2) / 2 + (1 + 4) / 2)
+    assert losses.generator_loss(fake, "hinge").item() == -1.5

@@ -147,3 +147,28 @@ def test_class_coverage_and_is_proxy():
     collapsed[0, 3], collapsed[0, 4] = -10.0, 10.0  # one sample of class 4: 1 % < 2 %
     assert metrics.class_coverage(collapsed) == 0.1
     assert metrics.is_proxy(np.zeros((50, 10))) == pytest.approx(1.0)  # uniform guesses
+
+
+# ---------------------------------------------------------------- the linear probe (P1Q2 and P2Q2)
+
+def test_linear_probe_settings_budget_dtype_and_warnings():
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(1)
+    labels = np.arange(900) % 3
+    features = (rng.normal(size=(900, 8)) + 1.5 * np.eye(8)[labels]).astype(np.float32)
+    train, test = slice(0, 600), slice(600, None)
+
+    def accuracy(**settings):
+        return metrics.linear_probe_accuracy(features[train], labels[train], features[test], labels[test], **settings)
+
+    full = accuracy()
+    assert 0.6 < full <= 1.0 and abs(accuracy(cast_float64=False, seed=0) - full) <= 0.01  # float32: rounding only
+    with pytest.warns(ConvergenceWarning):
+        one_step = accuracy(max_iter=1)
+    assert one_step < full  # the budget is part of the number
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        assert accuracy(max_iter=1, quiet_unconverged=True, cast_float64=False, seed=0) < full

@@ -5,11 +5,12 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
+from genlab.entries import Context
 from genlab.models.gan import Discriminator
 from genlab.models.vae import Encoder, param_count
 from genlab.train import gan, vae
 
-from .conftest import run_cli, store_in
+from .conftest import ran, run_cli, store_in
 
 METRICS = {"encoder_probe_accuracy", "discriminator_probe_accuracy", "encoder_probe_accuracy_raw",
            "encoder_param_count", "discriminator_param_count", "d_prob_real", "d_prob_generated", "d_prob_recon",
@@ -21,10 +22,10 @@ def runs(tmp_path_factory, empty_store_file):
     """A finished VAE run and a finished GAN run (latent_dim 4) in a store shared by this module's tests."""
     tmp = tmp_path_factory.mktemp("probe-store")
     with store_in(tmp, empty_store_file):
-        vae_id, _ = vae.main(vae.VAEConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
-                                           eval_samples=0, experiment="vae"))
-        gan_id, _ = gan.main(gan.GANConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
-                                           eval_samples=0, experiment="gan"))
+        vae_id, _ = ran(vae.run(vae.VAEConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
+                                              eval_samples=0, experiment="vae"), Context()))
+        gan_id, _ = ran(gan.run(gan.GANConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
+                                              eval_samples=0, experiment="gan"), Context()))
         yield vae_id, gan_id, tmp
 
 
@@ -61,7 +62,7 @@ def test_probe_end_to_end(runs, capsys):
 def test_probe_bad_input_is_exit_2_and_no_run(runs, capsys, case):
     vae_id, gan_id, _ = runs
     args, expected = {
-        "swapped": (["--vae-run", gan_id, "--gan-run", vae_id], "vae_run must name a VAE run"),
+        "swapped": (["--vae-run", gan_id, "--gan-run", vae_id], f"vae_run: run '{gan_id}' is a gan run, not a vae run"),
         "unknown": (["--vae-run", vae_id, "--gan-run", "f" * 32], "gan_run: run 'fff"),
         "malformed": (["--vae-run", "latest", "--gan-run", gan_id], "vae_run must be a VAE run id"),
         "bad dataset": (["--vae-run", vae_id, "--gan-run", gan_id, "--dataset", "cifar10"], "dataset"),

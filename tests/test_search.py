@@ -3,7 +3,6 @@ the pareto objective, bad input. Synthetic data, 1-2 epochs, tiny limit: these s
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import signal
@@ -12,13 +11,13 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from genlab import cli, losses, search
+from genlab.entries import Context
 
-from .conftest import ROOT, genlab_cmd, store_in, wait_for
+from .conftest import genlab_cmd, store_in, wait_for
 
 # eval_samples=0: no sample-quality scorer (nor the classifier it trains) except where the objective needs it
 TINY = dict(dataset="synthetic", epochs=1, limit=128, latent_dims="2,4,16", study_name="t", eval_samples=0)
@@ -76,7 +75,7 @@ def test_two_workers_exact_counts_nesting_artifacts_then_resume(store, tmp_path,
     # The first 3 trials complete (the pruner waits for 3): enough for importances with a lower threshold.
     monkeypatch.setattr(search, "MIN_TRIALS_FOR_IMPORTANCES", 2)
     cfg = config(tmp_path, n_trials=4, workers=2)
-    search.main(cfg)  # this process coordinates; the two workers are processes
+    search.run(cfg, Context())  # this process coordinates; the two workers are processes
     assert pyplot.get_fignums() == []
     study = load(cfg)
     assert study.metric_names == ["val_neg_elbo"]
@@ -152,7 +151,7 @@ def test_killed_worker_trial_fails_its_run_fails_and_it_is_retried(store, tmp_pa
 
     # Resume: the only missing trial is "running", so the worker waits for its heartbeat to go stale, marks it
     # FAIL (its run FAILED) and runs the queued copy.
-    summary = search.main(cfg)
+    summary = search.run(cfg, Context()).metrics
     study = load(cfg)
     dead, retry = study.trials
     assert dead.state.name == "FAIL" and retry.state.name == "COMPLETE" and summary["trials_complete"] == 1
@@ -184,7 +183,7 @@ def test_nan_trial_fails_a_bad_trial_is_pruned_and_ctrl_c_kills(store, tmp_path,
 
     monkeypatch.setattr(losses, "vae_terms", sabotaged)
     monkeypatch.setattr(search, "PRUNER_STARTUP_TRIALS", 1)
-    summary = search.main(cfg)
+    summary = search.run(cfg, Context()).metrics
     assert (summary["trials_complete"], summary["trials_pruned"], summary["trials_failed"]) == (1, 1, 1)
     nan_trial, pruned = load(cfg).trials[1:3]
     assert nan_trial.state.name == "FAIL" and "NonFiniteLoss" in nan_trial.user_attrs["fail_reason"]
@@ -200,7 +199,7 @@ def test_nan_trial_fails_a_bad_trial_is_pruned_and_ctrl_c_kills(store, tmp_path,
 
     # Ctrl-C: the trial FAIL, its run KILLED, the parent run KILLED.
     with pytest.raises(KeyboardInterrupt):
-        search.main(config(tmp_path, n_trials=3))
+        search.run(config(tmp_path, n_trials=3), Context())
     interrupted = load(cfg).trials[3]
     assert interrupted.state.name == "FAIL" and interrupted.user_attrs["fail_reason"] == "interrupted"
     killed = client.get_run(interrupted.user_attrs[search.RUN_ID_ATTR])
@@ -212,13 +211,13 @@ def test_nan_trial_fails_a_bad_trial_is_pruned_and_ctrl_c_kills(store, tmp_path,
     load(cfg).enqueue_trial({"latent_dim": 2, "beta": 7.0})
     monkeypatch.setattr(search, "MAX_FAILURES_IN_A_ROW", 1)
     with pytest.raises(RuntimeError, match="1 trials in a row failed"):
-        search.main(config(tmp_path, n_trials=3))
+        search.run(config(tmp_path, n_trials=3), Context())
     assert load(cfg).trials[4].state.name == "FAIL" and search_runs()[0][0].info.status == "FAILED"
 
 
 def test_pareto_objective_logs_the_front(store, tmp_path, pyplot):
     cfg = config(tmp_path, n_trials=2, objective="pareto", eval_samples=200)
-    summary = search.main(cfg)
+    summary = search.run(cfg, Context()).metrics
     assert summary["trials_complete"] == 2 and summary["pareto_trials"] >= 1
     assert all(len(t.values) == 2 for t in load(cfg).trials)
     assert load(cfg).metric_names == ["val_recon", "fid_proxy"]
@@ -357,11 +356,3 @@ def test_search_bad_input(one_store, tmp_path, capsys, args, names):
     assert not (tmp_path / "optuna.db").exists() and not (one_store / "optuna.db").exists()
     client = MlflowClient()
     assert [e.name for e in client.search_experiments()] == ["Default"] and not client.search_runs(["0"])
-
-
-def test_mlproject_search_entry_matches_the_config():
-    entry = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]["search"]
-    names = [f.name for f in dataclasses.fields(search.SearchConfig)]
-    assert list(entry["parameters"]) == names
-    for name in names:
-        assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"]

@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from genlab import search
+from genlab.entries import Context
 
 from .test_search import TINY, done, search_runs
 
@@ -19,7 +20,7 @@ def test_two_workers_share_one_study_in_postgres(postgres, tmp_path, monkeypatch
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres.replace("postgresql://", "postgresql+psycopg://") + "/mlflow")
     cfg = search.SearchConfig(**{**TINY, "storage": f"{postgres}/optuna", "n_trials": 3, "workers": 2})
-    search.main(cfg)  # this process creates the study and the parent run, then starts and waits for 2 workers
+    search.run(cfg, Context())  # this process creates the study and the parent run, then starts and waits for 2 workers
 
     study = optuna.load_study(study_name=cfg.study_name, storage=search.storage_url(cfg.storage))
     numbers = [t.number for t in study.trials]

@@ -1,17 +1,13 @@
 """`genlab study`: plan loading and strict validation, the lab's plans, and a tiny study that reuses its runs."""
 
-import dataclasses
 import json
 import textwrap
-from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
-from genlab import cli, configs, study
+from genlab import cli, study
 from genlab.config import ConfigError
-from genlab.train import gradvar
 
 Q1 = """
 question: q1
@@ -48,7 +44,7 @@ def cfg(plans: str, **kw) -> study.StudyConfig:
 
 @pytest.mark.parametrize("profile", study.PROFILES)
 def test_the_lab_plans_load_for_both_profiles(profile):
-    plans, _ = study.load_plans(study.StudyConfig(profile=profile))
+    plans = study.load_plans(study.StudyConfig(profile=profile))
     by_q = {p.question: p for p in plans}
     assert {"p1q1", "p1q2", "p1q3", "p2q1", "p2q2", "search"} <= set(by_q)
     assert not by_q["search"].default and all(by_q[q].default for q in ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2"))
@@ -68,13 +64,9 @@ def test_the_lab_plans_load_for_both_profiles(profile):
 
 
 def test_only_pulls_in_what_the_selection_refers_to():
-    plans, _ = study.load_plans(study.StudyConfig())
-    runs, _ = study.select(plans, "p2q1")
-    names = [r.name for r in runs]
-    if plans[3].skipped:  # the GAN is not on this branch: its question is skipped, with a notice
-        assert names == []
-    else:
-        assert names[:2] == ["p1q2_beta0", "p1q2_beta1"] and all(n.startswith("p2q1_") for n in names[2:])
+    names = [r.name for r in study.select(study.load_plans(study.StudyConfig()), "p2q1")]
+    assert names[:2] == ["p1q2_beta0", "p1q2_beta1"] and all(n.startswith("p2q1_") for n in names[2:])
+    assert len(names) == 2 + 3  # one seed per arm in quick
 
 
 # ---------------------------------------------------------------- strict validation
@@ -113,7 +105,7 @@ def test_references_names_and_selection_are_checked(tmp_path):
         study.load_plans(cfg(write_plans(tmp_path / "b", q1=Q1, q2=ambiguous)))
     with pytest.raises(ConfigError, match="question must be 'q3'"):
         study.load_plans(cfg(write_plans(tmp_path / "c", q3=Q1)))
-    plans, _ = study.load_plans(cfg(write_plans(tmp_path / "d", q1=Q1, q2=Q2)))
+    plans = study.load_plans(cfg(write_plans(tmp_path / "d", q1=Q1, q2=Q2)))
     with pytest.raises(ConfigError, match="only must be"):
         study.select(plans, "q1,q9")
     with pytest.raises(ConfigError, match="profile must be"):
@@ -172,21 +164,3 @@ def test_tiny_study_runs_tags_and_reuses_every_run(store, tmp_path, capsys, monk
     # another profile is another set of runs (not run here: the dry run says what it would train)
     assert cli.main(["study", "--plans", folder, "--study", "tiny", "--profile", "full", "--dry-run"]) == 0
     assert capsys.readouterr().out.count("would train") == 4
-
-
-# search, bench and report have their own test (probe's run ids have no default); the others are checked here
-MLPROJECT_ENTRIES = [("study", study.StudyConfig), ("gradvar", gradvar.GradVarConfig),
-                     *((e, configs.ENTRY_CONFIGS[e]) for e in ("train_vae", "train_gan", "train_classifier", "calibrate",
-                                                               "sample"))]
-
-
-@pytest.mark.parametrize("entry,config", MLPROJECT_ENTRIES, ids=[e for e, _ in MLPROJECT_ENTRIES])
-def test_mlproject_entry_matches_the_config(entry, config):
-    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())["entry_points"][entry]
-    names = {f.name for f in dataclasses.fields(config)}
-    assert set(spec["parameters"]) == names
-    command = " ".join(spec["command"].split())
-    assert all(f"--{n.replace('_', '-')} {{{n}}}" in command for n in names)
-    defaults = {f.name: f.default for f in dataclasses.fields(config)}
-    assert all(str(spec["parameters"][n]["default"]) in (str(defaults[n]), f"{defaults[n]:g}" if isinstance(
-        defaults[n], (int, float)) else str(defaults[n])) for n in names)

@@ -18,8 +18,8 @@ class Classifier(nn.Module):
     def __init__(self, n_classes: int = N_CLASSES):
         super().__init__()
         self.trunk = nn.Sequential(
-            # stride-2 convolutions rather than conv + max-pool: 3x fewer multiply-adds (features of 10,000
-            # images in about a second on 2 CPU cores) for about the same accuracy
+            # stride-2 convolutions rather than conv + max-pool: 3x fewer multiply-adds for about the same
+            # accuracy, so every run can afford its sample-quality metrics on CPU (fid_seconds_10k, docs/results.md)
             nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.ReLU(),    # 28 -> 14
             nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),   # 14 -> 7
             nn.Flatten(), nn.Linear(64 * 7 * 7, FEATURE_DIM), nn.ReLU(),

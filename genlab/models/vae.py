@@ -2,9 +2,9 @@
 
 Two architectures share one interface:
 - ``conv``: a DCGAN-style trunk (two stride-2 4x4 convolutions, 32 and 64 channels, 28 -> 14 -> 7, then a
-  256-unit layer) and its mirror image with twice the channels (128 and 64) in the decoder: doubling the decoder
-  gained 0.8 nats/image on the test set at 30 epochs, while doubling the encoder too trained 1.4x slower for about
-  0.5 more at 5 epochs (see the README's "Quality reached");
+  256-unit layer) and its mirror image with twice the channels (128 and 64) in the decoder: the wider decoder
+  lowers the test neg-ELBO, while a wider encoder too would cost more training time than the study's budgets
+  allow for a small gain (docs/results.md, "Quality reached");
 - ``mlp``: the classic 784-400-z network of Kingma & Welling.
 
 ``Encoder.forward`` returns one tensor ``[z_mean | z_log_var]`` (B, 2*latent_dim) so it can be logged and served

@@ -1,7 +1,7 @@
 """The feature classifier behind the sample-quality metrics: train it (one MLflow run, registered as
-``genlab-classifier-<dataset>``), find it again, and score images against the real test split.
+``genlab-classifier-<dataset>``), find it again, and hand out the `quality.Scorer` that scores images with it.
 
-Read top to bottom: config -> validate -> train (the loop) -> main (the run) -> get_scorer / Scorer.
+Read top to bottom: config -> validate -> train (the loop) -> main (the run) -> get_scorer (a quality.Scorer).
 
 One classifier per data set and config (its *key*): `get_scorer` reuses the oldest FINISHED run tagged
 ``genlab.kind=classifier`` with that key in the tracking store, and trains one only when there is none (saying so
@@ -24,21 +24,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genlab import data, files, metrics
+from genlab import data, quality, tags
 from genlab.config import check, check_choice, check_int, check_positive, resolve_device
 from genlab.configs import ClassifierConfig
-from genlab.models.classifier import FEATURE_DIM, Classifier
+from genlab.entries import Context, Result
+from genlab.models.classifier import Classifier
 
 ARCH_VERSION = 1  # bump when models/classifier.py changes: a new key, so old classifiers are not reused
-FEATURE_BATCH = 1000
-MIN_SAMPLES = metrics.min_samples_for_fid(FEATURE_DIM)  # 129 images for a full-rank feature covariance
 
 
 def validate(cfg: ClassifierConfig) -> None:
@@ -71,7 +69,7 @@ def evaluate(model: Classifier, x: torch.Tensor, y: torch.Tensor, device: torch.
     """Mean cross-entropy (nats/image) and accuracy on uint8 images ``x``."""
     model.eval()
     loss, correct = 0.0, 0
-    for xb, yb in data.batches(x, FEATURE_BATCH, device=device, labels=y):
+    for xb, yb in data.batches(x, quality.FEATURE_BATCH, device=device, labels=y):
         logits = model(xb)
         loss += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
@@ -122,20 +120,21 @@ def train(cfg: ClassifierConfig, splits: data.Splits, run=None) -> tuple[Classif
 
 # ---------------------------------------------------------------- the run around the loop
 
-def main(cfg: ClassifierConfig, splits: data.Splits | None = None) -> tuple[str, dict[str, float]]:
-    """Validate, load data, train inside one MLflow run, log and register the model. Returns (run_id, final)."""
+def run(cfg: ClassifierConfig, context: Context) -> Result:
+    """Validate, load data, train inside one MLflow run, log and register the model."""
     from genlab import tracking
 
     validate(cfg)
-    splits = splits or data.load(cfg.dataset, cfg.limit)
+    existing = find_classifier(cfg)
+    splits = context.data(cfg.dataset, cfg.limit)
     check(cfg.batch_size <= len(splits.train_x), "batch_size", cfg.batch_size,
           f"<= the {len(splits.train_x)} training images")
-    tags = {"genlab.kind": "classifier", "genlab.classifier_key": classifier_key(cfg), "genlab.dataset": cfg.dataset,
-            tracking.DEVICE_TAG: str(resolve_device(cfg.device))}
+    run_tags = {tags.KIND: tags.CLASSIFIER, tags.CLASSIFIER_KEY: classifier_key(cfg), tags.DATASET: cfg.dataset,
+                tags.DEVICE: str(resolve_device(cfg.device)), **context.tags}
     note = (f"The feature classifier of the sample-quality metrics on {cfg.dataset}: fid_proxy and the others are "
             "distances in its 128-d penultimate layer. Compare them only between runs with the same fid_classifier.")
     with tracking.start_run(cfg.experiment, f"classifier {cfg.dataset} s{cfg.seed}", dataclasses.asdict(cfg),
-                            tags, description=note) as run:
+                            run_tags, parent_run_id=context.parent_run_id, description=note) as run:
         for split in ("train", "val", "test"):
             run.log_dataset(splits.name, splits.source, splits.digest(split), split, len(getattr(splits, f"{split}_x")))
         model, final = train(cfg, splits, run)
@@ -146,15 +145,20 @@ def main(cfg: ClassifierConfig, splits: data.Splits | None = None) -> tuple[str,
             run.log_artifact(path, "checkpoint")
         run.log_model(model, "classifier", np.zeros((2, 1, 28, 28), np.float32))
         tracking.register_model(run.run_id, "classifier", model_name(cfg.dataset))
-        return run.run_id, final
+    if existing:
+        print(f"note: classifier run {existing} has the same config and stays the one the metrics use",
+              file=sys.stderr)
+    return Result(run.run_id, final, (f"run {run.run_id} finished: test_accuracy {final['test_accuracy']:.4f}; "
+                                      f"registered as {model_name(cfg.dataset)}",))
 
 
 def find_classifier(cfg: ClassifierConfig) -> str | None:
     """The run id of the oldest FINISHED classifier run with this config's key in the store, or None."""
     from genlab import tracking
 
-    runs = tracking.search_runs(filter_string=f"tags.`genlab.kind` = 'classifier' and tags.`genlab.classifier_key` = "
-                                              f"'{classifier_key(cfg)}' and attributes.status = 'FINISHED'")
+    runs = tracking.search_runs(filter_string=f"{tags.where(tags.KIND, tags.CLASSIFIER)} and "
+                                              f"{tags.where(tags.CLASSIFIER_KEY, classifier_key(cfg))} and "
+                                              "attributes.status = 'FINISHED'")
     if len(runs) == 0:
         return None
     return str(runs.sort_values("start_time").iloc[0]["run_id"])
@@ -169,96 +173,12 @@ def load_classifier(run_id: str, device: torch.device | str = "cpu") -> Classifi
     return model.to(device).eval()
 
 
-# ---------------------------------------------------------------- scoring
-
-def cache_dir() -> Path:
-    """``$GENLAB_CACHE_DIR`` or ``<project root>/.cache/genlab`` (created)."""
-    path = Path(os.environ.get("GENLAB_CACHE_DIR") or data.PROJECT_ROOT / ".cache" / "genlab")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@dataclass
-class RealStats:
-    """The real test split in the classifier's feature space (what every score compares against)."""
-
-    features: np.ndarray  # (N, 128) float32
-    mu: np.ndarray        # (128,) float64
-    sigma: np.ndarray     # (128, 128) float64
-    radii: np.ndarray     # (N,) float32: distance to the k-th nearest real neighbour (precision, density, coverage)
-
-
-@torch.no_grad()
-def extract_features(model: Classifier, images: torch.Tensor, device: torch.device | str = "cpu",
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 1, 28, 28) float in [0, 1] -> features (N, 128) float32 and logits (N, 10) float32."""
-    if images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28):
-        raise ValueError(f"images must be (N, 1, 28, 28), got {tuple(images.shape)}")
-    model.eval()
-    feats, logits = [], []
-    for start in range(0, len(images), FEATURE_BATCH):
-        h, out = model.features_and_logits(images[start:start + FEATURE_BATCH].to(device).float())
-        feats.append(h.float().cpu())
-        logits.append(out.float().cpu())
-    return torch.cat(feats).numpy(), torch.cat(logits).numpy()
-
-
-@dataclass
-class Scorer:
-    """Scores images against the real test split with one classifier (its run id goes in param ``fid_classifier``)."""
-
-    run_id: str
-    model: Classifier
-    device: torch.device
-    real: RealStats
-    seed: int = 0  # for the KID subsets
-
-    def features(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        return extract_features(self.model, images, self.device)
-
-    def score(self, images: torch.Tensor, prefix: str = "") -> dict[str, float]:
-        """``fid_proxy, kid_proxy, kid_proxy_std, precision, recall, density, coverage, class_coverage, is_proxy``
-        of ``images`` (N >= 129, float in [0, 1]) against the real test split, keys prefixed by ``prefix``."""
-        images = torch.as_tensor(images)
-        if len(images) < MIN_SAMPLES:
-            raise ValueError(f"sample-quality metrics need at least {MIN_SAMPLES} images (a full-rank {FEATURE_DIM}-d"
-                             f" feature covariance), got {len(images)}")
-        bad = int((~torch.isfinite(images.reshape(len(images), -1))).any(dim=1).sum())
-        if bad:
-            raise ValueError(f"{bad} of {len(images)} images to score are NaN/inf")
-        low, high = float(images.min()), float(images.max())
-        if low < -1e-4 or high > 1 + 1e-4:
-            raise ValueError(f"images to score must be in [0, 1], got values in [{low:.3g}, {high:.3g}]")
-        feats, logits = self.features(images)
-        mu, sigma = metrics.feature_stats(feats)
-        kid_mean, kid_std = metrics.kid(self.real.features, feats, seed=self.seed)
-        out = {"fid_proxy": metrics.frechet_distance(mu, sigma, self.real.mu, self.real.sigma),
-               "kid_proxy": kid_mean, "kid_proxy_std": kid_std,
-               **metrics.prdc(self.real.features, feats, real_radii=self.real.radii),
-               "class_coverage": metrics.class_coverage(logits), "is_proxy": metrics.is_proxy(logits)}
-        return {f"{prefix}{k}": v for k, v in out.items()}
-
-
-def real_stats(run_id: str, model: Classifier, splits: data.Splits, device: torch.device | str = "cpu") -> RealStats:
-    """Features, mean, covariance and k-NN radii of the test split: read from the cache, or computed and cached."""
-    path = cache_dir() / f"real-stats-{run_id}-{splits.digest('test')}.npz"
-    with contextlib.suppress(OSError, ValueError, KeyError):  # a missing or damaged cache is recomputed
-        with np.load(path, allow_pickle=False) as cached:
-            stats = RealStats(cached["features"], cached["mu"], cached["sigma"], cached["radii"])
-        if stats.features.shape == (len(splits.test_x), FEATURE_DIM) and np.isfinite(stats.sigma).all():
-            return stats
-    feats, _ = extract_features(model, data.to_float(splits.test_x), device)
-    mu, sigma = metrics.feature_stats(feats, "real test images")
-    stats = RealStats(feats, mu, sigma, metrics.knn_radii(feats))
-    with files.atomic_write(path) as f:  # a concurrent reader never sees half a file
-        np.savez(f, features=stats.features, mu=stats.mu, sigma=stats.sigma, radii=stats.radii)
-    return stats
-
+# ---------------------------------------------------------------- finding the scorer
 
 @contextlib.contextmanager
 def _lock(name: str) -> Iterator[None]:
     """An exclusive file lock, so parallel runs (Optuna workers) train one classifier, not one each."""
-    with open(cache_dir() / f"{name}.lock", "w") as handle:
+    with open(quality.cache_dir() / f"{name}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -303,7 +223,7 @@ def ensure_classifier(cfg: ClassifierConfig) -> str:
 
 
 def get_scorer(dataset: str, device: torch.device | str = "cpu", cfg: ClassifierConfig | None = None,
-               splits: data.Splits | None = None) -> Scorer:
+               splits: data.Splits | None = None) -> quality.Scorer:
     """The scorer for ``dataset``: reuses the store's classifier for (dataset, config), training one only if none
     exists. ``cfg`` defaults to ClassifierConfig(dataset); ``splits`` to data.load(dataset)."""
     cfg = cfg or ClassifierConfig(dataset=dataset)
@@ -313,4 +233,4 @@ def get_scorer(dataset: str, device: torch.device | str = "cpu", cfg: Classifier
     device = torch.device(device)
     model = load_classifier(run_id, device)
     splits = splits if splits is not None else data.load(dataset)
-    return Scorer(run_id, model, device, real_stats(run_id, model, splits, device), seed=cfg.seed)
+    return quality.Scorer(run_id, model, device, quality.real_stats(run_id, model, splits, device), seed=cfg.seed)

@@ -5,29 +5,31 @@ starts from a trained VAE decoder (a run id or a registered model), and the step
 GAN update, shows its head start over a random one. ``init_discriminator=encoder`` also starts the discriminator
 from the same VAE's encoder trunk.
 
-Read top to bottom: config -> validate -> init source -> evaluation -> train (the loop) -> main (the run).
+Read top to bottom: config -> validate -> init source -> evaluation -> train (the loop, which reports to a
+loop.Sink) -> TrackedGANSink (what a run logs) -> run (the MLflow run around it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from genlab import config, data, metrics, pictures
+from genlab import config, data, losses, metrics, pictures, tags
 from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
 from genlab.configs import INIT_DISCRIMINATORS, LOSSES, MODEL_URI, RUN_ID, GANConfig
+from genlab.entries import Context, EpochCallback, Result
 from genlab.models.gan import Discriminator, Generator, generate
 from genlab.models.vae import ARCHS, param_count
 from genlab.pictures import N_GRID, SAMPLE_SEED
+from genlab.train import loop
 from genlab.train.vae import MIN_EVAL_SAMPLES
 
 EVAL_SEED = 4321  # the fixed noise behind every evaluation (independent of the run seed, like SAMPLE_SEED)
@@ -125,15 +127,9 @@ def resolve_init(cfg: GANConfig) -> InitSource | None:
             run_id, model_uri = tracking.resolve_model_run(cfg.init_from), cfg.init_from
         else:
             run_id, model_uri = cfg.init_from, None
-        source = tracking.get_run(run_id)
+        source = tracking.load_trained_run(run_id, tags.VAE)
     except tracking.TrackingError as e:
         raise ConfigError(f"init_from: {e}") from None
-    kind = source.data.tags.get("genlab.kind")
-    if kind != "vae":
-        raise ConfigError(f"init_from must name a VAE run, but run '{run_id}' is a {kind or 'non-genlab'} run")
-    if source.info.status != "FINISHED":
-        raise ConfigError(f"init_from: VAE run '{run_id}' is {source.info.status}; only a FINISHED run has logged "
-                          f"its decoder")
     for name in ("latent_dim", "arch"):
         theirs, ours = source.data.params.get(name), str(getattr(cfg, name))
         if theirs != ours:
@@ -205,22 +201,6 @@ def diversity(generator: Generator) -> float:
     return metrics.sample_diversity(generate_fixed(generator, DIVERSITY_SAMPLES, EVAL_SEED).numpy())
 
 
-# ---------------------------------------------------------------- losses
-
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, loss: str) -> torch.Tensor:
-    """ns: binary cross-entropy (real -> 1, fake -> 0); hinge: mean relu(1 - real) + mean relu(1 + fake)."""
-    if loss == "hinge":
-        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
-    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
-
-
-def generator_loss(fake_logits: torch.Tensor, loss: str) -> torch.Tensor:
-    """ns: -log D(G(z)) (non-saturating); hinge: -mean logit."""
-    if loss == "hinge":
-        return -fake_logits.mean()
-    return F.softplus(-fake_logits).mean()
-
-
 # ---------------------------------------------------------------- checkpoints
 
 CHECKPOINT_KEYS = {"generator", "discriminator", "opt_g", "opt_d", "epoch", "shuffle_rng", "noise_rng", "config"}
@@ -228,120 +208,165 @@ CHECKPOINT_KEYS = {"generator", "discriminator", "opt_g", "opt_d", "epoch", "shu
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read a GAN checkpoint safely (weights_only); ConfigError if unreadable or not a GAN checkpoint."""
-    return config.load_checkpoint(path, CHECKPOINT_KEYS, "GAN")
+    return loop.load_checkpoint(path, CHECKPOINT_KEYS, "GAN")
 
 
 # ---------------------------------------------------------------- the loop
 
-EpochCallback = Callable[[int, dict[str, float]], None]
+class Networks(NamedTuple):
+    """What the GAN loop trains (its ``model`` for a loop.Sink)."""
+
+    generator: Generator
+    discriminator: Discriminator
 
 
-class NonFiniteLoss(RuntimeError):
-    """A loss became NaN or infinite (the run fails with this one-line reason)."""
+@dataclass
+class TrainState:
+    """What the optimisation carries from step to step; a checkpoint keeps all of it."""
+
+    nets: Networks
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    shuffle_rng: torch.Generator
+    noise_rng: torch.Generator
+
+    def stateful(self) -> dict[str, Any]:
+        return {"generator": self.nets.generator, "discriminator": self.nets.discriminator,
+                "opt_g": self.opt_g, "opt_d": self.opt_d}
+
+    def rngs(self) -> dict[str, torch.Generator]:
+        return {"shuffle_rng": self.shuffle_rng, "noise_rng": self.noise_rng}
+
+    def checkpoint(self, epoch: int, cfg: GANConfig) -> dict[str, Any]:
+        """The state to resume from after ``epoch`` (the CHECKPOINT_KEYS)."""
+        return loop.checkpoint_state(epoch, cfg, self.stateful(), self.rngs())
 
 
-def train(cfg: GANConfig, splits: data.Splits, run=None, init: InitSource | None = None, resume: dict | None = None,
-          scorer: Any | None = None, on_epoch: EpochCallback | None = None,
-          ) -> tuple[Generator, Discriminator, dict[str, float]]:
-    """Train; log per epoch to ``run`` (a tracking.Run, or None). Returns both networks and the last epoch's
-    metrics. ``on_epoch(epoch, metrics)`` may raise to stop."""
-    device = resolve_device(cfg.device)
+def initial_state(cfg: GANConfig, device: torch.device, init: InitSource | None = None, resume: dict | None = None,
+                  ) -> tuple[TrainState, int]:
+    """Seeded networks (from ``init``'s weights if given), their optimisers and RNGs, loaded from the checkpoint
+    ``resume`` if given; and the first epoch to train."""
     torch.manual_seed(cfg.seed)
     generator, discriminator = build_models(cfg, init)
     generator.to(device)
     discriminator.to(device)
     betas = (cfg.beta1, 0.999)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=betas)
-    shuffle_rng = torch.Generator().manual_seed(cfg.seed)
-    noise_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    start_epoch = 1
-    if resume is not None:
-        generator.load_state_dict(resume["generator"])
-        discriminator.load_state_dict(resume["discriminator"])
-        opt_g.load_state_dict(resume["opt_g"])
-        opt_d.load_state_dict(resume["opt_d"])
-        shuffle_rng.set_state(resume["shuffle_rng"])
-        noise_rng.set_state(resume["noise_rng"])
-        start_epoch = int(resume["epoch"]) + 1
-    steps_per_epoch = -(-len(splits.train_x) // cfg.batch_size)
+    state = TrainState(Networks(generator, discriminator),
+                       torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=betas),
+                       torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=betas),
+                       torch.Generator().manual_seed(cfg.seed), torch.Generator(device=device).manual_seed(cfg.seed + 1))
+    return state, loop.restore(resume, state.stateful(), state.rngs())
+
+
+def train(cfg: GANConfig, splits: data.Splits, sink: loop.Sink = loop.NullSink(), resume: dict | None = None,
+          init: InitSource | None = None, scorer: Any | None = None) -> tuple[Networks, dict[str, float]]:
+    """Train, reporting each epoch to ``sink`` (TrackedGANSink: an MLflow run; the default: nowhere), from the
+    checkpoint ``resume`` if given, else from ``init``'s weights. ``scorer`` adds sample quality every
+    ``eval_every`` epochs and at the end. Returns both networks and the last epoch's metrics."""
+    device = resolve_device(cfg.device)
+    state, start_epoch = initial_state(cfg, device, init, resume)
+    if start_epoch == 1:
+        sink.start(state.nets)
     last: dict[str, float] = {}
-
-    if run is not None and start_epoch == 1:  # step 0: before any update, so an initialisation's head start shows
-        real = data.to_float(splits.test_x[:DIVERSITY_SAMPLES]).numpy()
-        run.log_metrics({"sample_diversity": diversity(generator),
-                         "real_sample_diversity": metrics.sample_diversity(real),
-                         "generator_param_count": param_count(generator),
-                         "discriminator_param_count": param_count(discriminator),
-                         **evaluate(generator, cfg, scorer)}, step=0)
-        _log_samples(run, generator, 0, device, file="samples_step0.png")
-
     for epoch in range(start_epoch, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        sums = torch.zeros(4, dtype=torch.float64, device=device)  # d_loss, g_loss, d_real, d_fake (x batch size)
-        progress = _progress(steps_per_epoch, epoch, cfg.epochs)
-        for step, real in enumerate(data.batches(splits.train_x, cfg.batch_size, shuffle_rng, device)):
-            z = torch.randn(len(real), cfg.latent_dim, generator=noise_rng, device=device)
-            fake = generate(generator, z)
-            # discriminator step: the fakes are detached, so only D moves
-            real_logits, fake_logits = discriminator(real), discriminator(fake.detach())
-            d_loss = discriminator_loss(real_logits, fake_logits, cfg.loss)
-            if not torch.isfinite(d_loss):
-                raise NonFiniteLoss(f"discriminator loss became {d_loss.item()} at epoch {epoch}, step {step} "
-                                    f"(lr_d={cfg.lr_d} may be too large)")
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            # generator step against the updated discriminator
-            g_loss = generator_loss(discriminator(fake), cfg.loss)
-            if not torch.isfinite(g_loss):
-                raise NonFiniteLoss(f"generator loss became {g_loss.item()} at epoch {epoch}, step {step} "
-                                    f"(lr_g={cfg.lr_g} may be too large)")
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            with torch.no_grad():
-                sums += len(real) * torch.stack([d_loss, g_loss, torch.sigmoid(real_logits).mean(),
-                                                 torch.sigmoid(fake_logits).mean()]).double()
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(d_loss=f"{d_loss.item():.3f}", g_loss=f"{g_loss.item():.3f}", refresh=False)
-        train_seconds = time.perf_counter() - t0
-        if progress is not None:
-            progress.close()
-        d_loss_mean, g_loss_mean, d_real, d_fake = (sums / len(splits.train_x)).tolist()
-        last = {"d_loss": d_loss_mean, "g_loss": g_loss_mean, "d_real": d_real, "d_fake": d_fake,
-                "sample_diversity": diversity(generator),
-                "images_per_second": len(splits.train_x) / train_seconds}
-        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-            last.update(evaluate(generator, cfg, scorer))
-        last["epoch_seconds"] = time.perf_counter() - t0
-        if progress is None:
-            quality = f"  fid_proxy {last['fid_proxy']:.2f}" if "fid_proxy" in last else ""
-            print(f"epoch {epoch}/{cfg.epochs}  d_loss {d_loss_mean:.3f}  g_loss {g_loss_mean:.3f}  d_real {d_real:.3f}"
-                  f"  d_fake {d_fake:.3f}  diversity {last['sample_diversity']:.2f}{quality}  "
-                  f"{last['images_per_second']:.0f} img/s", file=sys.stderr, flush=True)
-        if run is not None:
-            run.log_metrics(last, step=epoch)
-            _log_samples(run, generator, epoch, device, file="samples.png" if epoch == cfg.epochs else "")
-            _save_checkpoint(run, generator, discriminator, opt_g, opt_d, epoch, shuffle_rng, noise_rng, cfg)
-        if on_epoch is not None:
-            on_epoch(epoch, last)
-
-    if run is not None:
-        generator.cpu().eval()
-        run.log_model(generator, "generator", np.zeros((2, cfg.latent_dim), np.float32))
-    return generator, discriminator, last
+        last = train_epoch(cfg, splits, state, epoch, device, scorer)
+        sink.epoch(epoch, last, state.nets, functools.partial(state.checkpoint, epoch, cfg))
+    last.update(sink.end(state.nets, last))
+    return state.nets, last
 
 
-def _progress(total: int, epoch: int, epochs: int):
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False)
+def train_epoch(cfg: GANConfig, splits: data.Splits, state: TrainState, epoch: int, device: torch.device,
+                scorer: Any | None) -> dict[str, float]:
+    """One pass over the training images (a D then a G update per batch): the epoch's metrics."""
+    t0 = time.perf_counter()
+    steps_per_epoch = -(-len(splits.train_x) // cfg.batch_size)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # d_loss, g_loss, d_real, d_fake (x batch size)
+    bar = loop.progress(steps_per_epoch, f"epoch {epoch}/{cfg.epochs}")
+    for step, real in enumerate(data.batches(splits.train_x, cfg.batch_size, state.shuffle_rng, device)):
+        d_loss, g_loss, real_logits, fake_logits = _step(cfg, state, real, epoch, step)
+        with torch.no_grad():
+            sums += len(real) * torch.stack([d_loss, g_loss, torch.sigmoid(real_logits).mean(),
+                                             torch.sigmoid(fake_logits).mean()]).double()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(d_loss=f"{d_loss.item():.3f}", g_loss=f"{g_loss.item():.3f}", refresh=False)
+    train_seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    d_loss_mean, g_loss_mean, d_real, d_fake = (sums / len(splits.train_x)).tolist()
+    last = {"d_loss": d_loss_mean, "g_loss": g_loss_mean, "d_real": d_real, "d_fake": d_fake,
+            "sample_diversity": diversity(state.nets.generator),
+            "images_per_second": len(splits.train_x) / train_seconds}
+    if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+        last.update(evaluate(state.nets.generator, cfg, scorer))
+    last["epoch_seconds"] = time.perf_counter() - t0
+    if bar is None:
+        quality = f"  fid_proxy {last['fid_proxy']:.2f}" if "fid_proxy" in last else ""
+        print(f"epoch {epoch}/{cfg.epochs}  d_loss {d_loss_mean:.3f}  g_loss {g_loss_mean:.3f}  d_real {d_real:.3f}"
+              f"  d_fake {d_fake:.3f}  diversity {last['sample_diversity']:.2f}{quality}  "
+              f"{last['images_per_second']:.0f} img/s", file=sys.stderr, flush=True)
+    return last
 
 
-def _log_samples(run, generator: Generator, epoch: int, device: torch.device, file: str = "") -> None:
+def _step(cfg: GANConfig, state: TrainState, real: torch.Tensor, epoch: int, step: int,
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One discriminator update, then one generator update against the updated discriminator, on a batch of real
+    images: (d_loss, g_loss, real_logits, fake_logits)."""
+    generator, discriminator = state.nets
+    z = torch.randn(len(real), cfg.latent_dim, generator=state.noise_rng, device=real.device)
+    fake = generate(generator, z)
+    # the fakes are detached, so only D moves
+    real_logits, fake_logits = discriminator(real), discriminator(fake.detach())
+    d_loss = losses.discriminator_loss(real_logits, fake_logits, cfg.loss)
+    loop.check_finite(d_loss, "discriminator loss", epoch, step, f"lr_d={cfg.lr_d} may be too large")
+    state.opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    state.opt_d.step()
+    g_loss = losses.generator_loss(discriminator(fake), cfg.loss)
+    loop.check_finite(g_loss, "generator loss", epoch, step, f"lr_g={cfg.lr_g} may be too large")
+    state.opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    state.opt_g.step()
+    return d_loss, g_loss, real_logits, fake_logits
+
+
+# ---------------------------------------------------------------- the tracked sink
+
+class TrackedGANSink:
+    """A GAN run's MLflow record, written to ``run`` (a tracking.Run): at step 0, before any update, sample
+    diversity (and the real images'), parameter counts, sample quality and the ``samples`` grid (so an
+    initialisation's head start shows); per epoch the metrics (one batched call), the ``samples`` series and
+    ``checkpoint/last.pt``; at the end the generator model. ``on_epoch(epoch, metrics)`` runs after each epoch's
+    logging and may raise to stop."""
+
+    def __init__(self, run: Any, cfg: GANConfig, splits: data.Splits, scorer: Any | None = None,
+                 on_epoch: EpochCallback | None = None):
+        self.run, self.cfg, self.splits, self.scorer, self.on_epoch = run, cfg, splits, scorer, on_epoch
+
+    def start(self, nets: Networks) -> None:
+        real = data.to_float(self.splits.test_x[:DIVERSITY_SAMPLES]).numpy()
+        self.run.log_metrics({"sample_diversity": diversity(nets.generator),
+                              "real_sample_diversity": metrics.sample_diversity(real),
+                              "generator_param_count": param_count(nets.generator),
+                              "discriminator_param_count": param_count(nets.discriminator),
+                              **evaluate(nets.generator, self.cfg, self.scorer)}, step=0)
+        _log_samples(self.run, nets.generator, 0, file="samples_step0.png")
+
+    def epoch(self, epoch: int, metrics: dict[str, float], nets: Networks, checkpoint: loop.CheckpointFn) -> None:
+        self.run.log_metrics(metrics, step=epoch)
+        _log_samples(self.run, nets.generator, epoch, file="samples.png" if epoch == self.cfg.epochs else "")
+        with loop.checkpoint_file(checkpoint()) as path:
+            self.run.log_artifact(path, "checkpoint")
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, metrics)
+
+    def end(self, nets: Networks, final: dict[str, float]) -> dict[str, float]:
+        nets.generator.cpu().eval()
+        self.run.log_model(nets.generator, "generator", np.zeros((2, self.cfg.latent_dim), np.float32))
+        return {}
+
+
+def _log_samples(run: Any, generator: Generator, epoch: int, file: str = "") -> None:
     """The fixed-noise grid (SAMPLE_SEED, N_GRID images): same z for every epoch, run and init strategy; the
     step-0 and final grids also as files (``pictures/``), for the report."""
     grid = pictures.sample_grid(generator, generator.latent_dim, N_GRID, seed=SAMPLE_SEED)
@@ -350,39 +375,23 @@ def _log_samples(run, generator: Generator, epoch: int, device: torch.device, fi
         run.log_image(grid, f"pictures/{file}")
 
 
-def _save_checkpoint(run, generator, discriminator, opt_g, opt_d, epoch, shuffle_rng, noise_rng, cfg) -> None:
-    import tempfile
-    state = {"generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "epoch": epoch,
-             "shuffle_rng": shuffle_rng.get_state(), "noise_rng": noise_rng.get_state(),
-             "config": dataclasses.asdict(cfg)}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "last.pt"
-        torch.save(state, path)
-        run.log_artifact(path, "checkpoint")
-
-
 # ---------------------------------------------------------------- the run around the loop
 
-def main(cfg: GANConfig, resume_run_id: str | None = None, on_epoch: EpochCallback | None = None,
-         parent_run_id: str | None = None, tags: dict | None = None, splits: data.Splits | None = None,
-         ) -> tuple[str, dict[str, float]]:
+def run(cfg: GANConfig, context: Context) -> Result:
     """Validate, resolve ``init_from``, load data, then train inside one MLflow run. Errors before the run
-    starts create nothing."""
+    starts create nothing. A resumed run takes its config from that run's logged params, not from ``cfg``."""
     from genlab import tracking
 
-    resume = None
+    resume, resume_run_id = None, context.resume_run_id
     if resume_run_id:
-        previous = tracking.get_run(resume_run_id)
-        if previous.data.tags.get("genlab.kind") != "gan":
-            raise ConfigError(f"run '{resume_run_id}' is not a genlab GAN run")
+        previous = tracking.load_trained_run(resume_run_id, tags.GAN, require_finished=False)
         cfg = config_from_params(previous.data.params)
         resume = load_checkpoint(tracking.download_artifact(resume_run_id, "checkpoint/last.pt"))
         if int(resume["epoch"]) >= cfg.epochs and previous.info.status == "FINISHED":
             raise ConfigError(f"run '{resume_run_id}' already finished all {cfg.epochs} epochs")
     validate(cfg)
     init = resolve_init(cfg) if resume is None else None  # a resumed run takes its weights from the checkpoint
-    splits = splits or data.load(cfg.dataset, cfg.limit)
+    splits = context.data(cfg.dataset, cfg.limit)
     check_data(cfg, splits)
     device = resolve_device(cfg.device)
     scorer = find_scorer(cfg.dataset, device) if cfg.eval_samples else None
@@ -391,14 +400,17 @@ def main(cfg: GANConfig, resume_run_id: str | None = None, on_epoch: EpochCallba
         params["init_from_run"] = init.run_id if init else "none"
     if scorer is not None:
         params["fid_classifier"] = scorer.run_id
-    all_tags = {"genlab.kind": "gan", "genlab.init": init_label(cfg, init),
-                tracking.DEVICE_TAG: str(device), **(tags or {})}
+    all_tags = {tags.KIND: tags.GAN, tags.INIT: init_label(cfg, init), tags.DEVICE: str(device), **context.tags}
     with tracking.start_run(cfg.experiment, run_name(cfg, init), params, all_tags, resume_run_id=resume_run_id,
-                            parent_run_id=parent_run_id, description=describe(cfg, init),
+                            parent_run_id=context.parent_run_id, description=describe(cfg, init),
                             system_metrics=bool(cfg.system_metrics)) as run:
         if resume is None:
             for split in ("train", "test"):
                 run.log_dataset(splits.name, splits.source, splits.digest(split), split,
                                 len(getattr(splits, f"{split}_x")))
-        _, _, final = train(cfg, splits, run, init=init, resume=resume, scorer=scorer, on_epoch=on_epoch)
-        return run.run_id, final
+        sink = TrackedGANSink(run, cfg, splits, scorer, context.on_epoch)
+        _, final = train(cfg, splits, sink, resume=resume, init=init, scorer=scorer)
+    quality = f", fid_proxy {final['fid_proxy']:.2f}" if "fid_proxy" in final else ""
+    return Result(run.run_id, final, (f"run {run.run_id} finished: d_loss {final['d_loss']:.3f}, g_loss "
+                                      f"{final['g_loss']:.3f}, d_real {final['d_real']:.3f}, d_fake "
+                                      f"{final['d_fake']:.3f}{quality}",))

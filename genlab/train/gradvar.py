@@ -21,9 +21,10 @@ import sys
 
 import torch
 
-from genlab import data, losses
+from genlab import data, losses, tags
 from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
 from genlab.configs import GradVarConfig
+from genlab.entries import Context, Result
 from genlab.models.vae import ARCHS, VAE, reparameterize, sample_without_trick
 
 BASELINE_DRAWS = 16  # noise draws per image behind the score-function baseline b(x)
@@ -167,9 +168,10 @@ def load_source(cfg: GradVarConfig) -> dict | None:
     from genlab import tracking
     from genlab.train import vae
 
-    source = tracking.get_run(cfg.vae_run)
-    if source.data.tags.get("genlab.kind") != "vae":
-        raise ConfigError(f"vae_run '{cfg.vae_run}' is not a genlab VAE run")
+    try:
+        source = tracking.load_trained_run(cfg.vae_run, tags.VAE)
+    except tracking.TrackingError as e:
+        raise ConfigError(f"vae_run: {e}") from None
     for name in ("dataset", "latent_dim", "arch", "beta"):
         ours, theirs = str(getattr(cfg, name)), source.data.params.get(name)
         if name == "beta" and theirs is not None:
@@ -179,25 +181,24 @@ def load_source(cfg: GradVarConfig) -> dict | None:
     return vae.load_checkpoint(tracking.download_artifact(cfg.vae_run, "checkpoint/last.pt"))["model"]
 
 
-def main(cfg: GradVarConfig, parent_run_id: str | None = None, tags: dict | None = None,
-         splits: data.Splits | None = None) -> tuple[str, dict[str, float]]:
+def run(cfg: GradVarConfig, context: Context) -> Result:
     """Validate, get the parameters (a VAE run, a short training here, or the initialisation), measure, log."""
     from genlab import tracking
     from genlab.train import vae
 
     validate(cfg)
     state = load_source(cfg)
-    splits = splits or data.load(cfg.dataset, cfg.limit)
+    splits = context.data(cfg.dataset, cfg.limit)
     if cfg.batch_size > len(splits.val_x):
         raise ConfigError(f"batch_size must be <= the {len(splits.val_x)} validation images, got {cfg.batch_size}")
     device = resolve_device(cfg.device)
-    all_tags = {"genlab.kind": "gradvar", tracking.DEVICE_TAG: str(device), **(tags or {})}
+    all_tags = {tags.KIND: tags.GRADVAR, tags.DEVICE: str(device), **context.tags}
     source = (f"the parameters of VAE run {cfg.vae_run}" if cfg.vae_run != "none" else
               f"the parameters of a VAE trained here for {cfg.epochs} epochs" if cfg.epochs else "initialisation")
     note = (f"Variance of the encoder gradient of the reconstruction term, reparameterised vs score-function estimator, "
             f"over {cfg.n_samples} noise draws at {source}.")
     with tracking.start_run(cfg.experiment, run_name(cfg), dataclasses.asdict(cfg), all_tags,
-                            parent_run_id=parent_run_id, description=note) as run:
+                            parent_run_id=context.parent_run_id, description=note) as run:
         if state is not None:
             model = VAE(cfg.latent_dim, cfg.arch).to(device)
             model.load_state_dict(state)
@@ -216,4 +217,6 @@ def main(cfg: GradVarConfig, parent_run_id: str | None = None, tags: dict | None
         print(f"grad_variance_ratio {metrics['grad_variance_ratio']:.3g} (score {metrics['grad_variance_score']:.3g}"
               f" / reparam {metrics['grad_variance_reparam']:.3g}); encoder_grad_norm_no_trick "
               f"{metrics['encoder_grad_norm_no_trick']}", file=sys.stderr, flush=True)
-        return run.run_id, metrics
+    return Result(run.run_id, metrics, (f"run {run.run_id} finished: grad_variance_ratio "
+                                        f"{metrics['grad_variance_ratio']:.3g} (score / reparam), "
+                                        f"encoder_grad_norm_no_trick {metrics['encoder_grad_norm_no_trick']}",))

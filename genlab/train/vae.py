@@ -1,26 +1,31 @@
 """Train the VAE and track it: one config of plain values, one loop, one checkpoint per epoch.
 
-Read top to bottom: config -> validate -> evaluate -> train (the loop) -> main (the MLflow run around it).
+Read top to bottom: config -> validate -> evaluate -> train (the loop, which reports to a loop.Sink) ->
+TrackedVAESink (what a run logs) -> run (the MLflow run around it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from genlab import config, data, images, losses, metrics, pictures
+from genlab import config, data, images, losses, metrics, pictures, tags
 from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
 from genlab.configs import DTYPES, ESTIMATORS, LR_SCHEDULES, VAEConfig
+from genlab.entries import Context, EpochCallback, Result
 from genlab.models.vae import ARCHS, VAE, param_count, reparameterize
 from genlab.pictures import N_GRID, SAMPLE_SEED
-from genlab.train.classifier import MIN_SAMPLES as MIN_EVAL_SAMPLES
+from genlab.quality import MIN_SAMPLES as MIN_EVAL_SAMPLES
+from genlab.train import loop
 
 
 def validate(cfg: VAEConfig) -> None:
@@ -114,124 +119,174 @@ CHECKPOINT_KEYS = {"model", "optimizer", "epoch", "shuffle_rng", "noise_rng", "b
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read a VAE checkpoint safely (weights_only); ConfigError if unreadable or not a VAE checkpoint."""
-    return config.load_checkpoint(path, CHECKPOINT_KEYS, "VAE")
+    return loop.load_checkpoint(path, CHECKPOINT_KEYS, "VAE")
 
 
 # ---------------------------------------------------------------- the loop
 
-EpochCallback = Callable[[int, dict[str, float]], None]
+@dataclass
+class TrainState:
+    """What the optimisation carries from step to step; a checkpoint keeps all of it."""
+
+    model: VAE
+    optimizer: torch.optim.Optimizer
+    shuffle_rng: torch.Generator
+    noise_rng: torch.Generator
+    baseline: torch.Tensor  # running mean of recon (nats/image), for the score-function estimator
+
+    def stateful(self) -> dict[str, Any]:
+        return {"model": self.model, "optimizer": self.optimizer}
+
+    def rngs(self) -> dict[str, torch.Generator]:
+        return {"shuffle_rng": self.shuffle_rng, "noise_rng": self.noise_rng}
+
+    def checkpoint(self, epoch: int, cfg: VAEConfig) -> dict[str, Any]:
+        """The state to resume from after ``epoch`` (the CHECKPOINT_KEYS)."""
+        return loop.checkpoint_state(epoch, cfg, self.stateful(), self.rngs(), baseline=self.baseline.detach().cpu())
 
 
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite (the run fails with this one-line reason)."""
-
-
-def train(cfg: VAEConfig, splits: data.Splits, run=None, resume: dict | None = None,
-          on_epoch: EpochCallback | None = None, log_models: bool = True) -> tuple[VAE, dict[str, float]]:
-    """Train; log per epoch to ``run`` (a tracking.Run, or None for no tracking). Returns the model and the
-    final metrics. ``on_epoch(epoch, metrics)`` may raise to stop (Optuna pruning)."""
-    device = resolve_device(cfg.device)
+def initial_state(cfg: VAEConfig, device: torch.device, resume: dict | None = None) -> tuple[TrainState, int]:
+    """A seeded model, its optimiser and RNGs, loaded from the checkpoint ``resume`` if given; and the first epoch
+    to train."""
     torch.manual_seed(cfg.seed)
     model = VAE(cfg.latent_dim, cfg.arch).to(device)
     if cfg.arch == "conv" and device.type == "cpu":
-        # oneDNN convolutions are faster on CPU in channels-last layout (1.15x, paired one-thread check)
+        # oneDNN convolutions are faster on CPU in channels-last layout (docs/results.md, Benchmark)
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    shuffle_rng = torch.Generator().manual_seed(cfg.seed)
-    noise_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    baseline = torch.zeros((), device=device)  # running mean of recon, for the score-function estimator
-    start_epoch = 1
+    state = TrainState(model, torch.optim.Adam(model.parameters(), lr=cfg.lr), torch.Generator().manual_seed(cfg.seed),
+                       torch.Generator(device=device).manual_seed(cfg.seed + 1), torch.zeros((), device=device))
+    start_epoch = loop.restore(resume, state.stateful(), state.rngs())
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        shuffle_rng.set_state(resume["shuffle_rng"])
-        noise_rng.set_state(resume["noise_rng"])
-        baseline = resume["baseline"].to(device)
-        start_epoch = int(resume["epoch"]) + 1
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16")
-    steps_per_epoch = -(-len(splits.train_x) // cfg.batch_size)
-    fixed_val = data.to_float(splits.val_x[:32])
+        state.baseline = resume["baseline"].to(device)
+    return state, start_epoch
+
+
+def train(cfg: VAEConfig, splits: data.Splits, sink: loop.Sink = loop.NullSink(), resume: dict | None = None,
+          ) -> tuple[VAE, dict[str, float]]:
+    """Train, reporting each epoch to ``sink`` (TrackedVAESink: an MLflow run; the default: nowhere), from the
+    checkpoint ``resume`` if given. Returns the model and the final metrics: the last epoch's, ``test_*`` and
+    ``train_eval_*`` (nats/image), and what the sink adds."""
+    device = resolve_device(cfg.device)
+    state, start_epoch = initial_state(cfg, device, resume)
+    if start_epoch == 1:
+        sink.start(state.model)
     last: dict[str, float] = {}
-    if run is not None and start_epoch == 1:
-        run.log_metrics({"param_count": param_count(model)}, step=0)
-
     for epoch in range(start_epoch, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        sums = torch.zeros(3, dtype=torch.float64)
-        progress = _progress(steps_per_epoch, epoch, cfg.epochs)
-        for step, xb in enumerate(data.batches(splits.train_x, cfg.batch_size, shuffle_rng, device)):
-            global_step = (epoch - 1) * steps_per_epoch + step
-            beta = cfg.beta * (min(1.0, global_step / (cfg.kl_warmup_epochs * steps_per_epoch))
-                               if cfg.kl_warmup_epochs else 1.0)
-            if cfg.lr_schedule == "cosine":  # a function of the step, not a scheduler's state: resume stays exact
-                lr = learning_rate(cfg.lr, global_step, cfg.epochs * steps_per_epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-            with autocast:
-                z_mean, z_log_var = model.encoder.encode(xb)
-                if cfg.estimator == "reparam":
-                    z = reparameterize(z_mean, z_log_var, noise_rng)
-                else:  # z drawn without the trick: the encoder learns only through log q(z|x)
-                    z = reparameterize(z_mean, z_log_var, noise_rng).detach()
-                logits = model.decoder(z)
-            terms = losses.vae_terms(logits, xb, z_mean, z_log_var, beta)
-            if cfg.estimator == "reparam":
-                objective = terms["loss"]
-            else:
-                log_q = losses.gaussian_log_prob(z, z_mean.float(), z_log_var.float())
-                objective = losses.score_function_surrogate(terms["recon"], log_q, baseline) + beta * terms["kl"]
-                baseline = 0.9 * baseline + 0.1 * terms["recon"].detach().mean()
-            loss = objective.mean()
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"VAE loss became {loss.item()} at epoch {epoch}, step {step} "
-                                    f"(lr={cfg.lr} may be too large)")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sums += torch.stack([terms["recon"].sum(), terms["kl"].sum(), terms["neg_elbo"].sum()]).detach().double()
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{loss.item():.1f}", refresh=False)
-        train_seconds = time.perf_counter() - t0
-        if progress is not None:
-            progress.close()
-        train_recon, train_kl, train_neg_elbo = (sums / len(splits.train_x)).tolist()
-        val = evaluate(model, splits.val_x, device, cfg.seed)
-        last = {"train_recon": train_recon, "train_kl": train_kl, "train_neg_elbo": train_neg_elbo,
-                "val_recon": val["recon"], "val_kl": val["kl"], "val_neg_elbo": val["neg_elbo"],
-                "active_units": val["active_units"], "beta_effective": beta,
-                "lr_effective": optimizer.param_groups[0]["lr"],
-                "epoch_seconds": time.perf_counter() - t0,
-                "images_per_second": len(splits.train_x) / train_seconds}
-        if not all(np.isfinite(v) for v in last.values()):
-            raise NonFiniteLoss(f"VAE validation metrics became non-finite at epoch {epoch}")
-        if progress is None:
-            print(f"epoch {epoch}/{cfg.epochs}  train_neg_elbo {train_neg_elbo:.2f}  val_neg_elbo "
-                  f"{val['neg_elbo']:.2f}  kl {val['kl']:.2f}  active {val['active_units']}  "
-                  f"{last['images_per_second']:.0f} img/s", file=sys.stderr, flush=True)
-        if run is not None:
-            run.log_metrics(last, step=epoch)
-            _log_epoch_artifacts(run, model, fixed_val, epoch, device, cfg.seed)
-            _save_checkpoint(run, model, optimizer, epoch, shuffle_rng, noise_rng, baseline, cfg)
-        if on_epoch is not None:
-            on_epoch(epoch, last)
-
+        last = train_epoch(cfg, splits, state, epoch, device)
+        sink.epoch(epoch, last, state.model, functools.partial(state.checkpoint, epoch, cfg))
     final = dict(last)
-    test = evaluate(model, splits.test_x, device, cfg.seed)
-    train_eval = evaluate(model, splits.train_x[:len(splits.val_x)], device, cfg.seed)
+    test = evaluate(state.model, splits.test_x, device, cfg.seed)
+    train_eval = evaluate(state.model, splits.train_x[:len(splits.val_x)], device, cfg.seed)
     final.update({f"test_{k}": v for k, v in test.items() if k != "active_units"})
     final.update({f"train_eval_{k}": v for k, v in train_eval.items() if k != "active_units"})
-    if run is not None:
-        final.update(log_latent_space(run, model, splits, device, step=cfg.epochs))
-        log_pictures(run, model, splits, device)
-        run.log_metrics({k: final[k] for k in final if k.startswith(("test_", "train_eval_"))}, step=cfg.epochs)
+    final.update(sink.end(state.model, final))
+    return state.model, final
+
+
+def train_epoch(cfg: VAEConfig, splits: data.Splits, state: TrainState, epoch: int, device: torch.device,
+                ) -> dict[str, float]:
+    """One pass over the training images, then the validation split: the epoch's metrics (nats/image, seconds)."""
+    t0 = time.perf_counter()
+    steps_per_epoch = -(-len(splits.train_x) // cfg.batch_size)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16")
+    sums = torch.zeros(3, dtype=torch.float64)
+    bar = loop.progress(steps_per_epoch, f"epoch {epoch}/{cfg.epochs}")
+    beta = cfg.beta
+    for step, xb in enumerate(data.batches(splits.train_x, cfg.batch_size, state.shuffle_rng, device)):
+        global_step = (epoch - 1) * steps_per_epoch + step
+        beta = cfg.beta * (min(1.0, global_step / (cfg.kl_warmup_epochs * steps_per_epoch))
+                           if cfg.kl_warmup_epochs else 1.0)
+        if cfg.lr_schedule == "cosine":  # a function of the step, not a scheduler's state: resume stays exact
+            lr = learning_rate(cfg.lr, global_step, cfg.epochs * steps_per_epoch)
+            for group in state.optimizer.param_groups:
+                group["lr"] = lr
+        terms, loss = _objective(cfg, state, xb, beta, autocast)
+        loop.check_finite(loss, "VAE loss", epoch, step, f"lr={cfg.lr} may be too large")
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        sums += torch.stack([terms["recon"].sum(), terms["kl"].sum(), terms["neg_elbo"].sum()]).detach().double()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.1f}", refresh=False)
+    train_seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    train_recon, train_kl, train_neg_elbo = (sums / len(splits.train_x)).tolist()
+    val = evaluate(state.model, splits.val_x, device, cfg.seed)
+    last = {"train_recon": train_recon, "train_kl": train_kl, "train_neg_elbo": train_neg_elbo,
+            "val_recon": val["recon"], "val_kl": val["kl"], "val_neg_elbo": val["neg_elbo"],
+            "active_units": val["active_units"], "beta_effective": beta,
+            "lr_effective": state.optimizer.param_groups[0]["lr"],
+            "epoch_seconds": time.perf_counter() - t0,
+            "images_per_second": len(splits.train_x) / train_seconds}
+    if not all(np.isfinite(v) for v in last.values()):
+        raise loop.NonFiniteLoss(f"VAE validation metrics became non-finite at epoch {epoch}")
+    if bar is None:
+        print(f"epoch {epoch}/{cfg.epochs}  train_neg_elbo {train_neg_elbo:.2f}  val_neg_elbo "
+              f"{val['neg_elbo']:.2f}  kl {val['kl']:.2f}  active {val['active_units']}  "
+              f"{last['images_per_second']:.0f} img/s", file=sys.stderr, flush=True)
+    return last
+
+
+def _objective(cfg: VAEConfig, state: TrainState, xb: torch.Tensor, beta: float, autocast: torch.autocast,
+               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One batch's per-image terms (losses.vae_terms) and the scalar to minimise; the score-function estimator
+    also moves its baseline."""
+    with autocast:
+        z_mean, z_log_var = state.model.encoder.encode(xb)
+        if cfg.estimator == "reparam":
+            z = reparameterize(z_mean, z_log_var, state.noise_rng)
+        else:  # z drawn without the trick: the encoder learns only through log q(z|x)
+            z = reparameterize(z_mean, z_log_var, state.noise_rng).detach()
+        logits = state.model.decoder(z)
+    terms = losses.vae_terms(logits, xb, z_mean, z_log_var, beta)
+    if cfg.estimator == "reparam":
+        return terms, terms["loss"].mean()
+    log_q = losses.gaussian_log_prob(z, z_mean.float(), z_log_var.float())
+    objective = losses.score_function_surrogate(terms["recon"], log_q, state.baseline) + beta * terms["kl"]
+    state.baseline = 0.9 * state.baseline + 0.1 * terms["recon"].detach().mean()
+    return terms, objective.mean()
+
+
+# ---------------------------------------------------------------- the tracked sink
+
+class TrackedVAESink:
+    """A VAE run's MLflow record, written to ``run`` (a tracking.Run): ``param_count`` at step 0; per epoch the
+    metrics (one batched call), the ``samples`` and ``reconstructions`` image series and ``checkpoint/last.pt``;
+    at the end the latent space (P1Q2), ``pictures/``, the test metrics, sample quality (``eval_samples`` > 0) and
+    the decoder/encoder models (``log_models``). ``on_epoch(epoch, metrics)`` runs after each epoch's logging
+    and may raise to stop (Optuna pruning)."""
+
+    def __init__(self, run: Any, cfg: VAEConfig, splits: data.Splits, device: torch.device, log_models: bool = True,
+                 on_epoch: EpochCallback | None = None):
+        self.run, self.cfg, self.splits, self.device = run, cfg, splits, device
+        self.log_models, self.on_epoch = log_models, on_epoch
+        self.fixed_val = data.to_float(splits.val_x[:32])  # the images behind the reconstructions series
+
+    def start(self, model: VAE) -> None:
+        self.run.log_metrics({"param_count": param_count(model)}, step=0)
+
+    def epoch(self, epoch: int, metrics: dict[str, float], model: VAE, checkpoint: loop.CheckpointFn) -> None:
+        self.run.log_metrics(metrics, step=epoch)
+        _log_epoch_artifacts(self.run, model, self.fixed_val, epoch, self.device, self.cfg.seed)
+        with loop.checkpoint_file(checkpoint()) as path:
+            self.run.log_artifact(path, "checkpoint")
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, metrics)
+
+    def end(self, model: VAE, final: dict[str, float]) -> dict[str, float]:
+        cfg, run = self.cfg, self.run
+        added = log_latent_space(run, model, self.splits, self.device, step=cfg.epochs)
+        log_pictures(run, model, self.splits, self.device)
+        run.log_metrics({k: v for k, v in final.items() if k.startswith(("test_", "train_eval_"))}, step=cfg.epochs)
         if cfg.eval_samples > 0:
-            final.update(_log_sample_quality(run, model, splits, cfg, device))
-        if log_models:
+            added.update(_log_sample_quality(run, model, self.splits, cfg, self.device))
+        if self.log_models:
             model.cpu().eval()
             run.log_model(model.decoder, "decoder", np.zeros((2, cfg.latent_dim), np.float32))
             run.log_model(model.encoder, "encoder", np.zeros((2, 1, 28, 28), np.float32))
-    return model, final
+        return added
 
 
 def _log_sample_quality(run, model: VAE, splits: data.Splits, cfg: VAEConfig, device: torch.device,
@@ -306,13 +361,6 @@ def latent_scatter(z_mean: np.ndarray, labels: np.ndarray, class_names: list[str
     return figure
 
 
-def _progress(total: int, epoch: int, epochs: int):
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False)
-
-
 def _log_epoch_artifacts(run, model: VAE, fixed_val: torch.Tensor, epoch: int, device: torch.device,
                          seed: int) -> None:
     with torch.no_grad():
@@ -344,46 +392,33 @@ def log_pictures(run, model: VAE, splits: data.Splits, device: torch.device) -> 
         run.log_image(pictures.manifold_grid(model.decoder), "pictures/manifold.png")
 
 
-def _save_checkpoint(run, model, optimizer, epoch, shuffle_rng, noise_rng, baseline, cfg) -> None:
-    import tempfile
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-             "shuffle_rng": shuffle_rng.get_state(), "noise_rng": noise_rng.get_state(),
-             "baseline": baseline.detach().cpu(), "config": dataclasses.asdict(cfg)}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "last.pt"
-        torch.save(state, path)
-        run.log_artifact(path, "checkpoint")
-
-
 # ---------------------------------------------------------------- the run around the loop
 
-def main(cfg: VAEConfig, resume_run_id: str | None = None, on_epoch: EpochCallback | None = None,
-         parent_run_id: str | None = None, tags: dict | None = None, splits: data.Splits | None = None,
-         log_models: bool = True) -> tuple[str, dict[str, float]]:
+def run(cfg: VAEConfig, context: Context) -> Result:
     """Validate, load data, then train inside one MLflow run. Errors before the run starts create nothing.
-    ``log_models=False`` skips the decoder/encoder MLflow models (search trials: only the best one is logged)."""
+    A resumed run (``context.resume_run_id``) takes its config from that run's logged params, not from ``cfg``."""
     from genlab import tracking
 
-    resume = None
+    resume, resume_run_id = None, context.resume_run_id
     if resume_run_id:
-        previous = tracking.get_run(resume_run_id)
-        if previous.data.tags.get("genlab.kind") != "vae":
-            raise ConfigError(f"run '{resume_run_id}' is not a genlab VAE run")
+        previous = tracking.load_trained_run(resume_run_id, tags.VAE, require_finished=False)
         cfg = config_from_params(previous.data.params)
         path = tracking.download_artifact(resume_run_id, "checkpoint/last.pt")
         resume = load_checkpoint(path)
         if int(resume["epoch"]) >= cfg.epochs and previous.info.status == "FINISHED":
             raise ConfigError(f"run '{resume_run_id}' already finished all {cfg.epochs} epochs")
     validate(cfg)
-    splits = splits or data.load(cfg.dataset, cfg.limit)
+    splits = context.data(cfg.dataset, cfg.limit)
     check_data(cfg, splits)
-    all_tags = {"genlab.kind": "vae", tracking.DEVICE_TAG: str(resolve_device(cfg.device)), **(tags or {})}
+    all_tags = {tags.KIND: tags.VAE, tags.DEVICE: str(resolve_device(cfg.device)), **context.tags}
     with tracking.start_run(cfg.experiment, run_name(cfg), params_of(cfg), all_tags, resume_run_id=resume_run_id,
-                            parent_run_id=parent_run_id, description=describe(cfg),
+                            parent_run_id=context.parent_run_id, description=describe(cfg),
                             system_metrics=bool(cfg.system_metrics)) as run:
         if resume is None:
             for split in ("train", "val", "test"):
                 run.log_dataset(splits.name, splits.source, splits.digest(split), split,
                                 len(getattr(splits, f"{split}_x")))
-        _, final = train(cfg, splits, run, resume=resume, on_epoch=on_epoch, log_models=log_models)
-        return run.run_id, final
+        sink = TrackedVAESink(run, cfg, splits, resolve_device(cfg.device), context.log_models, context.on_epoch)
+        _, final = train(cfg, splits, sink, resume=resume)
+    return Result(run.run_id, final, (f"run {run.run_id} finished: test_neg_elbo {final['test_neg_elbo']:.2f} "
+                                      f"nats/image (recon {final['test_recon']:.2f}, kl {final['test_kl']:.2f})",))

@@ -65,7 +65,7 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(store, tmp_pat
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     # The uninterrupted reference, in this process without tracking (logging draws no random numbers).
-    _, reference = vae.train(kill_cfg(), data.load("synthetic", limit=512), run=None, log_models=False)
+    _, reference = vae.train(kill_cfg(), data.load("synthetic", limit=512))
 
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and not running(store)

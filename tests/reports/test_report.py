@@ -229,17 +229,3 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(built, tmp_path, monkey
     assert len(err.splitlines()) == 1 and name in err and "Traceback" not in err
     assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == count
     assert not (tmp_path / "reports").exists()
-
-
-def test_mlproject_report_entry_matches_the_cli_flags():
-    import dataclasses
-
-    import yaml
-
-    from reports.build import ReportConfig
-
-    entry = yaml.safe_load((Path(__file__).resolve().parents[2] / "MLproject").read_text())["entry_points"]["report"]
-    fields = {f.name: f.default for f in dataclasses.fields(ReportConfig)}
-    assert {k: v["default"] for k, v in entry["parameters"].items()} == fields
-    for name in fields:
-        assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"]

@@ -32,8 +32,9 @@ def synthetic_plans(folder: Path) -> Path:
         plan["defaults"].update(SYNTHETIC)
         if "epochs" in plan["defaults"]:
             plan["defaults"]["epochs"] = 1
-        if "eval_samples" in plan.get("if_supported", {}):
-            plan["if_supported"]["eval_samples"] = 200
+        for params in (plan["defaults"], *(run.get("params", {}) for run in plan["runs"])):
+            if "eval_samples" in params:
+                params["eval_samples"] = 200
         for run in plan["runs"]:
             if "n_samples" in run.get("params", {}):
                 run["params"].update(n_samples=4, batch_size=8)
@@ -231,7 +232,7 @@ def test_the_study_registers_its_best_gan_and_sample_draws_from_it(lab, tmp_path
     (["--model", "genlab-gan", "--out", "x.png"], "models:/NAME@ALIAS"),
     (["--run", "0" * 32, "--out", "x.png"], "not found"),
     (["--model", "models:/genlab-gan@nope", "--out", "x.png"], "not found"),
-    (["--run", "RUN:probe", "--out", "x.png"], "sample needs a train_vae or train_gan run"),
+    (["--run", "RUN:probe", "--out", "x.png"], "is a probe run, not a vae or gan run"),
     (["--run", "RUN:gan", "--out", "x.jpg"], "ending in .png"),
     (["--run", "RUN:gan", "--out", "no/such/dir/x.png"], "writable directory"),
     (["--run", "RUN:gan", "--n", "0"], "n must be"),

@@ -1,4 +1,5 @@
-"""The verdict rules as pure functions on run frames (no store): edge cases the end-to-end test does not reach."""
+"""The verdict rules as pure functions on run frames (no store): edge cases the end-to-end test does not reach;
+the registry of questions and the templates agree."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import math
 import pandas as pd
 import pytest
 
+from reports import questions
 from reports import verdicts as V
+from reports.questions import p1q1, p1q2, p1q3, p2q1, p2q2
 
 NO_HISTORY = pd.DataFrame(columns=["run_id", "key", "step", "value"])
 NO_KL = pd.DataFrame(columns=["run_id", "dim", "kl"])
@@ -46,10 +49,10 @@ def gradvar(ratio: float, no_trick: float) -> pd.DataFrame:
 
 
 def test_p1q1_needs_both_the_ratio_and_a_zero_gradient_without_the_trick():
-    assert V.p1q1(gradvar(100, 0.0), NO_HISTORY).status == "confirmed"
-    assert V.p1q1(gradvar(100, 0.3), NO_HISTORY).status == "not_confirmed"
-    assert V.p1q1(gradvar(9, 0.0), NO_HISTORY).status == "not_confirmed"
-    missing = V.p1q1(frame([]), NO_HISTORY)
+    assert p1q1.rule(gradvar(100, 0.0), NO_HISTORY).status == "confirmed"
+    assert p1q1.rule(gradvar(100, 0.3), NO_HISTORY).status == "not_confirmed"
+    assert p1q1.rule(gradvar(9, 0.0), NO_HISTORY).status == "not_confirmed"
+    missing = p1q1.rule(frame([]), NO_HISTORY)
     assert missing.status == "missing" and {"what": "kind", "kind": "gradvar"} in missing.missing
 
 
@@ -59,13 +62,13 @@ def beta_sweep(kl, recon, units, betas=(0.0, 1.0, 4.0)) -> pd.DataFrame:
 
 
 def test_p1q2_each_part_of_the_trade_off_can_fail_alone():
-    ok = V.p1q2(beta_sweep((30, 15, 5), (200, 210, 240), (8, 6, 2)), NO_KL)
+    ok = p1q2.rule(beta_sweep((30, 15, 5), (200, 210, 240), (8, 6, 2)), NO_KL)
     assert ok.status == "confirmed" and ok.numbers["rho_kl"] == pytest.approx(-1.0)
-    units_flat = V.p1q2(beta_sweep((30, 15, 5), (200, 210, 240), (8, 8, 8)), NO_KL)
+    units_flat = p1q2.rule(beta_sweep((30, 15, 5), (200, 210, 240), (8, 8, 8)), NO_KL)
     assert units_flat.status == "not_confirmed" and units_flat.numbers["kl_ok"] and not units_flat.numbers["units_ok"]
-    recon_flat = V.p1q2(beta_sweep((30, 15, 5), (210, 200, 205), (8, 6, 2)), NO_KL)
+    recon_flat = p1q2.rule(beta_sweep((30, 15, 5), (210, 200, 205), (8, 6, 2)), NO_KL)
     assert recon_flat.status == "not_confirmed" and not recon_flat.numbers["recon_ok"]
-    two = V.p1q2(beta_sweep((30, 5), (200, 240), (8, 2), betas=(0.0, 4.0)), NO_KL)
+    two = p1q2.rule(beta_sweep((30, 5), (200, 240), (8, 2), betas=(0.0, 4.0)), NO_KL)
     assert two.status == "missing" and {"what": "count", "key": "beta", "have": 2, "need": 3} in two.missing
 
 
@@ -79,12 +82,12 @@ def dim_sweep(gaps, tests) -> pd.DataFrame:
 
 
 def test_p1q3_shapes():
-    assert V.p1q3(dim_sweep((1, 2, 6), (230, 220, 226))).status == "confirmed"
-    plateau = V.p1q3(dim_sweep((1, 2, 6), (230, 220, 220.5)))
+    assert p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226))).status == "confirmed"
+    plateau = p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 220.5)))
     assert plateau.status == "not_confirmed" and plateau.numbers["shape"] == "plateau" and plateau.numbers["gap_ok"]
-    improves = V.p1q3(dim_sweep((1, 2, 6), (230, 220, 215)))
+    improves = p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 215)))
     assert improves.numbers["shape"] == "improves" and improves.status == "not_confirmed"
-    no_gap = V.p1q3(dim_sweep((1, 1.5, 2), (230, 220, 226)))
+    no_gap = p1q3.rule(dim_sweep((1, 1.5, 2), (230, 220, 226)))
     assert no_gap.numbers["shape"] == "worsens" and no_gap.status == "not_confirmed"
 
 
@@ -94,25 +97,25 @@ def gan(finals: dict[str, list[float]]) -> pd.DataFrame:
 
 
 def test_p2q1_claims_inside_the_noise_are_no_significant_difference():
-    v = V.p2q1(gan({"vae_decoder": [20, 35, 50], "random": [30, 40, 45], "ae_decoder": [25, 45, 40]}), NO_HISTORY)
+    v = p2q1.rule(gan({"vae_decoder": [20, 35, 50], "random": [30, 40, 45], "ae_decoder": [25, 45, 40]}), NO_HISTORY)
     assert v.numbers["claims"] == {"decoder_init": "no_significant_difference",
                                    "normal_latent": "no_significant_difference"}
     assert v.status == "no_significant_difference"
-    partial = V.p2q1(gan({"vae_decoder": [20, 21, 19], "random": [40, 41, 39]}), NO_HISTORY)
+    partial = p2q1.rule(gan({"vae_decoder": [20, 21, 19], "random": [40, 41, 39]}), NO_HISTORY)
     assert partial.numbers["claims"] == {"decoder_init": "confirmed", "normal_latent": "missing"}
     assert partial.status == "missing" and {"what": "arm", "arm": "ae_decoder"} in partial.missing
 
 
 def test_p2q2_three_outcomes():
     def probe(enc, disc):
-        return V.p2q2(frame([{"kind": "probe", "encoder_probe_accuracy": enc, "discriminator_probe_accuracy": disc}]))
+        return p2q2.rule(frame([{"kind": "probe", "encoder_probe_accuracy": enc, "discriminator_probe_accuracy": disc}]))
     assert probe(0.80, 0.70).status == "confirmed"
     assert probe(0.70, 0.80).status == "not_confirmed"
     assert probe(0.80, 0.79).status == "no_significant_difference"
-    assert V.p2q2(frame([{"kind": "probe", "encoder_probe_accuracy": 0.8}])).status == "missing"
+    assert p2q2.rule(frame([{"kind": "probe", "encoder_probe_accuracy": 0.8}])).status == "missing"
     # the encoder's penultimate layer is described beside the verdict, never part of its rule
     assert "same_width" not in probe(0.80, 0.70).numbers  # probe runs from before it was measured
-    v = V.p2q2(frame([{"kind": "probe", "encoder_probe_accuracy": 0.80, "discriminator_probe_accuracy": 0.70,
+    v = p2q2.rule(frame([{"kind": "probe", "encoder_probe_accuracy": 0.80, "discriminator_probe_accuracy": 0.70,
                        "encoder_trunk_probe_accuracy": 0.60}]))
     assert v.status == "confirmed" and v.numbers["same_width"].diff == pytest.approx(-0.10)
     assert [r["features"] for r in v.rows] == ["encoder", "encoder_trunk", "discriminator", "raw"]
@@ -125,8 +128,56 @@ def test_select_runs_profile_unfinished_and_duplicates():
                   {"question": "p1q3", "profile": "full", "kind": "vae", "arm": "z=8", "seed": 0, "val_recon": 4,
                    "status": "FAILED"},
                   {"question": "p2q2", "profile": "quick", "kind": "probe", "arm": "probe", "seed": 0}])
-    per_q, used, ignored = V.select_runs(runs, "any")
+    per_q, used, ignored = V.select_runs(runs, "any", questions.NAMES)
     assert used["p1q3"] == "full" and used["p2q2"] == "quick" and used["p1q1"] == "quick" and ignored == 1
     assert per_q["p1q3"]["metrics.val_recon"].tolist() == [3]  # full only, latest duplicate
-    per_q, used, _ = V.select_runs(runs, "quick")
+    per_q, used, _ = V.select_runs(runs, "quick", questions.NAMES)
     assert per_q["p1q3"]["metrics.val_recon"].tolist() == [1] and used["p1q3"] == "quick"
+
+
+class FakeReader:
+    """reports.verdicts.Reader without a store: one KL list per run, a scatter PNG for every run asked."""
+
+    def history(self, run_ids: list[str], key: str) -> pd.DataFrame:
+        return pd.DataFrame({"run_id": run_ids, "key": key, "step": 0, "value": 1.0})
+
+    def json(self, artifact_uri: str, path: str):
+        return [3.0, 1.0] if path == "kl_per_dim.json" else None
+
+    def png(self, artifact_uri: str, path: str) -> bytes | None:
+        return b"\x89PNG " + artifact_uri.encode() if path == "latent_scatter.png" else None
+
+
+def test_p1q2_keeps_its_kl_per_dimension_and_scatters_as_its_own_data():
+    runs = beta_sweep((30, 15, 5), (200, 210, 240), (8, 6, 2))
+    runs = pd.concat([runs, frame([{"kind": "vae", "beta": 1.0, "latent_dim": 2, "seed": 0, "test_kl": 3,
+                                    "test_recon": 250, "active_units": 2}]).assign(run_id="run2d")])
+    v = p1q2.QUESTION.verdict(runs, FakeReader())
+    assert v.status == "confirmed" and v.numbers["scatter_run_ids"] == ["run2d"]
+    kl = v.frames["kl_per_dim"]  # the sweep's runs only, each labelled with its beta
+    assert sorted(set(kl["run_id"])) == ["run00", "run01", "run02"] and kl["beta"].tolist() == [0, 0, 1, 1, 4, 4]
+    assert list(v.images) == ["run2d"]
+    drawn = p1q2.figures(v, {})
+    assert drawn["p1q2_scatter_run2d"] == (v.images["run2d"], ["run2d"])
+    assert drawn["p1q2_kl_per_dim"][0] is not None and drawn["p1q2_kl_per_dim"][1] == ["run00", "run01", "run02"]
+
+
+def test_each_question_reads_its_own_history():
+    runs = gan({"vae_decoder": [20, 21, 19], "random": [40, 41, 39], "ae_decoder": [30, 31, 29]})
+    v = p2q1.QUESTION.verdict(runs, FakeReader())
+    assert set(v.frames["history"]["key"]) == {"fid_proxy"} and set(v.frames["history"]["arm"]) == set(p2q1.ARMS)
+    assert v.rows[0]["step0"].n == 3  # step 0 comes from the history the question read
+    assert set(p1q1.QUESTION.read(gradvar(100, 0.0), FakeReader())["history"]["key"]) == {"val_neg_elbo"}
+
+
+def test_every_question_has_a_partial_in_each_language_and_one_meaning_per_label():
+    from reports import build
+
+    assert len(set(questions.NAMES)) == len(questions.NAMES) == len(questions.QUESTIONS)
+    for lang in build.LANGUAGES:
+        env = build.environment(lang, {}, "")
+        for name in questions.NAMES:
+            part = env.get_template(build.partial(lang, name)).module
+            assert part.title.startswith(name.upper()) and callable(part.section), (lang, name)
+        labels = build.labels_of(lang)  # raises if two partials give one key different words
+        assert {"epoch", "pic_condition", "val_neg_elbo", "beta", "vae", "vae_decoder", "raw"} <= set(labels)

@@ -9,8 +9,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from genlab import cli, data
+from genlab.entries import Context
 from genlab.models.classifier import FEATURE_DIM, Classifier
 from genlab.train import classifier, vae
+
+from ..conftest import ran
 
 SCORE_KEYS = {"fid_proxy", "kid_proxy", "kid_proxy_std", "precision", "recall", "density", "coverage",
               "class_coverage", "is_proxy"}
@@ -88,7 +91,7 @@ def test_vae_run_logs_sample_quality_and_the_classifier(trained):
     # wide decoder was still so close to its initialisation that both were ~1,800 and in either order
     cfg = vae.VAEConfig(dataset="synthetic", epochs=8, limit=0, batch_size=64, latent_dim=4, experiment="eval",
                         eval_samples=300)
-    run_id, final = vae.main(cfg)
+    run_id, final = ran(vae.run(cfg, Context()))
     run = MlflowClient().get_run(run_id)
     assert run.data.params["fid_classifier"] == scorer.run_id and run.data.params["eval_samples"] == "300"
     expected = SCORE_KEYS | {f"recon_{k}" for k in SCORE_KEYS} | {"eval_seconds"}
@@ -113,6 +116,6 @@ def test_train_classifier_bad_input_is_one_line_and_creates_no_run(store, capsys
 
 def test_smoke_on_real_fashion_mnist(store, fashion_mnist_dir):
     cfg = classifier.ClassifierConfig(epochs=1, limit=2000, experiment="smoke")
-    run_id, final = classifier.main(cfg)
+    run_id, final = ran(classifier.run(cfg, Context()))
     assert MlflowClient().get_run(run_id).info.status == "FINISHED"
     assert final["test_accuracy"] > 0.5  # chance is 0.1; one short epoch on 2,000 images

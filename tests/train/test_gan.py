@@ -10,9 +10,10 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from genlab import tracking
+from genlab.entries import Context
 from genlab.train import gan, vae
 
-from ..conftest import image_steps, run_cli, store_in
+from ..conftest import image_steps, ran, run_cli, store_in
 
 EPOCH_METRICS = {"d_loss", "g_loss", "d_real", "d_fake", "epoch_seconds", "images_per_second", "sample_diversity"}
 
@@ -33,8 +34,8 @@ def shared_store(tmp_path_factory, empty_store_file):
 @pytest.fixture(scope="module")
 def vae_run(shared_store):
     """One finished VAE run (latent_dim 4, conv) in the shared store; its id."""
-    run_id, _ = vae.main(vae.VAEConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
-                                       eval_samples=0, experiment="source-vae"))
+    run_id, _ = ran(vae.run(vae.VAEConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
+                                          eval_samples=0, experiment="source-vae"), Context()))
     return run_id
 
 
@@ -47,7 +48,7 @@ def vae_checkpoint(run_id: str) -> dict:
 
 
 def test_one_epoch_logs_metrics_step0_artifacts_and_generator(shared_store):
-    run_id, final = gan.main(tiny(eval_samples=200, experiment="one-epoch"))
+    run_id, final = ran(gan.run(tiny(eval_samples=200, experiment="one-epoch"), Context()))
     client = MlflowClient()
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "gan z4 init=random s0"
@@ -81,7 +82,7 @@ def test_init_from_loads_the_decoder_exactly_and_step0_samples_are_the_vae_sampl
     assert torch.equal(gan.generate_fixed(generator, vae.N_GRID, vae.SAMPLE_SEED),
                        vae.prior_samples(model))
 
-    run_id, _ = gan.main(tiny(init_from=vae_run, experiment="init"))
+    run_id, _ = ran(gan.run(tiny(init_from=vae_run, experiment="init"), Context()))
     run = MlflowClient().get_run(run_id)
     assert run.info.run_name == "gan z4 init=vae-decoder s0" and run.data.tags["genlab.init"] == "vae-decoder"
     assert run.data.params["init_from_run"] == vae_run
@@ -139,18 +140,18 @@ def test_absurd_learning_rate_fails_the_run_naming_the_network_and_epoch(shared_
 
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(shared_store):
-    _, reference = gan.main(tiny(epochs=2, experiment="ref"))
+    _, reference = ran(gan.run(tiny(epochs=2, experiment="ref"), Context()))
 
     def crash(epoch, metrics):
         if epoch == 1:
             raise RuntimeError("simulated crash")
 
     with pytest.raises(RuntimeError):
-        gan.main(tiny(epochs=2, experiment="crash"), on_epoch=crash)
+        gan.run(tiny(epochs=2, experiment="crash"), Context(on_epoch=crash))
     client = MlflowClient()
     (crashed,) = client.search_runs([client.get_experiment_by_name("crash").experiment_id])
     assert crashed.info.status == "FAILED"
-    run_id, resumed = gan.main(gan.GANConfig(), resume_run_id=crashed.info.run_id)
+    run_id, resumed = ran(gan.run(gan.GANConfig(), Context(resume_run_id=crashed.info.run_id)))
     assert run_id == crashed.info.run_id and client.get_run(run_id).info.status == "FINISHED"
     # Same tolerance as the VAE: bit-identical on CPU with a fixed thread count, 1e-5 leaves room for BLAS order.
     for key in ("d_loss", "g_loss", "d_real", "d_fake", "sample_diversity"):

@@ -6,9 +6,10 @@ from mlflow.tracking import MlflowClient
 
 from genlab import cli, tracking
 from genlab.config import ConfigError
+from genlab.entries import Context
 from genlab.train import gradvar, vae
 
-from ..conftest import store_in
+from ..conftest import ran, store_in
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_running_moments_match_torch_var():
 
 
 def test_score_estimator_is_noisier_and_no_trick_sends_no_gradient(shared_store):
-    run_id, m = gradvar.main(tiny())
+    run_id, m = ran(gradvar.run(tiny(), Context()))
     assert m["grad_variance_ratio"] > 1
     assert m["grad_variance_ratio"] == pytest.approx(m["grad_variance_score"] / m["grad_variance_reparam"])
     assert m["encoder_grad_norm_no_trick"] == 0.0 and m["encoder_grad_norm_reparam"] > 0
@@ -47,17 +48,17 @@ def test_score_estimator_is_noisier_and_no_trick_sends_no_gradient(shared_store)
 
 
 def test_parameters_come_from_a_vae_run(shared_store):
-    source_id, _ = vae.main(vae.VAEConfig(dataset="synthetic", latent_dim=4, epochs=1, limit=200, batch_size=64,
-                                          eval_samples=0, experiment="src"))
+    source_id, _ = ran(vae.run(vae.VAEConfig(dataset="synthetic", latent_dim=4, epochs=1, limit=200, batch_size=64,
+                                             eval_samples=0, experiment="src"), Context()))
     state = gradvar.load_source(tiny(vae_run=source_id))
     model = vae.VAE(4)
     model.load_state_dict(state)
     logged = vae.load_checkpoint(tracking.download_artifact(source_id, "checkpoint/last.pt"))["model"]
     assert all(torch.equal(model.state_dict()[k], logged[k]) for k in logged)
     with pytest.raises(ConfigError, match="latent_dim must match"):
-        gradvar.main(tiny(vae_run=source_id, latent_dim=8, experiment="mismatch"))
+        gradvar.run(tiny(vae_run=source_id, latent_dim=8, experiment="mismatch"), Context())
     with pytest.raises(ConfigError, match="epochs must be 0"):
-        gradvar.main(tiny(vae_run=source_id, epochs=1, experiment="mismatch"))
+        gradvar.run(tiny(vae_run=source_id, epochs=1, experiment="mismatch"), Context())
     assert not MlflowClient().get_experiment_by_name("mismatch")
 
 

@@ -7,9 +7,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from genlab import data
-from genlab.train import vae
+from genlab.entries import Context
+from genlab.train import loop, vae
 
-from ..conftest import image_steps
+from ..conftest import image_steps, ran
 
 EPOCH_METRICS = {"train_recon", "train_kl", "train_neg_elbo", "val_recon", "val_kl", "val_neg_elbo",
                  "active_units", "epoch_seconds", "images_per_second"}
@@ -22,7 +23,7 @@ def tiny(**kw) -> vae.VAEConfig:
 
 
 def test_run_logs_metrics_artifacts_and_models(store):
-    run_id, final = vae.main(tiny())
+    run_id, final = ran(vae.run(tiny(), Context()))
     client = MlflowClient()
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "vae z4 b1.0 s0"
@@ -48,18 +49,18 @@ def test_run_logs_metrics_artifacts_and_models(store):
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(store):
     # cosine schedule: the learning rate after resume must come from the step, as in the uninterrupted run
-    _, reference = vae.main(tiny(epochs=3, experiment="ref", lr_schedule="cosine"))
+    _, reference = ran(vae.run(tiny(epochs=3, experiment="ref", lr_schedule="cosine"), Context()))
 
     def crash(epoch, metrics):
         if epoch == 2:
             raise RuntimeError("simulated crash")
 
     with pytest.raises(RuntimeError):
-        vae.main(tiny(epochs=3, experiment="crash", lr_schedule="cosine"), on_epoch=crash)
+        vae.run(tiny(epochs=3, experiment="crash", lr_schedule="cosine"), Context(on_epoch=crash))
     client = MlflowClient()
     crashed = client.search_runs([client.get_experiment_by_name("crash").experiment_id])[0]
     assert crashed.info.status == "FAILED" and "simulated crash" in crashed.data.tags["genlab.failure"]
-    run_id, resumed = vae.main(vae.VAEConfig(), resume_run_id=crashed.info.run_id)
+    run_id, resumed = ran(vae.run(vae.VAEConfig(), Context(resume_run_id=crashed.info.run_id)))
     assert run_id == crashed.info.run_id and client.get_run(run_id).info.status == "FINISHED"
     # Tolerance: bit-identical on CPU with a fixed thread count; 1e-5 relative leaves room for BLAS order.
     for key in ("test_neg_elbo", "val_neg_elbo", "train_neg_elbo"):
@@ -76,14 +77,14 @@ def test_cosine_learning_rate():
 
 
 def test_nan_loss_fails_the_run_with_a_reason(store):
-    with pytest.raises(vae.NonFiniteLoss, match="epoch 1"):
-        vae.main(tiny(lr=1e12, epochs=1))
+    with pytest.raises(loop.NonFiniteLoss, match="epoch 1"):
+        vae.run(tiny(lr=1e12, epochs=1), Context())
     run = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("test-vae").experiment_id])[0]
     assert run.info.status == "FAILED" and "NonFiniteLoss" in run.data.tags["genlab.failure"]
 
 
 def test_score_estimator_trains(store):
-    _, final = vae.main(tiny(estimator="score", epochs=1))
+    _, final = ran(vae.run(tiny(estimator="score", epochs=1), Context()))
     assert math.isfinite(final["test_neg_elbo"])
 
 
@@ -95,8 +96,8 @@ def test_evaluate_is_deterministic():
 
 
 def test_smoke_on_real_fashion_mnist(store, fashion_mnist_dir):
-    run_id, final = vae.main(vae.VAEConfig(dataset="fashion-mnist", epochs=1, limit=2000, experiment="smoke",
-                                                 eval_samples=0))
+    run_id, final = ran(vae.run(vae.VAEConfig(dataset="fashion-mnist", epochs=1, limit=2000, experiment="smoke",
+                                              eval_samples=0), Context()))
     assert MlflowClient().get_run(run_id).info.status == "FINISHED"
     # untrained: 784*ln2 = 543 nats; one short epoch must already be far below
     assert final["test_neg_elbo"] < 450
