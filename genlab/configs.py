@@ -29,9 +29,9 @@ DTYPES = ("fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 LOSSES = ("ns", "hinge")
 INIT_DISCRIMINATORS = ("none", "encoder")
-STUDY_PROFILES = ("quick", "full")
+STUDY_PROFILES = ("quick", "full", "paper")
 BENCH_PROFILES = ("quick", "full")
-REPORT_PROFILES = ("quick", "full", "any")
+REPORT_PROFILES = ("quick", "full", "paper", "any")
 OBJECTIVES = ("neg_elbo", "fid", "pareto")
 SAMPLERS = ("tpe", "random", "grid")
 
@@ -71,6 +71,9 @@ class VAEConfig:
     experiment: str = param("genlab-vae", "MLflow experiment of the run")
     eval_samples: int = param(10000, "prior samples scored at the end of the run (fid_proxy, ...); 0 = skip the "
                               "sample-quality metrics, else >= 129")
+    nll_k: int = param(16, "posterior samples per image of the importance-weighted bound on -log p(x) "
+                       "(test_nll_iw, train_nll_iw; integer >= 1)")
+    nll_images: int = param(500, "test images, and as many training images, the bound is computed on (0 = skip)")
     system_metrics: int = param(1, SYSTEM_METRICS_HELP, SWITCH)
 
 
@@ -146,7 +149,9 @@ class GradVarConfig:
 
 @dataclass
 class StudyConfig:
-    profile: str = param("quick", "quick (every question end to end, small) or full (the conclusions)",
+    profile: str = param("quick", "quick: a pipeline check (every question end to end, minutes); full: the "
+                         "evidence this machine can produce (3 seeds, converged runs, under an hour on 2 cores); "
+                         "paper: full scale, for a GPU or a cluster (--dry-run estimates its wall time)",
                          STUDY_PROFILES)
     only: str = param("all", "comma list of questions (p1q1,p1q2,p1q3,p2q1,p2q2,search); all = every plan "
                       "marked default")
@@ -222,8 +227,8 @@ class BenchConfig:
 @dataclass
 class ReportConfig:
     study: str = param("lab1", "the study whose runs are reported (tag genlab.study)")
-    profile: str = param("any", "runs of this profile; any = per question, the full runs if there are any, else "
-                         "quick", REPORT_PROFILES)
+    profile: str = param("any", "runs of this profile; any = per question, the runs of the largest profile "
+                         "that has any (paper, then full, then quick)", REPORT_PROFILES)
     out: str = param("reports/build", "output folder (one subfolder per language)")
     ui_url: str = param("auto", "MLflow UI base of the run links; auto = the tracking server if it is http(s), "
                         "else http://127.0.0.1:5000")

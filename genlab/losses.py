@@ -3,6 +3,8 @@ the GAN losses (nats per image, mean over the batch: ``ns``; hinge units: ``hing
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -56,3 +58,14 @@ def generator_loss(fake_logits: torch.Tensor, loss: str) -> torch.Tensor:
     if loss == "hinge":
         return -fake_logits.mean()
     return F.softplus(-fake_logits).mean()
+
+
+def iw_nll_nats(log_p_x_given_z: torch.Tensor, z: torch.Tensor, z_mean: torch.Tensor, z_log_var: torch.Tensor,
+                ) -> torch.Tensor:
+    """The importance-weighted bound on -log p(x) (Burda et al. 2016), per image (B,), in nats, from k posterior
+    draws ``z`` (k, B, D) with their decoder log-likelihoods ``log_p_x_given_z`` (k, B): -log mean_k p(x|z) p(z) /
+    q(z|x). One draw gives the neg-ELBO's single-sample estimate; the bound tightens as k grows."""
+    k = z.shape[0]
+    log_prior = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
+    log_q = torch.stack([gaussian_log_prob(z_k, z_mean, z_log_var) for z_k in z])
+    return -(torch.logsumexp(log_p_x_given_z + log_prior - log_q, dim=0) - math.log(k))

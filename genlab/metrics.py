@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -213,3 +215,26 @@ def linear_probe_accuracy(train_features: np.ndarray, train_labels: np.ndarray, 
             warnings.simplefilter("ignore", ConvergenceWarning)
         probe.fit(features(train_features), np.asarray(train_labels))
     return float(probe.score(features(test_features), np.asarray(test_labels)))
+
+
+# ---------------------------------------------------------------- the study protocol's convergence gate
+
+CONVERGED_BELOW = 0.01  # relative improvement of the validation objective over the tail below which a run converged
+TAIL_FRACTION = 0.2  # the tail: the last 20 % of the epochs
+
+
+def rel_improvement_tail(values: list[float], tail_fraction: float = TAIL_FRACTION) -> float:
+    """How much the best validation objective (lower is better) improved during the last ``tail_fraction`` of
+    the evaluations, relative to the best before them. ``values[0]`` is the objective before training, then one
+    value per evaluation. Zero or negative: the tail brought nothing (the run had stopped improving)."""
+    if len(values) < 2:
+        raise ValueError("rel_improvement_tail needs the value before training and at least one after")
+    tail = max(1, math.ceil(tail_fraction * (len(values) - 1) - 1e-9))
+    before, during = min(values[:-tail]), min(values[-tail:])
+    return (before - during) / max(abs(before), 1e-12)
+
+
+def convergence(values: list[float], threshold: float = CONVERGED_BELOW) -> dict[str, float]:
+    """``val_rel_improvement_tail`` and ``converged`` (1.0 when the tail improved by less than ``threshold``)."""
+    tail = rel_improvement_tail(values)
+    return {"val_rel_improvement_tail": tail, "converged": float(tail < threshold)}

@@ -39,12 +39,13 @@ def validate(cfg: ProbeConfig) -> None:
     check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
 
 
-def load_networks(cfg: ProbeConfig) -> tuple[VAE, Generator, Discriminator]:
-    """The trained VAE and GAN from their runs' checkpoints (weights_only); ConfigError for a run that is
-    unknown, of the wrong kind or not FINISHED."""
+def load_networks(cfg: ProbeConfig) -> tuple[VAE, Generator, Discriminator, dict[str, float]]:
+    """The trained VAE and GAN from their runs' checkpoints (weights_only), and ``converged`` (1 when both of
+    their runs passed the convergence gate; absent when either run did not measure it); ConfigError for a run that
+    is unknown, of the wrong kind or not FINISHED."""
     from genlab import tracking
 
-    nets = {}
+    nets, gate = {}, []
     for param, kind in (("vae_run", tags.VAE), ("gan_run", tags.GAN)):
         run_id = getattr(cfg, param)
         try:
@@ -53,6 +54,7 @@ def load_networks(cfg: ProbeConfig) -> tuple[VAE, Generator, Discriminator]:
         except tracking.TrackingError as e:
             raise ConfigError(f"{param}: {e}") from None
         nets[kind] = (run.data.params, path)
+        gate.append(run.data.metrics.get("converged"))
     vae_params, vae_path = nets[tags.VAE]
     model = VAE(int(vae_params["latent_dim"]), vae_params["arch"])
     model.load_state_dict(vae.load_checkpoint(vae_path)["model"])
@@ -61,7 +63,9 @@ def load_networks(cfg: ProbeConfig) -> tuple[VAE, Generator, Discriminator]:
     generator, discriminator = Generator(int(gan_params["latent_dim"]), gan_params["arch"]), Discriminator(gan_params["arch"])
     generator.load_state_dict(state["generator"])
     discriminator.load_state_dict(state["discriminator"])
-    return model.eval(), generator.eval(), discriminator.eval()
+    # the probe measures trained networks: its numbers are evidence only if both trainings had converged
+    inputs = {} if None in gate else {"converged": float(min(gate))}
+    return model.eval(), generator.eval(), discriminator.eval(), inputs
 
 
 # ---------------------------------------------------------------- measurements
@@ -150,7 +154,7 @@ def run(cfg: ProbeConfig, context: Context) -> Result:
     from genlab import tracking
 
     validate(cfg)
-    model, generator, discriminator = load_networks(cfg)
+    model, generator, discriminator, inputs = load_networks(cfg)
     splits = context.data(cfg.dataset, cfg.limit)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -162,7 +166,7 @@ def run(cfg: ProbeConfig, context: Context) -> Result:
                             description=note) as run:
         t0 = time.perf_counter()
         result, d_prob, kl = measure(cfg, model, generator, discriminator, splits, device)
-        result["probe_seconds"] = time.perf_counter() - t0
+        result.update(probe_seconds=time.perf_counter() - t0, **inputs)
         run.log_metrics(result)
         run.log_figure(histogram_figure(d_prob, kl), "probe_histograms.png")
         tracking.log_json(run, {"config": dataclasses.asdict(cfg), "metrics": result,

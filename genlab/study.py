@@ -77,10 +77,14 @@ class Plan:
 
 
 def _pick(value: Any, profile: str, where: str) -> Any:
-    """A ``{quick: a, full: b}`` mapping gives the profile's value; anything else is the value itself."""
+    """A ``{quick: a, full: b, paper: c}`` mapping gives the profile's value; anything else is the value itself."""
     if isinstance(value, dict) and set(value) & set(PROFILES):
-        if set(value) != set(PROFILES):
-            raise ConfigError(f"{where} must give exactly {', '.join(PROFILES)}, got {', '.join(map(str, value))}")
+        unknown = set(value) - set(PROFILES)
+        if unknown:
+            raise ConfigError(f"{where}: unknown profile '{sorted(map(str, unknown))[0]}' (profiles: "
+                              f"{', '.join(PROFILES)})")
+        if profile not in value:
+            raise ConfigError(f"{where} gives no value for profile {profile} (it gives {', '.join(map(str, value))})")
         return value[profile]
     return value
 
@@ -169,7 +173,10 @@ def load_plan(path: Path, profile: str) -> Plan:
                 default_name = re.sub(r"[^A-Za-z0-9_.=-]", "_", f"{question}_{item.get('arm')}_s{{seed}}")
                 run.name = _template(item.get("name", default_name), shown, f"{where}: name")
                 check(bool(NAME.match(run.name)), f"{where}: name", run.name, "letters, digits and _ . = - only")
-                run.refs = [v for v in run.params.values() if isinstance(v, str) and v.startswith("@")]
+                # "@p1q2_beta1_s{seed}": a reference may name the run of the same seed (paired replication)
+                run.params = {k: _template(v, shown, f"{where}: {k}") if _is_reference(v) else v
+                              for k, v in run.params.items()}
+                run.refs = [v for v in run.params.values() if _is_reference(v)]
                 for ref in run.refs:
                     check(bool(REFERENCE.match(ref)), f"{where}: reference", ref, "@name or @pattern*:min(metric)")
                 run.cost = estimate_cost(entry.name, run.params)
@@ -187,6 +194,10 @@ def _typed_params(entry: Entry, values: dict[str, Any], where: str) -> dict[str,
                               f"(allowed: {', '.join(f for f in fields if f not in RUNNER_PARAMS)})")
         typed[k] = _cast(v, fields[k], f"{where}: {k}")
     return typed
+
+
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("@")
 
 
 def estimate_cost(entry: str, params: dict[str, Any]) -> float:
@@ -301,7 +312,7 @@ class Progress:
 
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{secs:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
 
 
 @dataclass
@@ -599,13 +610,58 @@ def finish(state: Study, umbrella: str | None) -> None:
                               f"in {outcome.seconds:.0f}s"})
 
 
+RUN_OVERHEAD_S = 8.0  # per run: start, end-of-run pictures, models and the store's writes (wall-time estimate only)
+
+
+def training_speed(seconds: float = 1.0) -> dict[str, float]:
+    """Training images per second of this machine for each VAE architecture: a short timed loop of Adam steps on
+    random images with the default batch size (a GAN step costs about three of these; ``estimate_cost`` counts so)."""
+    import time
+
+    import torch
+
+    from genlab import losses
+    from genlab.configs import ARCHS
+    from genlab.models.vae import VAE
+
+    speed = {}
+    x = torch.rand(128, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for arch in ARCHS:
+        model = VAE(16, arch)
+        optimizer = torch.optim.Adam(model.parameters())
+        images, t0, warm = 0, 0.0, 2
+        while images == 0 or time.perf_counter() - t0 < seconds:
+            logits, _, z_mean, z_log_var = model(x)
+            loss = losses.vae_terms(logits, x, z_mean, z_log_var, 1.0)["loss"].mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            warm -= 1
+            if warm == 0:
+                t0 = time.perf_counter()
+            elif warm < 0:
+                images += len(x)
+        speed[arch] = images / (time.perf_counter() - t0)
+    return speed
+
+
+def wall_time_estimate(runs: list[PlannedRun], speed: dict[str, float]) -> float:
+    """Seconds to train ``runs`` one after the other at ``speed`` (training_speed), plus RUN_OVERHEAD_S each."""
+    return sum(r.cost / speed.get(str(r.params.get("arch", "conv")), speed["conv"]) + RUN_OVERHEAD_S for r in runs)
+
+
 def dry_run_listing(state: Study, version: str) -> list[str]:
-    """What would be reused or trained, in plan order (references to runs not yet trained stay unresolved)."""
+    """What would be reused or trained, in plan order (references to runs not yet trained stay unresolved), and
+    the estimated wall time of the runs to train at this machine's measured training speed."""
     runs, outcome = state.runs, state.outcome
-    lines = [f"{len(runs)} runs, about {sum(r.cost for r in runs) / 1e6:.2f}M image passes (code {version}):"]
+    speed = training_speed()
+    lines = [f"{len(runs)} runs, about {sum(r.cost for r in runs) / 1e6:.2f}M image passes (code {version}); "
+             f"all of them on this machine, one at a time: about {_clock(wall_time_estimate(runs, speed))} "
+             f"(training measured now: " + ", ".join(f"{a} {s:,.0f} images/s" for a, s in speed.items()) + ")"]
     for i, run in enumerate(runs, 1):
         if any(_unresolved(ref, outcome.run_ids) for ref in run.refs):
-            lines.append(f"{i:3d}/{len(runs)} {run.label}: would train (after what it refers to) [{run.name}]")
+            lines.append(f"{i:3d}/{len(runs)} {run.label}: would train (after {', '.join(run.refs)}) [{run.name}] "
+                         + " ".join(f"{k}={_fmt(v)}" for k, v in run.params.items()))
             continue
         config = _config(run, resolve(run, outcome.run_ids), state.cfg, run.question)
         reuse = find_reusable(state.done, run, config)

@@ -120,12 +120,12 @@ def _artifact_png(artifact_uri: str, path: str) -> bytes | None:
 
 
 def compute(collected: dict[str, Any]) -> dict[str, V.Verdict]:
-    """Each question's verdict, in the report's order."""
+    """Each question's verdict (its rule, then the convergence gate), in the report's order."""
     from reports import questions
 
     out = {}
     for q in questions.QUESTIONS:
-        out[q.name] = q.rule(collected["per_question"][q.name], **collected["inputs"][q.name])
+        out[q.name] = q.judge(collected["per_question"][q.name], collected["inputs"][q.name])
         out[q.name].profile = collected["used"][q.name]
     return out
 
@@ -234,10 +234,11 @@ def labels_of(lang: str) -> dict[str, str]:
 def render(lang: str, verdicts: dict[str, V.Verdict], figures: dict[str, dict], context: dict[str, Any],
            run_info: dict[str, tuple[str, str]]) -> str:
     from reports import markdown, questions
+    from reports import verdicts as V
 
     env = environment(lang, run_info, context["ui"])
     md = env.get_template(f"{lang}/report.md.j2").render(
-        v=verdicts, fig=figures, th={q.name: q.thresholds for q in questions.QUESTIONS},
+        v=verdicts, fig=figures, th={q.name: q.thresholds for q in questions.QUESTIONS}, min_seeds=V.MIN_SEEDS,
         partials={q: partial(lang, q) for q in questions.NAMES}, **{**context, "questions": questions.NAMES})
     return markdown.with_contents(md)
 

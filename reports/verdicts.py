@@ -6,14 +6,19 @@ Input of a rule: the DataFrame of ``genlab.tracking.search_runs`` (columns ``run
 Reader (metric histories ``run_id, key, step, value``; artifacts). No I/O here, no text: the templates turn a
 Verdict into words in each language.
 
-Statistics: seeds of one condition -> mean and 95 % t-interval (half-width; none with one seed). Two conditions
-are "different" when the difference of means exceeds the question's minimum effect AND, when both have at least
-two seeds, the 95 % Welch interval of the difference excludes 0. With one seed per condition there is no
-interval: the rule falls back on the minimum effect alone, and the report says so.
+The protocol (issue 14): seeds of one condition -> mean and 95 % t-interval (half-width; none with one seed). Two
+conditions are compared by ``compare_runs``: the paired t-interval of the seed-matched differences when both arms
+ran the same seeds (seed s of one arm shares its data order and, for a GAN, its starting decoder with seed s of
+the other), else Welch's. A difference counts ("greater" / "less") when it exceeds the rule's minimum effect, its
+interval excludes 0, and it rests on at least MIN_SEEDS seeds. When it does not count and the design could not have
+detected the minimum effect (too few seeds, no interval, or a minimum detectable effect above it), the outcome is
+"underpowered", never "no difference". Several claims of one question are Holm-corrected (``holm_claims``). After
+the rule, ``Question.judge`` makes the verdict inconclusive when a VAE or GAN run it rests on did not converge.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable
@@ -25,6 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from genlab import tags
+from reports import power
 
 if TYPE_CHECKING:
     from reports.pictures import GallerySpec
@@ -48,9 +54,17 @@ class Stat:
         return self.mean + self.half
 
 
+MIN_SEEDS = 3  # a difference rests on at least this many seeds (pairs when paired) or it is underpowered
+OUTCOMES = ("greater", "less", "none", "underpowered")
+
+
 @dataclass
 class Comparison:
-    """a - b with its 95 % Welch interval; ``outcome`` is ``greater``, ``less`` or ``none`` (no significant difference)."""
+    """a - b with its 95 % interval (paired t on seed-matched runs, else Welch), two-sided p-value, and the minimum
+    detectable effect (MDE, alpha 0.05, power 0.8) beside the rule's ``min_effect``. ``outcome``: ``greater`` or
+    ``less`` (a significant difference larger than the minimum effect, on >= MIN_SEEDS seeds), ``none`` (the design
+    could detect the minimum effect and found nothing larger) or ``underpowered`` (it could not). ``holm``: the
+    significance is the Holm-corrected one of a family of claims."""
 
     a: Stat
     b: Stat
@@ -59,19 +73,39 @@ class Comparison:
     high: float
     min_effect: float
     outcome: str
+    p_value: float = math.nan
+    mde: float = math.nan
+    paired: bool = False
+    n: int = 0  # pairs when paired, else the smaller arm
+    holm: bool = False
 
     @property
     def has_ci(self) -> bool:
         return not math.isnan(self.low)
 
+    @property
+    def too_few_seeds(self) -> bool:
+        return self.n < MIN_SEEDS
+
+    @property
+    def detectable(self) -> bool:
+        """Could the seeds have detected the rule's minimum effect (MDE <= min effect)? False without an MDE."""
+        return self.mde <= self.min_effect
+
+    @property
+    def significant(self) -> bool:
+        """The 95 % interval excludes 0 (before any Holm correction)."""
+        return self.low > 0 or self.high < 0
+
 
 @dataclass
 class Verdict:
-    """What the templates need: ``status`` is ``confirmed``, ``not_confirmed``, ``no_significant_difference`` or
-    ``missing``; ``numbers`` the values quoted in the text; ``rows`` the table; ``data`` tidy per-run values for
-    the figures; ``missing`` what runs are lacking (dicts with a ``what`` key); ``frames`` the question's own
-    tidy frames for its figures (metric histories, KL per dimension, ...); ``images`` PNGs that runs logged,
-    shown as figures as they are (run id -> bytes)."""
+    """What the templates need: ``status`` is one of STATUSES; ``numbers`` the values quoted in the text; ``rows``
+    the table; ``data`` tidy per-run values for the figures; ``missing`` what runs are lacking (dicts with a
+    ``what`` key); ``frames`` the question's own tidy frames for its figures (metric histories, KL per dimension,
+    ...); ``images`` PNGs that runs logged, shown as figures as they are (run id -> bytes); ``rests_on`` the runs
+    the verdict rests on, when only some of ``run_ids`` (others are supporting evidence or contrast): the
+    convergence gate looks at these."""
 
     question: str
     status: str
@@ -83,6 +117,11 @@ class Verdict:
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
     images: dict[str, bytes] = field(default_factory=dict)
     profile: str = ""
+    rests_on: list[str] | None = None
+
+
+STATUSES = ("confirmed", "not_confirmed", "no_significant_difference", "inconclusive_underpowered",
+            "inconclusive_not_converged", "missing")
 
 
 class Reader(Protocol):
@@ -123,7 +162,11 @@ class Question:
     thresholds: dict[str, float] = field(default_factory=dict)
 
     def verdict(self, runs: pd.DataFrame, reader: Reader) -> Verdict:
-        return self.rule(runs, **self.read(runs, reader))
+        return self.judge(runs, self.read(runs, reader))
+
+    def judge(self, runs: pd.DataFrame, inputs: dict[str, Any]) -> Verdict:
+        """The rule's verdict on ``runs`` and what ``read`` fetched, through the convergence gate."""
+        return convergence_gate(self.rule(runs, **inputs), runs)
 
 
 # ---------------------------------------------------------------- statistics
@@ -136,30 +179,65 @@ def stat(values: Any, run_ids: Any = ()) -> Stat:
     return Stat(mean, half, n, list(run_ids))
 
 
-def compare(a: Stat, b: Stat, a_values: Any, b_values: Any, min_effect: float) -> Comparison:
-    """Is a greater or less than b by more than ``min_effect``, beyond the 95 % Welch interval when seeds allow?"""
-    diff = a.mean - b.mean
-    low = high = math.nan
-    if a.n >= 2 and b.n >= 2:
-        va = float(np.var(np.asarray(list(a_values), float), ddof=1)) / a.n
-        vb = float(np.var(np.asarray(list(b_values), float), ddof=1)) / b.n
-        se2 = va + vb
-        if se2 == 0:  # identical seeds: no noise at all
-            low = high = diff
-        else:
-            dof = se2 ** 2 / ((va ** 2 / (a.n - 1) if va else 0.0) + (vb ** 2 / (b.n - 1) if vb else 0.0))
-            h = float(stats.t.ppf(0.975, dof)) * math.sqrt(se2)
-            low, high = diff - h, diff + h
-    has_ci = not math.isnan(low)
-    if math.isnan(diff):
-        outcome = "none"
-    elif diff > min_effect and (not has_ci or low > 0):
-        outcome = "greater"
-    elif diff < -min_effect and (not has_ci or high < 0):
-        outcome = "less"
+def compare(a: Stat, b: Stat, a_values: Any, b_values: Any, min_effect: float, paired: bool = False) -> Comparison:
+    """a - b against the rule's ``min_effect`` (see Comparison); ``paired``: ``a_values[i]`` and ``b_values[i]``
+    come from the same seed (same length, NaN pairs dropped), else the arms are independent (Welch)."""
+    d = power.difference(list(a_values), list(b_values), paired=paired)
+    c = Comparison(a, b, d.diff, d.low, d.high, min_effect, "", d.p_value, d.mde, d.paired, d.n)
+    return _decided(c, c.significant)
+
+
+def _decided(c: Comparison, significant: bool, holm: bool = False) -> Comparison:
+    """``c`` with the outcome its numbers give when its difference is (or is not) ``significant``."""
+    if not c.too_few_seeds and significant and abs(c.diff) > c.min_effect:
+        outcome = "greater" if c.diff > 0 else "less"
+    elif c.too_few_seeds or not c.detectable:
+        outcome = "underpowered"
     else:
         outcome = "none"
-    return Comparison(a, b, diff, low, high, min_effect, outcome)
+    return dataclasses.replace(c, outcome=outcome, holm=holm)
+
+
+def run_values(runs: pd.DataFrame, metric: str) -> pd.Series:
+    """Each run's value of ``metric`` (``metrics.<metric>``), or of the frame's own column ``metric`` when a rule
+    derived one (a name starting with ``_``, e.g. a gap between two metrics)."""
+    return numeric(runs, metric if metric.startswith("_") else f"metrics.{metric}")
+
+
+def shared_seeds(a_runs: pd.DataFrame, b_runs: pd.DataFrame) -> list[str]:
+    """The seeds both arms ran, each once in each arm, when the two arms ran exactly the same seeds; else []."""
+    a_seeds, b_seeds = column(a_runs, "params.seed"), column(b_runs, "params.seed")
+    usable = (a_seeds.notna().all() and b_seeds.notna().all() and a_seeds.is_unique and b_seeds.is_unique)
+    if not usable or len(a_seeds) == 0 or set(map(str, a_seeds)) != set(map(str, b_seeds)):
+        return []
+    return sorted(map(str, a_seeds))
+
+
+def compare_runs(a_runs: pd.DataFrame, b_runs: pd.DataFrame, metric: str, min_effect: float,
+                 b_metric: str | None = None) -> Comparison:
+    """mean(a) - mean(b) of ``metric`` (of ``b_metric`` for b, when the two sides are two measures of the same
+    runs) against the rule's ``min_effect``: paired on ``params.seed`` when both arms ran the same seeds, else
+    Welch; two measures of the same runs are paired run by run. ``metric`` is a metric name, or a column the rule
+    derived (see run_values)."""
+    a_values, b_values = run_values(a_runs, metric), run_values(b_runs, b_metric or metric)
+    a, b = stat(a_values, ids(a_runs)), stat(b_values, ids(b_runs))
+    if b_metric is not None and len(a_runs) and ids(a_runs) == ids(b_runs):
+        return compare(a, b, a_values, b_values, min_effect, paired=True)
+    seeds = shared_seeds(a_runs, b_runs)
+    if not seeds:
+        return compare(a, b, a_values, b_values, min_effect)
+    by_seed = [pd.Series(list(v), index=list(map(str, column(r, "params.seed")))).reindex(seeds)
+               for v, r in ((a_values, a_runs), (b_values, b_runs))]
+    return compare(a, b, by_seed[0], by_seed[1], min_effect, paired=True)
+
+
+def holm_claims(comparisons: dict[str, Comparison]) -> dict[str, Comparison]:
+    """The comparisons of one question's several claims, each outcome decided by Holm's correction of their
+    p-values (family-wise alpha 0.05) instead of its own interval. One comparison alone is left as it is."""
+    if len(comparisons) < 2:
+        return dict(comparisons)
+    rejected = power.holm([c.p_value for c in comparisons.values()])
+    return {name: _decided(c, r, holm=True) for (name, c), r in zip(comparisons.items(), rejected, strict=True)}
 
 
 def spearman(x: Any, y: Any) -> float:
@@ -186,10 +264,14 @@ def numeric(runs: pd.DataFrame, name: str) -> pd.Series:
     return pd.to_numeric(column(runs, name), errors="coerce")
 
 
+THOROUGHNESS = ("paper", "full", "quick")  # study profiles, most thorough first; quick is a pipeline check
+
+
 def select_runs(runs: pd.DataFrame, profile: str, questions: tuple[str, ...],
                 ) -> tuple[dict[str, pd.DataFrame], dict[str, str], int]:
-    """The FINISHED runs of each question for ``profile`` (``any``: per question the full-profile runs if there are
-    any, else the quick ones, never a mix), the latest run per (kind, arm, seed) when a condition was run twice.
+    """The FINISHED runs of each question for ``profile`` (``any``: per question the runs of the most thorough
+    profile that has any, paper then full then quick, never a mix), the latest run per (kind, arm, seed) when a
+    condition was run twice.
 
     Returns (runs per question, profile used per question, number of unfinished runs ignored).
     """
@@ -205,7 +287,7 @@ def select_runs(runs: pd.DataFrame, profile: str, questions: tuple[str, ...],
         rows = finished[column(finished, question_of) == q]
         profiles = column(rows, tags.column(tags.PROFILE))
         if profile == "any":
-            chosen = "full" if (profiles == "full").any() else "quick"
+            chosen = next((p for p in THOROUGHNESS if (profiles == p).any()), "quick")
         else:
             chosen = profile
         rows = rows[profiles == chosen]
@@ -245,8 +327,8 @@ def ids(runs: pd.DataFrame) -> list[str]:
 
 
 def cell(runs: pd.DataFrame, metric: str) -> Stat:
-    """The Stat of one metric over those runs (one per seed)."""
-    return stat(numeric(runs, f"metrics.{metric}"), ids(runs))
+    """The Stat of one metric (or derived column, see run_values) over those runs (one per seed)."""
+    return stat(run_values(runs, metric), ids(runs))
 
 
 def tidy(runs: pd.DataFrame, x: str, x_values: pd.Series, metrics: tuple[str, ...], hue: str | None = None,
@@ -264,7 +346,34 @@ def tidy(runs: pd.DataFrame, x: str, x_values: pd.Series, metrics: tuple[str, ..
 
 def claim(c: Comparison) -> str:
     """A comparison's outcome as a claim's status: a greater first term confirms it."""
-    return {"greater": "confirmed", "less": "not_confirmed"}.get(c.outcome, "no_significant_difference")
+    return {"greater": "confirmed", "less": "not_confirmed", "underpowered": "inconclusive_underpowered",
+            "none": "no_significant_difference"}[c.outcome]
+
+
+TRAINED = (tags.VAE, tags.GAN, tags.PROBE)  # the run kinds that log ``converged`` (a probe: both its networks did)
+
+
+def convergence_gate(v: Verdict, runs: pd.DataFrame) -> Verdict:
+    """``v``, or, when a VAE or GAN run it rests on did not converge (``converged`` != 1; a run without the metric,
+    made before it was logged, counts as not converged), the status ``inconclusive_not_converged`` with
+    numbers ``not_converged`` (those runs), ``not_measured`` (those without the metric), ``rule_status`` (what the
+    rule said) and, for a question with claims, ``rule_claims``."""
+    if v.status == "missing" or runs.empty:
+        return v
+    rests_on = v.run_ids if v.rests_on is None else v.rests_on
+    trained = runs[runs["run_id"].isin(rests_on) & column(runs, tags.column(tags.KIND)).isin(TRAINED)]
+    converged = numeric(trained, "metrics.converged")
+    failed = trained[converged != 1]  # NaN (not measured) is not 1
+    if failed.empty:
+        return v
+    v.numbers.update(rule_status=v.status, not_converged=ids(failed),
+                     not_measured=ids(failed[numeric(failed, "metrics.converged").isna()]))
+    if "claims" in v.numbers:
+        v.numbers["rule_claims"] = v.numbers["claims"]
+        v.numbers["claims"] = {k: c if c == "missing" else "inconclusive_not_converged"
+                               for k, c in v.numbers["claims"].items()}
+    v.status = "inconclusive_not_converged"
+    return v
 
 
 def with_arm(history: pd.DataFrame, runs: pd.DataFrame, key: str) -> pd.DataFrame:

@@ -48,3 +48,23 @@ def test_gan_losses_match_hand_computation():
     # hinge: mean relu(1 - real) + mean relu(1 + fake); G: -mean fake
     assert math.isclose(losses.discriminator_loss(real, fake, "hinge").item(), (0 + 2) / 2 + (1 + 4) / 2)
     assert losses.generator_loss(fake, "hinge").item() == -1.5
+
+
+def test_iw_bound_matches_a_direct_computation_and_k1_is_the_single_sample_neg_elbo():
+    torch.manual_seed(0)
+    k, b, d = 5, 3, 2
+    z_mean, z_log_var = torch.randn(b, d), torch.randn(b, d) * 0.3
+    z = z_mean + (0.5 * z_log_var).exp() * torch.randn(k, b, d)
+    log_p_x = -torch.rand(k, b) * 100
+    direct = torch.zeros(b)
+    for i in range(b):
+        weights = []
+        for j in range(k):
+            prior = torch.distributions.Normal(0.0, 1.0).log_prob(z[j, i]).sum()
+            q = torch.distributions.Normal(z_mean[i], (0.5 * z_log_var[i]).exp()).log_prob(z[j, i]).sum()
+            weights.append(log_p_x[j, i] + prior - q)
+        direct[i] = -(torch.logsumexp(torch.stack(weights), 0) - math.log(k))
+    assert torch.allclose(losses.iw_nll_nats(log_p_x, z, z_mean, z_log_var), direct, atol=1e-4)
+    one = losses.iw_nll_nats(log_p_x[:1], z[:1], z_mean, z_log_var)
+    kl_sample = losses.gaussian_log_prob(z[0], z_mean, z_log_var) + 0.5 * (z[0].pow(2) + math.log(2 * math.pi)).sum(1)
+    assert torch.allclose(one, -log_p_x[0] + kl_sample, atol=1e-4)  # recon + log q - log p of the one draw

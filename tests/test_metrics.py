@@ -172,3 +172,20 @@ def test_linear_probe_settings_budget_dtype_and_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         assert accuracy(max_iter=1, quiet_unconverged=True, cast_float64=False, seed=0) < full
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([10.0, 5.0], 0.5),  # one epoch: the tail is that epoch, against the value before training
+    ([100.0, 50.0, 40.0, 39.0, 38.0, 37.6], (38.0 - 37.6) / 38.0),  # 5 epochs: the tail is the last one
+    ([100.0, 50.0, 40.0, 41.0, 42.0, 43.0], -(43.0 - 40.0) / 40.0),  # worse in the tail: negative
+    ([100.0] + [90.0 - i for i in range(10)], (83.0 - 81.0) / 83.0),  # 10 epochs: the last 2
+])
+def test_rel_improvement_tail(values, expected):
+    assert metrics.rel_improvement_tail(values) == pytest.approx(expected)
+
+
+def test_convergence_gate_flips_at_the_threshold():
+    assert metrics.convergence([100.0, 50.0, 49.6])["converged"] == 1.0  # 0.8 % < 1 %
+    assert metrics.convergence([100.0, 50.0, 49.4])["converged"] == 0.0  # 1.2 %
+    with pytest.raises(ValueError):
+        metrics.rel_improvement_tail([1.0])

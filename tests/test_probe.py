@@ -56,6 +56,8 @@ def test_probe_end_to_end(runs, capsys):
     summary = json.load(open(client.download_artifacts(run.info.run_id, "probe_summary.json", str(tmp))))
     assert summary["metrics"]["encoder_probe_accuracy"] == m["encoder_probe_accuracy"]
     assert summary["train_images"] == 300 and summary["test_images"] == 500
+    # the convergence gate of its inputs: the GAN ran without fid_proxy (eval_samples 0), so it is not measured
+    assert "converged" in client.get_run(vae_id).data.metrics and "converged" not in m
 
 
 @pytest.mark.parametrize("case", ["swapped", "unknown", "malformed", "bad dataset"])

@@ -43,7 +43,7 @@ def cfg(plans: str, **kw) -> study.StudyConfig:
 # ---------------------------------------------------------------- the lab's plans
 
 @pytest.mark.parametrize("profile", study.PROFILES)
-def test_the_lab_plans_load_for_both_profiles(profile):
+def test_the_lab_plans_load_for_every_profile(profile):
     plans = study.load_plans(study.StudyConfig(profile=profile))
     by_q = {p.question: p for p in plans}
     assert {"p1q1", "p1q2", "p1q3", "p2q1", "p2q2", "search"} <= set(by_q)
@@ -51,22 +51,56 @@ def test_the_lab_plans_load_for_both_profiles(profile):
     arms = {q: {r.arm for r in p.runs} for q, p in by_q.items()}
     assert {"reparam", "score", "gradvar"} == arms["p1q1"]
     assert {"vae_decoder", "random", "ae_decoder"} == arms["p2q1"]
-    betas = sorted(r.params["beta"] for r in by_q["p1q2"].runs if r.params["latent_dim"] == 16)
-    dims = sorted(r.params["latent_dim"] for r in by_q["p1q3"].runs if r.params["beta"] == 1.0)
-    seeds = {r.params["seed"] for r in by_q["p2q1"].runs}
-    if profile == "full":
-        assert betas == [0, 0.1, 0.5, 1, 2, 4, 8] and dims == [2, 4, 8, 16, 32, 64, 128] and len(seeds) >= 3
-    else:  # quick: one seed, small subsets, few epochs
-        assert len(seeds) == 1 and all(r.params.get("limit", 0) and r.params["limit"] <= 5000
-                                       for p in plans for r in p.runs if p.question != "search")
-        assert all(r.params.get("epochs", 0) <= 3 for p in plans for r in p.runs)
     assert any(r.params["latent_dim"] == 2 for r in by_q["p1q2"].runs)  # the latent scatter
+    lab = [r for q in ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2") for r in by_q[q].runs]
+    if profile == "quick":  # one seed, small subsets, few epochs: a pipeline check
+        assert {r.params["seed"] for r in lab} == {0}
+        assert all(0 < r.params["limit"] <= 5000 and r.params.get("epochs", 0) <= 3 for r in lab)
+        return
+    # full and paper: every condition (arm and swept value) has >= 3 seeds
+    conditions: dict[tuple, set] = {}
+    for r in lab:
+        key = (r.question, r.arm, r.params.get("latent_dim"), r.params.get("beta"))
+        conditions.setdefault(key, set()).add(r.params["seed"])
+    assert all(len(seeds) >= 3 for seeds in conditions.values()), conditions
+    if profile == "paper":
+        assert all(r.params["limit"] == 0 for r in lab if r.entry.name == "train_gan")  # all training images
+
+
+def test_gans_and_probes_start_from_the_networks_of_their_own_seed():
+    """Paired replication: GAN seed s from the seed-s VAE / autoencoder, the probe of seed s on the seed-s pair."""
+    plans = {p.question: p for p in study.load_plans(study.StudyConfig(profile="full"))}
+    for r in plans["p2q1"].runs:
+        if r.arm != "random":
+            beta = 1 if r.arm == "vae_decoder" else 0
+            assert r.params["init_from"] == f"@p1q2_conv_beta{beta}_s{r.params['seed']}"
+    probes = plans["p2q2"].runs
+    assert [(r.params["vae_run"], r.params["gan_run"]) for r in probes] == [
+        (f"@p1q2_conv_beta1_s{s}", f"@p2q1_gan_vae_decoder_s{s}") for s in (0, 1, 2)]
+    assert [r.params["vae_run"] for r in plans["p1q1"].runs if r.arm == "gradvar"] == [
+        f"@p1q1_vae_reparam_s{s}" for s in (0, 1, 2)]
 
 
 def test_only_pulls_in_what_the_selection_refers_to():
     names = [r.name for r in study.select(study.load_plans(study.StudyConfig()), "p2q1")]
-    assert names[:2] == ["p1q2_beta0", "p1q2_beta1"] and all(n.startswith("p2q1_") for n in names[2:])
+    assert names[:2] == ["p1q2_conv_beta0_s0", "p1q2_conv_beta1_s0"] and all(n.startswith("p2q1_") for n in names[2:])
     assert len(names) == 2 + 3  # one seed per arm in quick
+
+
+def test_dry_run_lists_every_run_with_its_reference_and_a_wall_time_estimate(capsys):
+    assert cli.main(["study", "--profile", "paper", "--only", "p2q1", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "about" in out and "images/s" in out and "one at a time" in out
+    for s in (0, 1, 2):
+        assert f"init_from=@p1q2_conv_beta1_s{s}" in out and f"init_from=@p1q2_conv_beta0_s{s}" in out
+
+
+def test_estimate_scales_with_the_measured_speed():
+    runs = study.select(study.load_plans(study.StudyConfig(profile="full")), "p2q1")
+    slow = study.wall_time_estimate(runs, {"conv": 100.0, "mlp": 1000.0})
+    fast = study.wall_time_estimate(runs, {"conv": 200.0, "mlp": 2000.0})
+    overhead = len(runs) * study.RUN_OVERHEAD_S
+    assert fast - overhead == pytest.approx((slow - overhead) / 2)
 
 
 # ---------------------------------------------------------------- strict validation
@@ -75,7 +109,8 @@ BAD_PLANS = [
     ("entry: train_vea", "entry must be one of"),
     ("params: {latnt_dim: 4}", "unknown parameter 'latnt_dim'"),
     ("params: {latent_dim: 2.5}", "latent_dim must be an integer"),
-    ("params: {epochs: {quick: 1}}", "must give exactly quick, full"),
+    ("params: {epochs: {full: 1}}", "gives no value for profile quick"),
+    ("params: {epochs: {quick: 1, huge: 2}}", "unknown profile 'huge'"),
     ("params: {beta: [1, 2]}", "beta must be a single float"),
     ("params: {dataset: cifar}", "dataset must be one of"),
     ("arm: z={latent}", "uses {latent}"),

@@ -184,6 +184,9 @@ def find_scorer(dataset: str, device: torch.device) -> Any:
     return get_scorer(dataset, device)
 
 
+GATE_METRIC = "fid_proxy"  # the GAN's validation objective (lower is better) for the convergence gate
+
+
 def evaluate(generator: Generator, cfg: GANConfig, scorer: Any | None) -> dict[str, float]:
     """The evaluation hook (step 0, every ``eval_every`` epochs, the end): the scorer's metrics on ``eval_samples``
     images from fixed noise, plus ``eval_seconds``. Empty without a scorer or with ``eval_samples=0``."""
@@ -203,7 +206,8 @@ def diversity(generator: Generator) -> float:
 
 # ---------------------------------------------------------------- checkpoints
 
-CHECKPOINT_KEYS = {"generator", "discriminator", "opt_g", "opt_d", "epoch", "shuffle_rng", "noise_rng", "config"}
+CHECKPOINT_KEYS = {"generator", "discriminator", "opt_g", "opt_d", "epoch", "shuffle_rng", "noise_rng", "val_history",
+                   "config"}
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -229,6 +233,7 @@ class TrainState:
     opt_d: torch.optim.Optimizer
     shuffle_rng: torch.Generator
     noise_rng: torch.Generator
+    val_history: list[float]  # fid_proxy at step 0, then at each evaluation: the convergence gate
 
     def stateful(self) -> dict[str, Any]:
         return {"generator": self.nets.generator, "discriminator": self.nets.discriminator,
@@ -239,7 +244,8 @@ class TrainState:
 
     def checkpoint(self, epoch: int, cfg: GANConfig) -> dict[str, Any]:
         """The state to resume from after ``epoch`` (the CHECKPOINT_KEYS)."""
-        return loop.checkpoint_state(epoch, cfg, self.stateful(), self.rngs())
+        return loop.checkpoint_state(epoch, cfg, self.stateful(), self.rngs(),
+                                     val_history=torch.tensor(self.val_history, dtype=torch.float64))
 
 
 def initial_state(cfg: GANConfig, device: torch.device, init: InitSource | None = None, resume: dict | None = None,
@@ -254,25 +260,35 @@ def initial_state(cfg: GANConfig, device: torch.device, init: InitSource | None 
     state = TrainState(Networks(generator, discriminator),
                        torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=betas),
                        torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=betas),
-                       torch.Generator().manual_seed(cfg.seed), torch.Generator(device=device).manual_seed(cfg.seed + 1))
-    return state, loop.restore(resume, state.stateful(), state.rngs())
+                       torch.Generator().manual_seed(cfg.seed), torch.Generator(device=device).manual_seed(cfg.seed + 1),
+                       [])
+    start_epoch = loop.restore(resume, state.stateful(), state.rngs())
+    if resume is not None:
+        state.val_history = resume["val_history"].tolist()
+    return state, start_epoch
 
 
 def train(cfg: GANConfig, splits: data.Splits, sink: loop.Sink = loop.NullSink(), resume: dict | None = None,
           init: InitSource | None = None, scorer: Any | None = None) -> tuple[Networks, dict[str, float]]:
     """Train, reporting each epoch to ``sink`` (TrackedGANSink: an MLflow run; the default: nowhere), from the
     checkpoint ``resume`` if given, else from ``init``'s weights. ``scorer`` adds sample quality every
-    ``eval_every`` epochs and at the end. Returns both networks and the last epoch's metrics."""
+    ``eval_every`` epochs and at the end. Returns both networks and the last epoch's metrics, with the
+    convergence gate on fid_proxy (``val_rel_improvement_tail``, ``converged``) when it was evaluated."""
     device = resolve_device(cfg.device)
     state, start_epoch = initial_state(cfg, device, init, resume)
     if start_epoch == 1:
-        sink.start(state.nets)
+        initial = evaluate(state.nets.generator, cfg, scorer)
+        state.val_history = [initial[GATE_METRIC]] if GATE_METRIC in initial else []
+        sink.start(state.nets, initial)
     last: dict[str, float] = {}
     for epoch in range(start_epoch, cfg.epochs + 1):
         last = train_epoch(cfg, splits, state, epoch, device, scorer)
+        if GATE_METRIC in last:
+            state.val_history.append(last[GATE_METRIC])
         sink.epoch(epoch, last, state.nets, functools.partial(state.checkpoint, epoch, cfg))
-    last.update(sink.end(state.nets, last))
-    return state.nets, last
+    final = {**last, **(metrics.convergence(state.val_history) if len(state.val_history) >= 2 else {})}
+    final.update(sink.end(state.nets, final))
+    return state.nets, final
 
 
 def train_epoch(cfg: GANConfig, splits: data.Splits, state: TrainState, epoch: int, device: torch.device,
@@ -343,13 +359,13 @@ class TrackedGANSink:
                  on_epoch: EpochCallback | None = None):
         self.run, self.cfg, self.splits, self.scorer, self.on_epoch = run, cfg, splits, scorer, on_epoch
 
-    def start(self, nets: Networks) -> None:
+    def start(self, nets: Networks, initial: dict[str, float]) -> None:
         real = data.to_float(self.splits.test_x[:DIVERSITY_SAMPLES]).numpy()
         self.run.log_metrics({"sample_diversity": diversity(nets.generator),
                               "real_sample_diversity": metrics.sample_diversity(real),
                               "generator_param_count": param_count(nets.generator),
                               "discriminator_param_count": param_count(nets.discriminator),
-                              **evaluate(nets.generator, self.cfg, self.scorer)}, step=0)
+                              **initial}, step=0)
         _log_samples(self.run, nets.generator, 0, file="samples_step0.png")
 
     def epoch(self, epoch: int, metrics: dict[str, float], nets: Networks, checkpoint: loop.CheckpointFn) -> None:
@@ -361,6 +377,9 @@ class TrackedGANSink:
             self.on_epoch(epoch, metrics)
 
     def end(self, nets: Networks, final: dict[str, float]) -> dict[str, float]:
+        gate = {k: final[k] for k in ("val_rel_improvement_tail", "converged") if k in final}
+        if gate:
+            self.run.log_metrics(gate, step=self.cfg.epochs)
         nets.generator.cpu().eval()
         self.run.log_model(nets.generator, "generator", np.zeros((2, self.cfg.latent_dim), np.float32))
         return {}

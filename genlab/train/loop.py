@@ -31,8 +31,9 @@ class NonFiniteLoss(RuntimeError):
 class Sink(Protocol):
     """Where a training loop reports. ``model`` is the loop's trained object (a VAE, or a GAN's two networks)."""
 
-    def start(self, model: Any) -> None:
-        """Before the first update of a fresh run (not called on resume): step-0 measurements."""
+    def start(self, model: Any, metrics: dict[str, float]) -> None:
+        """Before the first update of a fresh run (not called on resume), with the loop's own step-0
+        measurements (a GAN's sample quality; may be empty)."""
 
     def epoch(self, epoch: int, metrics: dict[str, float], model: Any, checkpoint: CheckpointFn) -> None:
         """After each epoch (1-based). ``checkpoint()`` returns the state to resume from after this epoch; its
@@ -45,7 +46,7 @@ class Sink(Protocol):
 class NullSink:
     """Reports nowhere: the loop's numbers are the same, nothing is logged or saved."""
 
-    def start(self, model: Any) -> None:
+    def start(self, model: Any, metrics: dict[str, float]) -> None:
         pass
 
     def epoch(self, epoch: int, metrics: dict[str, float], model: Any, checkpoint: CheckpointFn) -> None:

@@ -43,6 +43,8 @@ def validate(cfg: VAEConfig) -> None:
     check_choice("dtype", cfg.dtype, DTYPES)
     check_int("limit", cfg.limit, 0)
     check_int("seed", cfg.seed, 0)
+    check_int("nll_k", cfg.nll_k, 1)
+    check_int("nll_images", cfg.nll_images, 0)
     check_choice("device", cfg.device, ("auto", "cpu", "cuda"))
     check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
     check(isinstance(cfg.eval_samples, int) and (cfg.eval_samples == 0 or cfg.eval_samples >= MIN_EVAL_SAMPLES),
@@ -114,7 +116,7 @@ def prior_samples(model: VAE, n: int = N_GRID, seed: int = SAMPLE_SEED) -> torch
 
 # ---------------------------------------------------------------- checkpoints
 
-CHECKPOINT_KEYS = {"model", "optimizer", "epoch", "shuffle_rng", "noise_rng", "baseline", "config"}
+CHECKPOINT_KEYS = {"model", "optimizer", "epoch", "shuffle_rng", "noise_rng", "baseline", "val_history", "config"}
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -133,6 +135,7 @@ class TrainState:
     shuffle_rng: torch.Generator
     noise_rng: torch.Generator
     baseline: torch.Tensor  # running mean of recon (nats/image), for the score-function estimator
+    val_history: list[float]  # val_neg_elbo before training, then after each epoch: the convergence gate
 
     def stateful(self) -> dict[str, Any]:
         return {"model": self.model, "optimizer": self.optimizer}
@@ -142,7 +145,8 @@ class TrainState:
 
     def checkpoint(self, epoch: int, cfg: VAEConfig) -> dict[str, Any]:
         """The state to resume from after ``epoch`` (the CHECKPOINT_KEYS)."""
-        return loop.checkpoint_state(epoch, cfg, self.stateful(), self.rngs(), baseline=self.baseline.detach().cpu())
+        return loop.checkpoint_state(epoch, cfg, self.stateful(), self.rngs(), baseline=self.baseline.detach().cpu(),
+                                     val_history=torch.tensor(self.val_history, dtype=torch.float64))
 
 
 def initial_state(cfg: VAEConfig, device: torch.device, resume: dict | None = None) -> tuple[TrainState, int]:
@@ -154,10 +158,11 @@ def initial_state(cfg: VAEConfig, device: torch.device, resume: dict | None = No
         # oneDNN convolutions are faster on CPU in channels-last layout (docs/results.md, Benchmark)
         model = model.to(memory_format=torch.channels_last)
     state = TrainState(model, torch.optim.Adam(model.parameters(), lr=cfg.lr), torch.Generator().manual_seed(cfg.seed),
-                       torch.Generator(device=device).manual_seed(cfg.seed + 1), torch.zeros((), device=device))
+                       torch.Generator(device=device).manual_seed(cfg.seed + 1), torch.zeros((), device=device), [])
     start_epoch = loop.restore(resume, state.stateful(), state.rngs())
     if resume is not None:
         state.baseline = resume["baseline"].to(device)
+        state.val_history = resume["val_history"].tolist()
     return state, start_epoch
 
 
@@ -169,18 +174,56 @@ def train(cfg: VAEConfig, splits: data.Splits, sink: loop.Sink = loop.NullSink()
     device = resolve_device(cfg.device)
     state, start_epoch = initial_state(cfg, device, resume)
     if start_epoch == 1:
-        sink.start(state.model)
+        sink.start(state.model, {})
+        state.val_history = [evaluate(state.model, splits.val_x, device, cfg.seed)["neg_elbo"]]
     last: dict[str, float] = {}
     for epoch in range(start_epoch, cfg.epochs + 1):
         last = train_epoch(cfg, splits, state, epoch, device)
+        state.val_history.append(last["val_neg_elbo"])
         sink.epoch(epoch, last, state.model, functools.partial(state.checkpoint, epoch, cfg))
-    final = dict(last)
+    final = {**last, **metrics.convergence(state.val_history)}
     test = evaluate(state.model, splits.test_x, device, cfg.seed)
     train_eval = evaluate(state.model, splits.train_x[:len(splits.val_x)], device, cfg.seed)
-    final.update({f"test_{k}": v for k, v in test.items() if k != "active_units"})
+    final.update({f"test_{k}": v for k, v in test.items()})
     final.update({f"train_eval_{k}": v for k, v in train_eval.items() if k != "active_units"})
+    final.update(nll_iw(state.model, splits, cfg, device))
     final.update(sink.end(state.model, final))
     return state.model, final
+
+
+def nll_iw(model: VAE, splits: data.Splits, cfg: VAEConfig, device: torch.device) -> dict[str, float]:
+    """``test_nll_iw`` and ``train_nll_iw`` (nats/image): the importance-weighted bound with ``nll_k`` posterior
+    draws per image on the first ``nll_images`` images of each split, and their standard errors over the images
+    (``*_nll_iw_se``), and ``nll_seconds`` (its cost). Nothing when ``nll_images`` is 0."""
+    if cfg.nll_images == 0:
+        return {}
+    t0 = time.perf_counter()
+    out: dict[str, float] = {}
+    for split, x in (("test", splits.test_x), ("train", splits.train_x)):
+        per_image = _iw_nll_per_image(model, x[:cfg.nll_images], cfg.nll_k, cfg.seed, device)
+        spread = float(per_image.std()) if len(per_image) > 1 else 0.0
+        out[f"{split}_nll_iw"] = float(per_image.mean())
+        out[f"{split}_nll_iw_se"] = spread / math.sqrt(len(per_image))
+    out["nll_seconds"] = time.perf_counter() - t0
+    return out
+
+
+@torch.no_grad()
+def _iw_nll_per_image(model: VAE, x: torch.Tensor, k: int, seed: int, device: torch.device,
+                      passes_per_batch: int = 8192) -> torch.Tensor:
+    """The bound of losses.iw_nll_nats for each of the uint8 images ``x`` (float64, on the CPU)."""
+    model.eval()
+    noise = torch.Generator(device=device).manual_seed(seed + 2)
+    parts = []
+    for xb in data.batches(x, max(1, passes_per_batch // k), device=device):
+        z_mean, z_log_var = (t.float() for t in model.encoder.encode(xb))
+        eps = torch.randn((k, *z_mean.shape), generator=noise, device=device)
+        z = z_mean + (0.5 * z_log_var).exp() * eps
+        logits = model.decoder(z.flatten(0, 1))
+        log_p_x = -losses.recon_nats(logits, xb.repeat(k, *([1] * (xb.dim() - 1)))).view(k, len(xb))
+        parts.append(losses.iw_nll_nats(log_p_x, z, z_mean, z_log_var).double().cpu())
+    model.train()
+    return torch.cat(parts)
 
 
 def train_epoch(cfg: VAEConfig, splits: data.Splits, state: TrainState, epoch: int, device: torch.device,
@@ -263,12 +306,14 @@ class TrackedVAESink:
         self.run, self.cfg, self.splits, self.device = run, cfg, splits, device
         self.log_models, self.on_epoch = log_models, on_epoch
         self.fixed_val = data.to_float(splits.val_x[:32])  # the images behind the reconstructions series
+        self.epoch_keys: set[str] = set()
 
-    def start(self, model: VAE) -> None:
+    def start(self, model: VAE, metrics: dict[str, float]) -> None:
         self.run.log_metrics({"param_count": param_count(model)}, step=0)
 
     def epoch(self, epoch: int, metrics: dict[str, float], model: VAE, checkpoint: loop.CheckpointFn) -> None:
         self.run.log_metrics(metrics, step=epoch)
+        self.epoch_keys.update(metrics)
         _log_epoch_artifacts(self.run, model, self.fixed_val, epoch, self.device, self.cfg.seed)
         with loop.checkpoint_file(checkpoint()) as path:
             self.run.log_artifact(path, "checkpoint")
@@ -279,7 +324,8 @@ class TrackedVAESink:
         cfg, run = self.cfg, self.run
         added = log_latent_space(run, model, self.splits, self.device, step=cfg.epochs)
         log_pictures(run, model, self.splits, self.device)
-        run.log_metrics({k: v for k, v in final.items() if k.startswith(("test_", "train_eval_"))}, step=cfg.epochs)
+        # what the last epoch did not log: the convergence gate, the test and train evaluations, nll_iw
+        run.log_metrics({k: v for k, v in final.items() if k not in self.epoch_keys}, step=cfg.epochs)
         if cfg.eval_samples > 0:
             added.update(_log_sample_quality(run, model, self.splits, cfg, self.device))
         if self.log_models:

@@ -1,6 +1,7 @@
 """P1Q2: how does the KL divergence loss shape the latent space?
 
-Runs: VAEs at one latent_dim with beta swept (test reconstruction, KL, active units, probe accuracy, fid_proxy),
+Runs: VAEs at one latent_dim with beta swept (test reconstruction, KL, active units, probe accuracy: all on the test
+split; fid_proxy of prior samples),
 their KL per latent dimension (artifact ``kl_per_dim.json``), and latent_dim=2 VAEs for the latent scatter
 (artifact ``latent_scatter.png``) and the manifold picture. Text: templates/<lang>/questions/p1q2.md.j2.
 """
@@ -20,7 +21,7 @@ from reports.verdicts import (
     Reader,
     Verdict,
     cell,
-    compare,
+    compare_runs,
     ids,
     numeric,
     of_kind,
@@ -33,9 +34,10 @@ SPEARMAN_MIN = 0.8  # |Spearman rho| of beta vs KL and vs recon (means per beta)
 MIN_BETAS = 3
 UNITS_MIN_EFFECT = 0.5  # active units, smallest beta - largest beta
 
-METRICS = ("test_recon", "test_kl", "active_units", "latent_probe_accuracy", "fid_proxy")
-REQUIRED = ("test_recon", "test_kl", "active_units")
+METRICS = ("test_recon", "test_kl", "test_active_units", "latent_probe_accuracy", "fid_proxy")
+REQUIRED = ("test_recon", "test_kl", "test_active_units")  # the test split's (``active_units`` is validation's)
 SCATTER_DIM = 2  # latent_dim of the VAEs whose test codes are drawn as a scatter
+CHECK_PREFIX = "conv "  # arms "conv beta=<b>": the same sweep with the conv VAE, to check the architecture's role
 
 
 def read(runs: pd.DataFrame, reader: Reader) -> dict[str, Any]:
@@ -55,12 +57,15 @@ def read(runs: pd.DataFrame, reader: Reader) -> dict[str, Any]:
 
 def rule(runs: pd.DataFrame, kl_per_dim: pd.DataFrame, scatters: dict[str, bytes] | None = None) -> Verdict:
     """Trade-off confirmed iff, over the per-beta means at one latent_dim, Spearman(beta, KL) <= -SPEARMAN_MIN,
-    Spearman(beta, recon) >= SPEARMAN_MIN, and active units at the largest beta are fewer than at the smallest
-    (by more than UNITS_MIN_EFFECT, beyond the interval when seeds allow)."""
+    Spearman(beta, recon) >= SPEARMAN_MIN, and test active units at the largest beta are fewer than at the
+    smallest (by more than UNITS_MIN_EFFECT, beyond the interval, paired on seeds when both ran the same ones).
+    When the trends hold but the seeds could not have detected the drop in units: inconclusive_underpowered."""
     missing: list[dict] = []
     vae = with_metrics(of_kind(runs, tags.VAE), REQUIRED, missing)
     vae = vae.assign(_beta=numeric(vae, "params.beta"), _z=numeric(vae, "params.latent_dim"))
     vae = vae[vae["_beta"].notna() & vae["_z"].notna()]
+    is_check = vae.get(tags.column(tags.ARM), pd.Series("", index=vae.index)).fillna("").str.startswith(CHECK_PREFIX)
+    check, vae = vae[is_check], vae[~is_check]
     # the sweep is at one latent_dim: the one with the most betas (extra latent_dim=2 runs only feed the scatter)
     betas_per_z = vae.groupby("_z")["_beta"].nunique()
     z = int(max(betas_per_z.index, key=lambda d: (betas_per_z[d], d))) if len(betas_per_z) else None
@@ -83,9 +88,32 @@ def rule(runs: pd.DataFrame, kl_per_dim: pd.DataFrame, scatters: dict[str, bytes
         return Verdict("p1q2", "missing", numbers, rows, ids(sweep) + scatter_ids, missing, data, **extra)
 
     _trade_off(sweep, betas, rows, numbers)
-    ok = numbers["kl_ok"] and numbers["recon_ok"] and numbers["units_ok"]
-    return Verdict("p1q2", "confirmed" if ok else "not_confirmed", numbers, rows, ids(sweep) + scatter_ids,
-                   missing, data, **extra)
+    status = _status(numbers)
+    numbers["conv_check"] = _conv_check(check, status)
+    return Verdict("p1q2", status, numbers, rows, ids(sweep) + scatter_ids + ids(check), missing, data,
+                   rests_on=ids(sweep), **extra)
+
+
+def _status(numbers: dict[str, Any]) -> str:
+    if numbers["kl_ok"] and numbers["recon_ok"] and numbers["units"].outcome == "underpowered":
+        return "inconclusive_underpowered"
+    return "confirmed" if numbers["kl_ok"] and numbers["recon_ok"] and numbers["units_ok"] else "not_confirmed"
+
+
+def _conv_check(check: pd.DataFrame, status: str) -> dict[str, Any] | None:
+    """The same rule on the conv VAE's runs (arms ``conv beta=<b>``): its status and whether it agrees with the
+    sweep's. None without such runs (a study that did not plan the check)."""
+    betas = sorted(check["_beta"].unique()) if len(check) else []
+    if len(betas) < MIN_BETAS:
+        return None
+    rows = [{"beta": b, **{m: cell(r, m) for m in METRICS}, "run_ids": ids(r)}
+            for b, r in ((b, check[check["_beta"] == b]) for b in betas)]
+    numbers: dict[str, Any] = {"betas": betas, "rows": rows, "run_ids": ids(check)}
+    _trade_off(check, betas, rows, numbers)
+    numbers["status"] = _status(numbers)
+    numbers["agrees"] = numbers["status"] == status
+    numbers["not_converged"] = ids(check[numeric(check, "metrics.converged") != 1])
+    return numbers
 
 
 def _trade_off(sweep: pd.DataFrame, betas: list[float], rows: list[dict[str, Any]], numbers: dict[str, Any]) -> None:
@@ -93,9 +121,7 @@ def _trade_off(sweep: pd.DataFrame, betas: list[float], rows: list[dict[str, Any
     numbers["rho_kl"] = spearman(betas, [r["test_kl"].mean for r in rows])
     numbers["rho_recon"] = spearman(betas, [r["test_recon"].mean for r in rows])
     low, high = sweep[sweep["_beta"] == betas[0]], sweep[sweep["_beta"] == betas[-1]]
-    numbers["units"] = compare(cell(low, "active_units"), cell(high, "active_units"),
-                               numeric(low, "metrics.active_units"), numeric(high, "metrics.active_units"),
-                               UNITS_MIN_EFFECT)
+    numbers["units"] = compare_runs(low, high, "test_active_units", UNITS_MIN_EFFECT)
     for m in ("fid_proxy", "latent_probe_accuracy"):  # descriptive: where the balance lies, not part of the rule
         scored = [r for r in rows if r[m].n]
         if scored:
@@ -112,7 +138,7 @@ def figures(v: Verdict, labels: dict[str, str]) -> dict[str, Drawn]:
 
     kl = v.frames.get("kl_per_dim", pd.DataFrame())
     drawn: dict[str, Drawn] = {
-        "p1q2_sweep": (F.sweep(v.data, "beta", ("test_kl", "test_recon", "active_units", "latent_probe_accuracy"),
+        "p1q2_sweep": (F.sweep(v.data, "beta", ("test_kl", "test_recon", "test_active_units", "latent_probe_accuracy"),
                                labels, log_x="symlog"), F.run_ids(v.data)),
         "p1q2_kl_per_dim": (kl_heatmap(kl, labels), F.run_ids(kl))}
     for rid, png in v.images.items():

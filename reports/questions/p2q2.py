@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from genlab import tags
-from reports.verdicts import Drawn, Question, Verdict, cell, claim, compare, ids, numeric, of_kind, with_metrics
+from reports.verdicts import Drawn, Question, Verdict, cell, claim, compare_runs, ids, of_kind, with_metrics
 
 ACCURACY_MIN_DIFF = 0.02  # probe accuracy, encoder - discriminator
 
@@ -21,8 +21,9 @@ REQUIRED = ("encoder_probe_accuracy", "discriminator_probe_accuracy")
 def rule(runs: pd.DataFrame) -> Verdict:
     """Our reading of the lab: the encoder keeps the image's content (a latent code), the discriminator only what
     separates real from generated. Confirmed iff the linear-probe accuracy on the encoder's z_mean exceeds the one
-    on the discriminator's penultimate features by more than ACCURACY_MIN_DIFF (beyond the interval when seeds
-    allow); not_confirmed if the discriminator wins by as much; else no_significant_difference."""
+    on the discriminator's penultimate features by more than ACCURACY_MIN_DIFF (beyond the paired interval over the
+    probe runs' seeds); not_confirmed if the discriminator wins by as much; inconclusive_underpowered when the seeds
+    could not have detected ACCURACY_MIN_DIFF; else no_significant_difference."""
     missing: list[dict] = []
     probe = of_kind(runs, tags.PROBE)
     if probe.empty:
@@ -30,9 +31,8 @@ def rule(runs: pd.DataFrame) -> Verdict:
     probe = with_metrics(probe, REQUIRED, missing)
     if probe.empty:
         return Verdict("p2q2", "missing", {}, [], [], missing)
-    enc, disc = cell(probe, "encoder_probe_accuracy"), cell(probe, "discriminator_probe_accuracy")
-    c = compare(enc, disc, numeric(probe, "metrics.encoder_probe_accuracy"),
-                numeric(probe, "metrics.discriminator_probe_accuracy"), ACCURACY_MIN_DIFF)
+    c = compare_runs(probe, probe, "encoder_probe_accuracy", ACCURACY_MIN_DIFF, "discriminator_probe_accuracy")
+    enc, disc = c.a, c.b
     trunk = cell(probe, "encoder_trunk_probe_accuracy")  # absent from probe runs made before it was measured
     numbers: dict[str, Any] = {
         "encoder": enc, "discriminator": disc, "raw": cell(probe, "encoder_probe_accuracy_raw"),
@@ -43,8 +43,8 @@ def rule(runs: pd.DataFrame) -> Verdict:
              "run_ids": ids(probe)},
             {"features": "raw", "accuracy": numbers["raw"], "params": None, "run_ids": ids(probe)}]
     if trunk.n:  # same width as the discriminator's layer: described beside the verdict, not part of its rule
-        numbers["same_width"] = compare(trunk, disc, numeric(probe, "metrics.encoder_trunk_probe_accuracy"),
-                                        numeric(probe, "metrics.discriminator_probe_accuracy"), ACCURACY_MIN_DIFF)
+        numbers["same_width"] = compare_runs(probe, probe, "encoder_trunk_probe_accuracy", ACCURACY_MIN_DIFF,
+                                             "discriminator_probe_accuracy")
         rows.insert(1, {"features": "encoder_trunk", "accuracy": trunk, "params": None, "run_ids": ids(probe)})
     return Verdict("p2q2", claim(c), numbers, rows, ids(probe), missing)
 

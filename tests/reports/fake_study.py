@@ -2,7 +2,9 @@
 in two versions: ``confirmed=True`` where every lab claim holds, ``confirmed=False`` where the data says otherwise.
 
 Seeds differ by -0.2, 0, +0.2 so every condition has a known 95 % t-interval half-width:
-t(0.975, 2) * 0.2 / sqrt(3) = 0.497 (printed 0.50).
+t(0.975, 2) * 0.2 / sqrt(3) = 0.497 (printed 0.50). Every VAE and GAN run converged (``converged`` = 1; a
+probe: both its networks) unless ``convergence`` names it (run name -> the ``converged`` value to log, None for a
+run made before it was logged).
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ XSS = "<script>alert(1)</script>"
 
 
 class Store:
-    def __init__(self, uri: str, study: str = "lab1", profile: str = "quick"):
+    def __init__(self, uri: str, study: str = "lab1", profile: str = "full",
+                 convergence: dict[str, float | None] | None = None):
         self.client = MlflowClient(uri)
+        self.convergence = convergence or {}
         self.exp = self.client.create_experiment(f"fake-{study}-{profile}")
         self.study, self.profile = study, profile
         self.ids: dict[str, list[str]] = {}  # the runs the report must use, per question
         self.ignored: list[str] = []  # the runs it must not use (unfinished, or superseded by a later run)
+        self.named: dict[str, str] = {}  # run name -> run id
         self.clock = int(time.time() * 1000) - 10_000_000
 
     def run(self, question: str, kind: str, arm: str, seed: int | None, params: dict, metrics: dict,
@@ -39,7 +44,14 @@ class Store:
         run = self.client.create_run(self.exp, start_time=self.clock + start_offset, tags=tags,
                                      run_name=name or f"{kind} {arm} s{seed}")
         rid = run.info.run_id
+        self.named[name or f"{kind} {arm} s{seed}"] = rid
         params = {**params, **({"seed": seed} if seed is not None else {})}
+        if kind in ("vae", "gan", "probe"):  # a probe logs whether both networks it measures converged
+            converged = self.convergence.get(name or f"{kind} {arm} s{seed}", 1.0)
+            tail = {} if converged is None else {"converged": converged}
+            if kind != "probe" and converged is not None:
+                tail["val_rel_improvement_tail"] = 0.002 if converged else 0.05
+            metrics = {**metrics, **tail}
         values = [Metric(k, float(v), self.clock, 0) for k, v in metrics.items()]
         for key, points in (history or {}).items():
             values += [Metric(key, float(v), self.clock + step, step) for step, v in points]
@@ -63,15 +75,18 @@ def scatter_png() -> bytes:
     return buf.getvalue()
 
 
-def build(uri: str, confirmed: bool, study: str = "lab1") -> Store:
-    s = Store(uri, study)
+def build(uri: str, confirmed: bool, study: str = "lab1", profile: str = "full",
+          convergence: dict[str, float | None] | None = None, probe_seeds: int = 3,
+          conv_check: bool | None = None) -> Store:
+    """``conv_check``: also plant P1Q2's conv-architecture check, agreeing (True) or not (False) with the sweep."""
+    s = Store(uri, study, profile, convergence)
     # P1Q1: score/reparam variance ratio 250 (confirmed) or 5 (not); no-trick encoder gradient norm 0.
     s.run("p1q1", "gradvar", "gradvar", 0, {"latent_dim": 4},
           {"grad_variance_reparam": 0.02, "grad_variance_score": 5.0 if confirmed else 0.1,
            "grad_variance_ratio": 250.0 if confirmed else 5.0, "encoder_grad_norm_no_trick": 0.0,
            "encoder_grad_norm_reparam": 1.3})
     for arm, curve in (("reparam", (300, 280, 270)), ("score", (330, 320, 315))):
-        for seed, e in enumerate(NOISE[:2]):
+        for seed, e in enumerate(NOISE):
             s.run("p1q1", "vae", arm, seed, {"estimator": arm, "beta": 1.0, "latent_dim": 4},
                   {"val_neg_elbo": curve[-1] + e}, {"val_neg_elbo": [(i + 1, c + e) for i, c in enumerate(curve)]},
                   name=f"vae {arm} z4 b1.0 s{seed}")
@@ -82,17 +97,29 @@ def build(uri: str, confirmed: bool, study: str = "lab1") -> Store:
     recon = (200, 205, 210, 240) if confirmed else (205, 200, 210, 203)
     units = (4, 4, 3, 1) if confirmed else (4, 4, 4, 4)
     for b, k, r, u in zip(betas, kl, recon, units, strict=True):
-        for seed, e in enumerate(NOISE[:2]):
+        for seed, e in enumerate(NOISE):
             per_dim = [k / 4 * w for w in (1.6, 1.2, 0.8, 0.4)]
             s.run("p1q2", "vae", f"beta={b:g}", seed, {"beta": b, "latent_dim": 4},
-                  {"test_recon": r + e, "test_kl": k + e, "test_neg_elbo": r + k, "active_units": u,
+                  {"test_recon": r + e, "test_kl": k + e, "test_neg_elbo": r + k, "active_units": u + 1,
+                   "test_active_units": u,
                    "latent_probe_accuracy": 0.7 + 0.02 * b, "fid_proxy": 50 - b},
                   texts={"kl_per_dim.json": json.dumps(per_dim)}, name=f"vae z4 b{b:g} s{seed}")
+    if conv_check is not None:  # the conv VAE at three beta: the same trend, or none at all
+        agree = conv_check
+        for b, k, r, u in zip((0.0, 1.0, 8.0), (30, 15, 4) if agree == confirmed else (15, 15, 15),
+                              (200, 210, 250) if agree == confirmed else (210, 210, 210),
+                              (4, 3, 1) if agree == confirmed else (4, 4, 4), strict=True):
+            for seed, e in enumerate(NOISE):
+                s.run("p1q2", "vae", f"conv beta={b:g}", seed, {"beta": b, "latent_dim": 4, "arch": "conv"},
+                      {"test_recon": r + e, "test_kl": k + e, "test_neg_elbo": r + k, "test_active_units": u},
+                      name=f"vae conv z4 b{b:g} s{seed}")
     s.run("p1q2", "vae", "beta=1 z=2", 0, {"beta": 1.0, "latent_dim": 2},
-          {"test_recon": 260, "test_kl": 5, "test_neg_elbo": 265, "active_units": 2}, png=scatter_png(),
+          {"test_recon": 260, "test_kl": 5, "test_neg_elbo": 265, "active_units": 2, "test_active_units": 2},
+          png=scatter_png(),
           name="vae z2 b1.0 s0")
 
     # P1Q3: latent_dim sweep at beta 1 (+ autoencoders). Confirmed: gap 1 -> 9 nats, test recon best at 8.
+    # The -log p(x) bound is the reconstruction + 10 nats; its test - train gap is the reconstruction gap + 0.5.
     dims = (2, 8, 32)
     gap = (1.0, 3.0, 9.0) if confirmed else (1.0, 1.2, 1.1)
     test = (252.0, 222.0, 230.0) if confirmed else (252.0, 230.0, 215.0)
@@ -100,7 +127,9 @@ def build(uri: str, confirmed: bool, study: str = "lab1") -> Store:
         for seed, e in enumerate(NOISE):
             s.run("p1q3", "vae", f"z={d}", seed, {"beta": 1.0, "latent_dim": d},
                   {"train_eval_recon": train + e, "val_recon": train + g + 2 * e, "test_recon": t + e,
-                   "active_units": min(d, 12), "fid_proxy": 40 - d / 4, "recon_fid_proxy": 10 - d / 8},
+                   "train_nll_iw": train + 10 + e, "test_nll_iw": train + g + 10.5 + 2 * e, "train_nll_iw_se": 0.3,
+                   "test_nll_iw_se": 0.3, "active_units": min(d, 12), "test_active_units": min(d, 11),
+                   "fid_proxy": 40 - d / 4, "recon_fid_proxy": 10 - d / 8},
                   name=f"vae z{d} b1.0 s{seed}")
     for d, g in ((2, 2.0), (32, 15.0)):
         for seed, e in enumerate(NOISE):
@@ -117,16 +146,18 @@ def build(uri: str, confirmed: bool, study: str = "lab1") -> Store:
     finals = {"vae_decoder": 20.0, "random": 40.0, "ae_decoder": 30.0} if confirmed else \
              {"vae_decoder": 40.0, "random": 20.0, "ae_decoder": 30.0}
     starts = {"vae_decoder": 60.0, "random": 300.0, "ae_decoder": 120.0}
+    jitter = {"vae_decoder": (0.1, -0.1, 0.0), "random": (0.0, 0.1, -0.1), "ae_decoder": (-0.1, 0.0, 0.1)}
     for arm, final in finals.items():
-        for seed, e in enumerate(NOISE):
-            curve = np.linspace(starts[arm], final, 5) + e
+        for seed, e in enumerate(NOISE):  # seed s of every arm shares its noise: the arms are paired on seeds
+            curve = np.linspace(starts[arm], final, 5) + e + jitter[arm][seed]
             s.run("p2q1", "gan", arm, seed, {"init": arm, "latent_dim": 4}, {},
                   {"fid_proxy": [(step, v) for step, v in enumerate(curve)]}, name=f"gan z4 init={arm} s{seed}")
 
     # P2Q2: the probe. Confirmed: encoder z_mean 0.80 > discriminator 0.70 (encoder trunk 0.68). Named to test HTML escaping.
-    s.run("p2q2", "probe", "probe", 0, {"vae_run": "x", "gan_run": "y"},
-          {"encoder_probe_accuracy": 0.80 if confirmed else 0.60,
-           "discriminator_probe_accuracy": 0.70 if confirmed else 0.75, "encoder_probe_accuracy_raw": 0.82,
-           "encoder_trunk_probe_accuracy": 0.68 if confirmed else 0.78,  # ranks the other way round from z_mean
-           "encoder_param_count": 120_000, "discriminator_param_count": 110_000}, name=XSS)
+    for seed, e in enumerate((0.0, -0.01, 0.01)[:probe_seeds]):
+        s.run("p2q2", "probe", "probe", seed, {"vae_run": "x", "gan_run": "y"},
+              {"encoder_probe_accuracy": (0.80 if confirmed else 0.60) + e,
+               "discriminator_probe_accuracy": (0.70 if confirmed else 0.75) + e, "encoder_probe_accuracy_raw": 0.82,
+               "encoder_trunk_probe_accuracy": (0.68 if confirmed else 0.78) + e,  # ranks the other way from z_mean
+               "encoder_param_count": 120_000, "discriminator_param_count": 110_000}, name=XSS if seed == 0 else None)
     return s

@@ -1,5 +1,6 @@
 """`genlab report` end to end on a store built by hand (tests/reports/fake_study.py): the numbers and verdicts it
-prints, the same data flipped flips every verdict, the HTML is self-contained and escaped, missing runs are named."""
+prints, the same data flipped flips every verdict, the quick profile is a pipeline check, runs that did not converge
+make a verdict inconclusive, the HTML is self-contained and escaped, missing runs are named."""
 
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ from . import fake_study
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UI = "http://127.0.0.1:5000"
+UNCONVERGED_GAN, UNMEASURED_VAE = "gan z4 init=random s1", "vae z32 b1.0 s2"
+QUESTIONS = ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2")
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """One store holding study `lab1` (data where the lab's claims hold) and study `flip` (data where they do
-    not), and the report of each."""
+    """One store holding study `lab1` (full-profile data where the lab's claims hold), study `flip` (data where
+    they do not) and study `quick1` (quick-profile data: one GAN that did not converge, one P1Q3 VAE made before
+    convergence was measured, a single probe run), and the report of each."""
     tmp = tmp_path_factory.mktemp("report")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
@@ -35,8 +39,10 @@ def built(tmp_path_factory):
         from genlab import tracking
         tracking.init_store()
         shutil.copy(tmp / "mlflow.db", tmp / "empty.db")  # an empty store, without paying the schema set-up twice
-        stores = {"lab1": fake_study.build(uri, confirmed=True, study="lab1"),
-                  "flip": fake_study.build(uri, confirmed=False, study="flip")}
+        stores = {"lab1": fake_study.build(uri, confirmed=True, study="lab1", conv_check=True),
+                  "flip": fake_study.build(uri, confirmed=False, study="flip", conv_check=False),
+                  "quick1": fake_study.build(uri, confirmed=True, study="quick1", profile="quick", probe_seeds=1,
+                                             convergence={UNCONVERGED_GAN: 0.0, UNMEASURED_VAE: None})}
         out = {}
         for study in stores:
             buf = io.StringIO()
@@ -76,6 +82,8 @@ def test_confirmed_data_gives_confirmed_verdicts_and_the_numbers(built):
     # P1Q2: KL 30 -> 6 and recon 200 -> 240 over beta 0..4 are perfectly monotone; units 4 -> 1
     s = section(en, "p1q2")
     assert "ρ(β, KL) = -1.00" in s and "ρ(β, reconstruction) = 1.00" in s and "Δ = 3.0 [3.0 ; 3.0]" in s
+    assert "**Architecture check.**" in s and "It agrees with the sweep above" in s
+    assert "Il concorde avec le balayage" in section(fr, "p1q2")
     # P1Q3: gap 1 -> 9 nats (seeds -0.2/0/+0.2 on train, twice that on val), test recon best at 8 (222), 230 at 32
     s = section(en, "p1q3")
     assert "the gap goes from 1.00 ± 0.50 (n=3) to 9.00 ± 0.50 (n=3)" in s
@@ -84,19 +92,30 @@ def test_confirmed_data_gives_confirmed_verdicts_and_the_numbers(built):
     without_ids = re.sub(r"[0-9a-f]{8,32}", "", s)  # a random run id can contain "900"
     assert "900" not in without_ids and "1 unfinished run(s)" in en
     # P2Q1: final fid 20 (vae) vs 40 (random) vs 30 (ae), t-interval half-width 0.50 with 3 seeds
+    # (seed s of every arm shares a noise of -0.2/0/+0.2, plus a jitter of 0.1 of its own: paired intervals)
     s = section(en, "p2q1")
-    assert "| vae_decoder | 60.00 ± 0.50 (n=3) | 20.00 ± 0.50 (n=3) |" in s
-    assert "Claim 1, the VAE decoder helps: confirmed." in s and "Δ = 20.00 [19.55 ; 20.45]" in s
-    assert "Δ = 10.00 [9.55 ; 10.45]" in s
-    # P2Q2: 0.80 vs 0.70
+    assert "| vae_decoder | 60.00 ± 0.43 (n=3) | 20.00 ± 0.43 (n=3) |" in s
+    assert "Claim 1, the VAE decoder helps: confirmed." in s and "Δ = 20.00 [19.57 ; 20.43]" in s
+    assert "Δ = 10.00 [9.57 ; 10.43]" in s and "paired on seeds, 3 pairs" in s
+    # every comparison prints its minimum detectable effect beside the rule's minimum effect (5 % of 30), and Holm
+    assert "minimum detectable effect 0.57 for the rule's minimum effect 1.50" in s
+    assert "Holm's correction" in s
+    assert "effet minimal détectable 0,57 pour un effet minimal de la règle de 1,50" in section(fr, "p2q1")
+    # P2Q2: 0.80 vs 0.70 over three probe runs (each run's two accuracies move together: paired)
     s = section(en, "p2q2")
-    assert "Probe accuracy 0.800 (n=1) on the encoder's code against 0.700 (n=1)" in s
-    assert "| VAE encoder (penultimate layer, before `z_mean`) | 0.680 (n=1) |" in s
-    assert "0.680 (n=1) for the encoder against\n> 0.700 (n=1) for the discriminator" in s
+    assert "Probe accuracy 0.800 ± 0.025 (n=3) on the encoder's code against 0.700 ± 0.025 (n=3)" in s
+    assert "| VAE encoder (penultimate layer, before `z_mean`) | 0.680 ± 0.025 (n=3) |" in s
+    assert "0.680 ± 0.025 (n=3) for the encoder against\n> 0.700 ± 0.025 (n=3) for the discriminator" in s
     assert "the layers rank the other way round from the verdict" in s
-    assert "0,680 (n=1) pour\n> l'encodeur contre 0,700 (n=1)" in section(fr, "p2q2")
+    assert "0,680 ± 0,025 (n=3) pour\n> l'encodeur contre 0,700 ± 0,025 (n=3)" in section(fr, "p2q2")
     # French: decimal comma, same numbers
-    assert "20,00 ± 0,50 (n=3)" in section(fr, "p2q1") and "ρ(β, KL) = -1,00" in section(fr, "p1q2")
+    assert "20,00 ± 0,43 (n=3)" in section(fr, "p2q1") and "ρ(β, KL) = -1,00" in section(fr, "p1q2")
+    # the splits are named right: P1Q2's active units are the test split's; P1Q3 shows both generalisation gaps
+    assert "| Test active units |" in section(en, "p1q2") and "`test_active_units`" in section(en, "p1q2")
+    s = section(en, "p1q3")  # -log p(x) gap = reconstruction gap + 0.5 in the planted data
+    assert "| 1.00 ± 0.50 (n=3) | 1.50 ± 0.50 (n=3) |" in s and "`test_nll_iw − train_nll_iw`" in s
+    assert "The −log p(x) gap (test − train) goes from 1.50 ± 0.50 (n=3) to 9.50 ± 0.50 (n=3)" in s
+    assert "pipeline check" not in en.lower() and "Pipeline check" not in r["en_html"]
     # every section has a table and at least one figure
     for q in ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2"):
         for md in (en, fr):
@@ -111,13 +130,50 @@ def test_flipped_data_flips_every_verdict(built):
     assert r["verdicts"]["p2q1"]["claims"] == {"decoder_init": "not_confirmed", "normal_latent": "not_confirmed"}
     en = r["en"]
     assert "has 5.0 (n=1) times the variance" in section(en, "p1q1") and "threshold 10: not met" in section(en, "p1q1")
-    assert "does not fall consistently" in section(en, "p1q2") and "no significant drop" in section(en, "p1q2")
+    # the flat units (4 at every seed and beta) could have shown a drop of 0.5: "no drop larger than", not "no drop"
+    assert "does not fall consistently" in section(en, "p1q2") and "no drop larger than 0.5" in section(en, "p1q2")
+    # the conv check planted with the trend the MLP sweep lacks: the report says the verdict depends on it
+    assert "It disagrees with the sweep above: the verdict depends on the architecture" in section(en, "p1q2")
     s = section(en, "p1q3")
-    assert "no significant growth" in s and "which is the largest size tried: reconstruction keeps improving" in s
+    assert "no growth larger than 2.0" in s and "which is the largest size tried: reconstruction keeps improving" in s
     assert "Claim 1, the VAE decoder helps: not confirmed" in section(en, "p2q1")
     assert "the discriminator's features carry more class information" in section(en, "p2q2")
     for q in ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2"):
         assert verdict_line(en, q) == "not confirmed" and verdict_line(r["fr"], q) == "non confirmé"
+
+
+def test_quick_profile_is_a_pipeline_check_not_a_verdict(built):
+    r, store = built["out"]["quick1"], built["stores"]["quick1"]
+    assert {q: v["status"] for q, v in r["verdicts"].items()} == {
+        "p1q1": "confirmed", "p1q2": "confirmed", "p1q3": "inconclusive_not_converged",
+        "p2q1": "inconclusive_not_converged", "p2q2": "inconclusive_underpowered"}
+    en, fr = r["en"], r["fr"]
+    assert en.index("**Pipeline check, not evidence.** Every question uses the runs of the `quick` profile") < \
+        en.index("## Summary")
+    assert fr.index("**Vérification de la chaîne, pas une preuve.** Toutes les questions reposent sur les runs") < \
+        fr.index("## Synthèse")
+    for q in QUESTIONS:
+        assert verdict_line(en, q) == "none" and verdict_line(fr, q) == "none"  # no "Verdict: …" box at all
+        assert "> **Pipeline check (profile `quick`), not evidence: the rule would say" in section(en, q)
+        assert "> **Vérification de la chaîne (profil `quick`), pas une preuve : la règle dirait" in section(fr, q)
+    # no bare verdict wording anywhere: summary cells and claim boxes say what the rule would say
+    for md, words in ((en, ("confirmed", "not confirmed")), (fr, ("confirmé", "non confirmé", "confirmée"))):
+        for word in words:
+            assert f"| {word} |" not in md and f": {word}.**" not in md and f"Verdict: {word}" not in md
+    assert '| pipeline check (the rule would say "confirmed") | quick |' in en
+    assert "| vérification de la chaîne (la règle dirait « confirmé ») | quick |" in fr
+    # the not-converged GAN and the VAE made before convergence was logged are named, with what the rule said
+    gan, vae = store.named[UNCONVERGED_GAN], store.named[UNMEASURED_VAE]
+    s = section(en, "p2q1")
+    assert f"It rests on runs that did not converge: [{gan[:8]}](" in s and "`converged` = 0" in s
+    assert 'The rule alone would say "confirmed".' in s
+    s = section(en, "p1q3")
+    assert f"did not converge: [{vae[:8]}](" in s and "(not measured: made before `converged` was logged)" in s
+    s = section(fr, "p2q1")
+    assert f"n'ont pas convergé : [{gan[:8]}](" in s and "la règle dirait « non concluant : pas de convergence »" in s
+    # one probe run: no interval, so underpowered, and the text says why
+    assert 'would say "inconclusive: underpowered"' in section(en, "p2q2") and "fewer than 3 seeds" in section(en, "p2q2")
+    assert "puissance insuffisante, moins de 3 graines" in section(fr, "p2q2")
 
 
 def test_html_is_self_contained_with_valid_pngs(built):
@@ -161,7 +217,7 @@ def test_report_is_logged_as_a_run(built):
     client = MlflowClient(built["uri"])
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                               "tags.`genlab.kind` = 'report'")
-    assert {r.data.tags["genlab.study"] for r in runs} == {"lab1", "flip"}
+    assert {r.data.tags["genlab.study"] for r in runs} == {"lab1", "flip", "quick1"}
     for r in runs:
         assert r.info.status == "FINISHED"
         files = {f.path for f in client.list_artifacts(r.info.run_id, "report/en")}

@@ -30,11 +30,10 @@ def synthetic_plans(folder: Path) -> Path:
     for path in sorted((ROOT / "experiments").glob("p*.yaml")):
         plan = yaml.safe_load(path.read_text())
         plan["defaults"].update(SYNTHETIC)
-        if "epochs" in plan["defaults"]:
-            plan["defaults"]["epochs"] = 1
         for params in (plan["defaults"], *(run.get("params", {}) for run in plan["runs"])):
-            if "eval_samples" in params:
-                params["eval_samples"] = 200
+            for key, value in (("limit", 400), ("epochs", 1), ("eval_samples", 200), ("nll_images", 100)):
+                if params.get(key):  # gradvar's epochs: 0 stays 0
+                    params[key] = value
         for run in plan["runs"]:
             if "n_samples" in run.get("params", {}):
                 run["params"].update(n_samples=4, batch_size=8)

@@ -30,17 +30,55 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def test_t_interval_and_welch_difference():
+def welch(a: list[float], b: list[float], min_effect: float) -> V.Comparison:
+    return V.compare(V.stat(a), V.stat(b), a, b, min_effect)
+
+
+def test_t_interval_and_welch_difference_with_its_power():
     s = V.stat([9.8, 10.0, 10.2])
     assert s.n == 3 and s.mean == pytest.approx(10.0) and s.half == pytest.approx(0.4968, abs=1e-4)
     assert math.isnan(V.stat([3.0]).half)
-    c = V.compare(V.stat([2.0, 2.1, 1.9]), V.stat([1.0, 1.1, 0.9]), [2.0, 2.1, 1.9], [1.0, 1.1, 0.9], 0.5)
-    assert c.outcome == "greater" and c.low > 0
-    noisy = V.compare(V.stat([2.0, 5.0, -1.0]), V.stat([1.0, 1.1, 0.9]), [2.0, 5.0, -1.0], [1.0, 1.1, 0.9], 0.5)
-    assert noisy.outcome == "none" and noisy.low < 0 < noisy.high  # inside the noise
-    one_seed = V.compare(V.stat([2.0]), V.stat([1.0]), [2.0], [1.0], 0.5)
-    assert one_seed.outcome == "greater" and not one_seed.has_ci  # threshold alone
-    assert V.compare(V.stat([1.2]), V.stat([1.0]), [1.2], [1.0], 0.5).outcome == "none"
+    c = welch([2.0, 2.1, 1.9], [1.0, 1.1, 0.9], 0.5)
+    assert c.outcome == "greater" and c.low > 0 and not c.paired and c.n == 3 and c.p_value < 0.05
+    assert c.mde < 0.5 and c.detectable
+    # inside the noise, with a spread that could not have shown 0.5: underpowered, never "no difference"
+    noisy = welch([2.0, 5.0, -1.0], [1.0, 1.1, 0.9], 0.5)
+    assert noisy.outcome == "underpowered" and noisy.low < 0 < noisy.high and noisy.mde > 0.5
+    # the same small difference with a spread that could have shown 0.5: no effect larger than 0.5
+    calm = welch([1.1, 1.2, 1.0], [1.0, 1.1, 0.9], 0.5)
+    assert calm.outcome == "none" and calm.mde < 0.5 and not calm.significant
+    # a clear effect larger than the minimum effect still counts with a wide-ish spread
+    assert welch([12.0, 14.0, 10.0], [1.0, 1.1, 0.9], 0.5).outcome == "greater"
+    one_seed = welch([2.0], [1.0], 0.5)  # no interval: no verdict on the threshold alone
+    assert one_seed.outcome == "underpowered" and not one_seed.has_ci and one_seed.too_few_seeds
+    # two seeds that agree perfectly still fall short of the MIN_SEEDS the protocol asks for
+    two = welch([2.0, 2.0], [1.0, 1.0], 0.5)
+    assert two.significant and two.outcome == "underpowered" and V.MIN_SEEDS == 3
+
+
+def seeded(values: list[float], seeds: list[int], metric: str = "m", arm: str = "x") -> pd.DataFrame:
+    runs = frame([{"kind": "gan", "arm": arm, "seed": s, metric: v} for s, v in zip(seeds, values, strict=True)])
+    return runs.assign(run_id=[f"{arm}{s}" for s in seeds])
+
+
+def test_compare_runs_pairs_on_shared_seeds_else_welch():
+    base = [0.0, 10.0, 20.0]  # seed-to-seed spread that both arms share
+    a = seeded([x + 1.0 for x in base], [0, 1, 2], arm="a")
+    b = seeded([base[0], base[1] + 0.1, base[2] - 0.1], [0, 1, 2], arm="b")
+    paired = V.compare_runs(a, b, "m", 0.5)
+    assert paired.paired and paired.n == 3 and paired.outcome == "greater" and paired.diff == pytest.approx(1.0)
+    # the same values on seeds that do not match: Welch, which the shared spread swamps
+    unpaired = V.compare_runs(a, seeded(list(b["metrics.m"]), [3, 4, 5]), "m", 0.5)
+    assert not unpaired.paired and unpaired.outcome == "underpowered" and unpaired.mde > 0.5
+    # seeds matched by value, not by row order
+    shuffled = V.compare_runs(a, b.iloc[::-1], "m", 0.5)
+    assert shuffled.paired and shuffled.diff == pytest.approx(1.0) and shuffled.outcome == "greater"
+    # an arm that ran a seed twice is not paired
+    assert not V.compare_runs(a, seeded([0.0, 0.0, 10.0], [0, 0, 1]), "m", 0.5).paired
+    # two measures of the same runs are paired run by run
+    both = frame([{"kind": "probe", "seed": s, "enc": 0.8 + e, "disc": 0.7 + e} for s, e in enumerate((0, .1, -.1))])
+    same = V.compare_runs(both, both, "enc", 0.02, "disc")
+    assert same.paired and same.outcome == "greater" and same.diff == pytest.approx(0.1)
 
 
 def gradvar(ratio: float, no_trick: float) -> pd.DataFrame:
@@ -56,9 +94,12 @@ def test_p1q1_needs_both_the_ratio_and_a_zero_gradient_without_the_trick():
     assert missing.status == "missing" and {"what": "kind", "kind": "gradvar"} in missing.missing
 
 
-def beta_sweep(kl, recon, units, betas=(0.0, 1.0, 4.0)) -> pd.DataFrame:
-    return frame([{"kind": "vae", "beta": b, "latent_dim": 8, "seed": 0, "test_kl": k, "test_recon": r,
-                   "active_units": u} for b, k, r, u in zip(betas, kl, recon, units, strict=True)])
+def beta_sweep(kl, recon, units, betas=(0.0, 1.0, 4.0), unit_noise=(0.0, 0.0, 0.0)) -> pd.DataFrame:
+    """Three seeds per beta; ``unit_noise`` is added to the test active units of seed s at the largest beta."""
+    return frame([{"kind": "vae", "beta": b, "latent_dim": 8, "seed": s, "test_kl": k, "test_recon": r,
+                   "active_units": 8, "test_active_units": u + (unit_noise[s] if b == betas[-1] else 0.0),
+                   "converged": 1.0}
+                  for b, k, r, u in zip(betas, kl, recon, units, strict=True) for s in range(3)])
 
 
 def test_p1q2_each_part_of_the_trade_off_can_fail_alone():
@@ -70,6 +111,30 @@ def test_p1q2_each_part_of_the_trade_off_can_fail_alone():
     assert recon_flat.status == "not_confirmed" and not recon_flat.numbers["recon_ok"]
     two = p1q2.rule(beta_sweep((30, 5), (200, 240), (8, 2), betas=(0.0, 4.0)), NO_KL)
     assert two.status == "missing" and {"what": "count", "key": "beta", "have": 2, "need": 3} in two.missing
+    # the trends hold, but the seeds at the largest beta spread too widely to show a drop of 0.5 units
+    wide = p1q2.rule(beta_sweep((30, 15, 5), (200, 210, 240), (8, 6, 7.6), unit_noise=(-3.0, 0.0, 3.0)), NO_KL)
+    assert wide.status == "inconclusive_underpowered" and wide.numbers["units"].outcome == "underpowered"
+    assert wide.numbers["units"].paired and wide.numbers["units"].mde > p1q2.UNITS_MIN_EFFECT
+    # the units metric is the test split's: the validation split's active_units (8 everywhere) is not read
+    assert ok.numbers["units"].diff == pytest.approx(6.0) and ok.rows[0]["test_active_units"].mean == 8
+
+
+def with_conv_check(sweep: pd.DataFrame, check: pd.DataFrame) -> pd.DataFrame:
+    check = check.assign(**{"tags.genlab.arm": [f"conv beta={b}" for b in check["params.beta"]],
+                            "run_id": [f"conv{i:02d}" for i in range(len(check))]})
+    return pd.concat([sweep.assign(**{"tags.genlab.arm": "sweep"}), check], ignore_index=True)
+
+
+def test_p1q2_checks_its_verdict_against_the_conv_architecture_both_ways():
+    sweep = beta_sweep((30, 15, 5), (200, 210, 240), (8, 6, 2))
+    agree = p1q2.rule(with_conv_check(sweep, beta_sweep((40, 20, 4), (180, 190, 230), (8, 5, 1))), NO_KL)
+    assert agree.status == "confirmed" and agree.numbers["conv_check"]["agrees"]
+    assert agree.numbers["conv_check"]["status"] == "confirmed" and set(agree.rests_on) == set(sweep["run_id"])
+    assert agree.rows == p1q2.rule(sweep, NO_KL).rows  # the check's runs stay out of the sweep's numbers
+    flat = p1q2.rule(with_conv_check(sweep, beta_sweep((20, 20, 20), (200, 200, 200), (8, 8, 8))), NO_KL)
+    assert flat.status == "confirmed" and not flat.numbers["conv_check"]["agrees"]
+    assert flat.numbers["conv_check"]["status"] == "not_confirmed"
+    assert p1q2.rule(sweep, NO_KL).numbers["conv_check"] is None  # not planned: nothing to say
 
 
 def dim_sweep(gaps, tests) -> pd.DataFrame:
@@ -96,27 +161,37 @@ def gan(finals: dict[str, list[float]]) -> pd.DataFrame:
                   for arm, values in finals.items() for s, f in enumerate(values)])
 
 
-def test_p2q1_claims_inside_the_noise_are_no_significant_difference():
+def test_p2q1_claims_inside_the_noise_are_underpowered_and_calm_equal_arms_show_no_effect():
     v = p2q1.rule(gan({"vae_decoder": [20, 35, 50], "random": [30, 40, 45], "ae_decoder": [25, 45, 40]}), NO_HISTORY)
-    assert v.numbers["claims"] == {"decoder_init": "no_significant_difference",
-                                   "normal_latent": "no_significant_difference"}
-    assert v.status == "no_significant_difference"
+    assert v.numbers["claims"] == {"decoder_init": "inconclusive_underpowered",
+                                   "normal_latent": "inconclusive_underpowered"}
+    assert v.status == "inconclusive_underpowered"
+    calm = p2q1.rule(gan({"vae_decoder": [30, 30.2, 29.9], "random": [30.1, 30.1, 30.0],
+                          "ae_decoder": [30.0, 30.1, 30.0]}), NO_HISTORY)
+    assert calm.status == "no_significant_difference" and calm.numbers["normal_latent"].paired
+    assert calm.numbers["normal_latent"].mde < calm.numbers["normal_latent"].min_effect
     partial = p2q1.rule(gan({"vae_decoder": [20, 21, 19], "random": [40, 41, 39]}), NO_HISTORY)
     assert partial.numbers["claims"] == {"decoder_init": "confirmed", "normal_latent": "missing"}
     assert partial.status == "missing" and {"what": "arm", "arm": "ae_decoder"} in partial.missing
 
 
-def test_p2q2_three_outcomes():
-    def probe(enc, disc):
-        return p2q2.rule(frame([{"kind": "probe", "encoder_probe_accuracy": enc, "discriminator_probe_accuracy": disc}]))
+def probe_runs(enc: float, disc: float, seeds: int = 3, **more: float) -> pd.DataFrame:
+    """Probe runs of several seeds; seed s moves every accuracy by the same amount (paired within a run)."""
+    return frame([{"kind": "probe", "seed": s, "encoder_probe_accuracy": enc + e, "discriminator_probe_accuracy": disc + e,
+                   **{k: v + e for k, v in more.items()}} for s, e in enumerate((0.0, -0.01, 0.01)[:seeds])])
+
+
+def test_p2q2_outcomes():
+    def probe(enc, disc, seeds=3):
+        return p2q2.rule(probe_runs(enc, disc, seeds))
     assert probe(0.80, 0.70).status == "confirmed"
     assert probe(0.70, 0.80).status == "not_confirmed"
     assert probe(0.80, 0.79).status == "no_significant_difference"
+    assert probe(0.80, 0.70, seeds=1).status == "inconclusive_underpowered"  # one probe run: no interval
     assert p2q2.rule(frame([{"kind": "probe", "encoder_probe_accuracy": 0.8}])).status == "missing"
     # the encoder's penultimate layer is described beside the verdict, never part of its rule
     assert "same_width" not in probe(0.80, 0.70).numbers  # probe runs from before it was measured
-    v = p2q2.rule(frame([{"kind": "probe", "encoder_probe_accuracy": 0.80, "discriminator_probe_accuracy": 0.70,
-                       "encoder_trunk_probe_accuracy": 0.60}]))
+    v = p2q2.rule(probe_runs(0.80, 0.70, encoder_trunk_probe_accuracy=0.60))
     assert v.status == "confirmed" and v.numbers["same_width"].diff == pytest.approx(-0.10)
     assert [r["features"] for r in v.rows] == ["encoder", "encoder_trunk", "discriminator", "raw"]
 
@@ -151,15 +226,16 @@ class FakeReader:
 def test_p1q2_keeps_its_kl_per_dimension_and_scatters_as_its_own_data():
     runs = beta_sweep((30, 15, 5), (200, 210, 240), (8, 6, 2))
     runs = pd.concat([runs, frame([{"kind": "vae", "beta": 1.0, "latent_dim": 2, "seed": 0, "test_kl": 3,
-                                    "test_recon": 250, "active_units": 2}]).assign(run_id="run2d")])
+                                    "test_recon": 250, "test_active_units": 2}]).assign(run_id="run2d")])
     v = p1q2.QUESTION.verdict(runs, FakeReader())
     assert v.status == "confirmed" and v.numbers["scatter_run_ids"] == ["run2d"]
     kl = v.frames["kl_per_dim"]  # the sweep's runs only, each labelled with its beta
-    assert sorted(set(kl["run_id"])) == ["run00", "run01", "run02"] and kl["beta"].tolist() == [0, 0, 1, 1, 4, 4]
+    sweep_ids = [f"run{i:02d}" for i in range(9)]
+    assert sorted(set(kl["run_id"])) == sweep_ids and kl["beta"].tolist() == [0] * 6 + [1] * 6 + [4] * 6
     assert list(v.images) == ["run2d"]
     drawn = p1q2.figures(v, {})
     assert drawn["p1q2_scatter_run2d"] == (v.images["run2d"], ["run2d"])
-    assert drawn["p1q2_kl_per_dim"][0] is not None and drawn["p1q2_kl_per_dim"][1] == ["run00", "run01", "run02"]
+    assert drawn["p1q2_kl_per_dim"][0] is not None and drawn["p1q2_kl_per_dim"][1] == sweep_ids
 
 
 def test_each_question_reads_its_own_history():
@@ -181,3 +257,88 @@ def test_every_question_has_a_partial_in_each_language_and_one_meaning_per_label
             assert part.title.startswith(name.upper()) and callable(part.section), (lang, name)
         labels = build.labels_of(lang)  # raises if two partials give one key different words
         assert {"epoch", "pic_condition", "val_neg_elbo", "beta", "vae", "vae_decoder", "raw"} <= set(labels)
+
+
+def test_p2q1_holm_correction_over_its_two_claims():
+    """Each claim's raw p-value passes 0.05, neither passes Holm's 0.025 for the smaller one: no claim confirmed."""
+    base = [20.0, 22.0, 18.0, 21.0, 19.0]  # seed s of every arm shares base[s]
+    d_random, d_ae = [3.0, 1.0, 5.0, 0.5, 5.5], [3.2, 1.3, 5.0, 0.8, 5.4]
+    runs = gan({"vae_decoder": base, "random": [b + d for b, d in zip(base, d_random, strict=True)],
+                "ae_decoder": [b + d for b, d in zip(base, d_ae, strict=True)]})
+    v = p2q1.rule(runs, NO_HISTORY)
+    raw = {name: V.compare_runs(runs[runs["tags.genlab.arm"] == ref], runs[runs["tags.genlab.arm"] == "vae_decoder"],
+                                "fid_proxy", v.numbers[name].min_effect) for name, ref in p2q1.CLAIMS}
+    for name, c in raw.items():  # without the correction each claim would be confirmed
+        assert 0.025 < c.p_value < 0.05 and c.outcome == "greater" and V.claim(c) == "confirmed", name
+        held = v.numbers[name]
+        assert held.holm and held.paired and held.p_value == pytest.approx(c.p_value)
+        assert v.numbers["claims"][name] == "inconclusive_underpowered"
+    assert v.status == "inconclusive_underpowered"
+    # one claim alone is not corrected
+    alone = p2q1.rule(runs[runs["tags.genlab.arm"] != "ae_decoder"], NO_HISTORY)
+    assert alone.numbers["claims"]["decoder_init"] == "confirmed" and not alone.numbers["decoder_init"].holm
+
+
+def test_convergence_gate_names_the_runs_and_keeps_what_the_rule_said():
+    finals = {"vae_decoder": [20, 21, 19], "random": [40, 41, 39], "ae_decoder": [30, 31, 29]}
+    runs = gan(finals).assign(**{"metrics.converged": 1.0})
+    assert p2q1.QUESTION.verdict(runs, FakeReader()).status == "confirmed"
+    runs.loc[4, "metrics.converged"] = 0.0  # random, seed 1
+    runs.loc[7, "metrics.converged"] = math.nan  # ae_decoder, seed 1: made before `converged` was logged
+    v = p2q1.QUESTION.verdict(runs, FakeReader())
+    assert v.status == "inconclusive_not_converged" and v.numbers["rule_status"] == "confirmed"
+    assert v.numbers["not_converged"] == ["run04", "run07"] and v.numbers["not_measured"] == ["run07"]
+    assert v.numbers["claims"] == {"decoder_init": "inconclusive_not_converged",
+                                   "normal_latent": "inconclusive_not_converged"}
+    assert v.numbers["rule_claims"] == {"decoder_init": "confirmed", "normal_latent": "confirmed"}
+    # runs without the metric at all (an old store) are not measured, hence not converged
+    old = gan(finals)
+    assert p2q1.QUESTION.verdict(old, FakeReader()).numbers["not_measured"] == ids_of(old)
+    # a missing verdict stays missing
+    assert p2q1.QUESTION.verdict(gan({"vae_decoder": [20, 21, 19]}), FakeReader()).status == "missing"
+
+
+def ids_of(runs: pd.DataFrame) -> list[str]:
+    return runs["run_id"].tolist()
+
+
+def test_convergence_gate_looks_only_at_the_runs_a_verdict_rests_on():
+    # P1Q1 rests on the gradvar run: a score-function VAE that did not converge is supporting evidence only
+    vaes = frame([{"kind": "vae", "arm": a, "seed": s, "val_neg_elbo": 100.0 + 10 * (a == "score"),
+                   "converged": 0.0 if a == "score" else 1.0} for a in ("reparam", "score") for s in range(3)])
+    runs = pd.concat([gradvar(100, 0.0), vaes.assign(run_id=[f"vae{i}" for i in range(len(vaes))])])
+    v = p1q1.QUESTION.judge(runs, {"history": NO_HISTORY})
+    assert v.status == "confirmed" and v.numbers["training_not_converged"] == ["vae3", "vae4", "vae5"]
+    assert v.numbers["training"].paired and v.numbers["training"].outcome == "greater"
+    # P1Q3 rests on the beta = 1 VAEs, not on the autoencoders shown for contrast
+    sweep = dim_sweep((1, 2, 6), (230, 220, 226)).assign(**{"metrics.converged": 1.0})
+    ae = sweep.assign(**{"params.beta": "0.0", "metrics.converged": 0.0, "run_id": [f"ae{i}" for i in range(9)]})
+    assert p1q3.QUESTION.judge(pd.concat([sweep, ae]), {}).status == "confirmed"
+    sweep.loc[8, "metrics.converged"] = 0.0
+    gated = p1q3.QUESTION.judge(pd.concat([sweep, ae]), {})
+    assert gated.status == "inconclusive_not_converged" and gated.numbers["not_converged"] == ["run08"]
+
+
+def test_p1q3_shows_the_importance_weighted_gap_beside_the_reconstruction_gap():
+    runs = dim_sweep((1, 2, 6), (230, 220, 226))
+    runs = runs.assign(**{"metrics.train_nll_iw": 300.0, "metrics.test_nll_iw": 300.0 + runs["params.latent_dim"].astype(float)})
+    v = p1q3.rule(runs)
+    vae_rows = [r for r in v.rows if r["model"] == "vae"]
+    assert [r["nll_gap"].mean for r in vae_rows] == [4.0, 16.0, 64.0]
+    assert set(v.data["metric"]) >= {"gap", "nll_gap"} and v.status == "confirmed"  # the rule keeps the recon gap
+    assert p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226))).rows[0]["nll_gap"].n == 0  # older runs: no number
+
+
+def test_select_runs_prefers_the_most_thorough_profile():
+    rows = [{"question": "p2q2", "profile": p, "kind": "probe", "arm": "probe", "seed": 0, "encoder_probe_accuracy": i}
+            for i, p in enumerate(("quick", "paper", "full"))]
+    per_q, used, _ = V.select_runs(frame(rows), "any", questions.NAMES)
+    assert used["p2q2"] == "paper" and per_q["p2q2"]["metrics.encoder_probe_accuracy"].tolist() == [1]
+
+
+def test_every_status_has_words_in_each_language():
+    from reports import build
+
+    for lang in build.LANGUAGES:
+        common = build.environment(lang, {}, "").get_template(f"{lang}/common.md.j2").module
+        assert set(V.STATUSES) <= set(common.verdict_word) and set(V.OUTCOMES) <= set(common.outcome_word)

@@ -60,6 +60,10 @@ def test_one_epoch_logs_metrics_step0_artifacts_and_generator(shared_store):
     assert [m.step for m in client.get_metric_history(run_id, "d_loss")] == [1]
     # the evaluation hook: step 0 and the end
     assert [m.step for m in client.get_metric_history(run_id, "fid_proxy")] == [0, 1]
+    fid = [m.value for m in client.get_metric_history(run_id, "fid_proxy")]
+    # the convergence gate on fid_proxy: step 0 before the tail (the one epoch)
+    assert final["val_rel_improvement_tail"] == pytest.approx((fid[0] - fid[1]) / fid[0])
+    assert run.data.metrics["converged"] == float(final["val_rel_improvement_tail"] < 0.01)
     assert "eval_seconds" in final and run.data.params["fid_classifier"]
     assert image_steps(client, run_id, "samples") == [0, 1]
     paths = {f.path for d in ("pictures", "checkpoint") for f in client.list_artifacts(run_id, d)}

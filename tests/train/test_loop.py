@@ -18,7 +18,7 @@ class RecordingSink:
     def __init__(self):
         self.started, self.epochs, self.checkpoints, self.ended = 0, [], [], None
 
-    def start(self, model):
+    def start(self, model, metrics):
         self.started += 1
 
     def epoch(self, epoch, metrics, model, checkpoint):
