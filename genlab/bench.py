@@ -129,7 +129,7 @@ class Context:
         need the store's classifier and a full test split)."""
         return vae.VAEConfig(dataset=self.cfg.dataset, epochs=1, batch_size=self.cfg.batch_size, limit=n_images,
                              seed=self.cfg.seed, device=str(self.device), experiment=self.cfg.experiment,
-                             eval_samples=0, **kw)
+                             eval_samples=0, nll_images=0, **kw)
 
 
 # ---------------------------------------------------------------- timing helpers

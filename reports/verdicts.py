@@ -350,7 +350,8 @@ def claim(c: Comparison) -> str:
             "none": "no_significant_difference"}[c.outcome]
 
 
-TRAINED = (tags.VAE, tags.GAN, tags.PROBE)  # the run kinds that log ``converged`` (a probe: both its networks did)
+# the run kinds that log ``converged`` (a probe: both its networks did; gradvar: the VAE it measured did)
+TRAINED = (tags.VAE, tags.GAN, tags.PROBE, tags.GRADVAR)
 
 
 def convergence_gate(v: Verdict, runs: pd.DataFrame) -> Verdict:

@@ -206,8 +206,8 @@ def diversity(generator: Generator) -> float:
 
 # ---------------------------------------------------------------- checkpoints
 
-CHECKPOINT_KEYS = {"generator", "discriminator", "opt_g", "opt_d", "epoch", "shuffle_rng", "noise_rng", "val_history",
-                   "config"}
+CHECKPOINT_KEYS = {"generator", "discriminator", "opt_g", "opt_d", "epoch", "shuffle_rng", "noise_rng",
+                   "config"}  # + val_history since the convergence gate
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -264,7 +264,7 @@ def initial_state(cfg: GANConfig, device: torch.device, init: InitSource | None 
                        [])
     start_epoch = loop.restore(resume, state.stateful(), state.rngs())
     if resume is not None:
-        state.val_history = resume["val_history"].tolist()
+        state.val_history = resume.get("val_history", torch.zeros(0)).tolist()
     return state, start_epoch
 
 
@@ -286,7 +286,10 @@ def train(cfg: GANConfig, splits: data.Splits, sink: loop.Sink = loop.NullSink()
         if GATE_METRIC in last:
             state.val_history.append(last[GATE_METRIC])
         sink.epoch(epoch, last, state.nets, functools.partial(state.checkpoint, epoch, cfg))
-    final = {**last, **(metrics.convergence(state.val_history) if len(state.val_history) >= 2 else {})}
+    # step 0 is left out of the gate once there are two evaluations after it: a decoder-initialised generator is
+    # often at its best before any GAN update, and would pass the gate however fast it was still improving
+    history = state.val_history[1:] if len(state.val_history) >= 3 else state.val_history
+    final = {**last, **(metrics.convergence(history) if len(history) >= 2 else {})}
     final.update(sink.end(state.nets, final))
     return state.nets, final
 

@@ -161,10 +161,12 @@ def measure(model: VAE, x: torch.Tensor, n_samples: int, seed: int) -> tuple[dic
 
 # ---------------------------------------------------------------- the run around the measurement
 
-def load_source(cfg: GradVarConfig) -> dict | None:
-    """The state dict of ``cfg.vae_run``'s final checkpoint (None for vae_run none); ConfigError on a mismatch."""
+def load_source(cfg: GradVarConfig) -> tuple[dict | None, dict[str, float]]:
+    """The state dict of ``cfg.vae_run``'s final checkpoint (None for vae_run none) and that run's ``converged``
+    (empty when it did not measure it): measured on a trained VAE, the variances are evidence only if it converged.
+    ConfigError on a mismatch."""
     if cfg.vae_run == "none":
-        return None
+        return None, {}
     from genlab import tracking
     from genlab.train import vae
 
@@ -178,7 +180,8 @@ def load_source(cfg: GradVarConfig) -> dict | None:
             ours, theirs = str(float(ours)), str(float(theirs))
         if theirs is not None and ours != theirs:
             raise ConfigError(f"{name} must match vae_run '{cfg.vae_run}' ({theirs}), got {ours}")
-    return vae.load_checkpoint(tracking.download_artifact(cfg.vae_run, "checkpoint/last.pt"))["model"]
+    gate = {k: source.data.metrics[k] for k in ("converged",) if k in source.data.metrics}
+    return vae.load_checkpoint(tracking.download_artifact(cfg.vae_run, "checkpoint/last.pt"))["model"], gate
 
 
 def run(cfg: GradVarConfig, context: Context) -> Result:
@@ -187,7 +190,7 @@ def run(cfg: GradVarConfig, context: Context) -> Result:
     from genlab.train import vae
 
     validate(cfg)
-    state = load_source(cfg)
+    state, gate = load_source(cfg)
     splits = context.data(cfg.dataset, cfg.limit)
     if cfg.batch_size > len(splits.val_x):
         raise ConfigError(f"batch_size must be <= the {len(splits.val_x)} validation images, got {cfg.batch_size}")
@@ -204,7 +207,7 @@ def run(cfg: GradVarConfig, context: Context) -> Result:
             model.load_state_dict(state)
         elif cfg.epochs > 0:
             vae_cfg = vae.VAEConfig(dataset=cfg.dataset, latent_dim=cfg.latent_dim, beta=cfg.beta, arch=cfg.arch,
-                                    epochs=cfg.epochs, limit=cfg.limit, seed=cfg.seed, device=cfg.device)
+                                    epochs=cfg.epochs, limit=cfg.limit, seed=cfg.seed, device=cfg.device, nll_images=0)
             vae.check_data(vae_cfg, splits)
             model, _ = vae.train(vae_cfg, splits)
         else:
@@ -212,6 +215,7 @@ def run(cfg: GradVarConfig, context: Context) -> Result:
             model = VAE(cfg.latent_dim, cfg.arch).to(device)
         x = data.to_float(splits.val_x[:cfg.batch_size], device)
         metrics, per_tensor = measure(model, x, cfg.n_samples, cfg.seed)
+        metrics.update(gate)
         run.log_metrics(metrics, step=0)
         run.log_dict(per_tensor, "grad_variance_per_tensor.json")
         print(f"grad_variance_ratio {metrics['grad_variance_ratio']:.3g} (score {metrics['grad_variance_score']:.3g}"

@@ -116,7 +116,7 @@ def prior_samples(model: VAE, n: int = N_GRID, seed: int = SAMPLE_SEED) -> torch
 
 # ---------------------------------------------------------------- checkpoints
 
-CHECKPOINT_KEYS = {"model", "optimizer", "epoch", "shuffle_rng", "noise_rng", "baseline", "val_history", "config"}
+CHECKPOINT_KEYS = {"model", "optimizer", "epoch", "shuffle_rng", "noise_rng", "baseline", "config"}  # + val_history
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -162,7 +162,7 @@ def initial_state(cfg: VAEConfig, device: torch.device, resume: dict | None = No
     start_epoch = loop.restore(resume, state.stateful(), state.rngs())
     if resume is not None:
         state.baseline = resume["baseline"].to(device)
-        state.val_history = resume["val_history"].tolist()
+        state.val_history = resume.get("val_history", torch.zeros(0)).tolist()  # absent: made before the gate
     return state, start_epoch
 
 
@@ -181,7 +181,7 @@ def train(cfg: VAEConfig, splits: data.Splits, sink: loop.Sink = loop.NullSink()
         last = train_epoch(cfg, splits, state, epoch, device)
         state.val_history.append(last["val_neg_elbo"])
         sink.epoch(epoch, last, state.model, functools.partial(state.checkpoint, epoch, cfg))
-    final = {**last, **metrics.convergence(state.val_history)}
+    final = {**last, **(metrics.convergence(state.val_history) if len(state.val_history) >= 2 else {})}
     test = evaluate(state.model, splits.test_x, device, cfg.seed)
     train_eval = evaluate(state.model, splits.train_x[:len(splits.val_x)], device, cfg.seed)
     final.update({f"test_{k}": v for k, v in test.items()})

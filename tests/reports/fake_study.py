@@ -46,10 +46,10 @@ class Store:
         rid = run.info.run_id
         self.named[name or f"{kind} {arm} s{seed}"] = rid
         params = {**params, **({"seed": seed} if seed is not None else {})}
-        if kind in ("vae", "gan", "probe"):  # a probe logs whether both networks it measures converged
+        if kind in ("vae", "gan", "probe", "gradvar"):  # a probe / gradvar: whether the networks it measures did
             converged = self.convergence.get(name or f"{kind} {arm} s{seed}", 1.0)
             tail = {} if converged is None else {"converged": converged}
-            if kind != "probe" and converged is not None:
+            if kind in ("vae", "gan") and converged is not None:
                 tail["val_rel_improvement_tail"] = 0.002 if converged else 0.05
             metrics = {**metrics, **tail}
         values = [Metric(k, float(v), self.clock, 0) for k, v in metrics.items()]
