@@ -2,7 +2,7 @@
 
 A plan is plain data (see experiments/README.md): a question, shared ``defaults``, ``seeds`` and a list of ``runs``
 items, each naming an entry point, an ``arm`` (the condition, a template like ``beta={beta}``), fixed ``params``
-and a ``sweep`` (cartesian). Any value may be ``{quick: ..., full: ...}`` to differ per profile. A string
+and a ``sweep`` (cartesian). Any value may be ``{quick: ..., full: ..., paper: ...}`` to differ per profile. A string
 parameter ``@name`` refers to the run an earlier item named ``name`` produced (its run id is substituted);
 ``@pattern*:min(metric)`` / ``:max(metric)`` picks, among the runs whose names match the pattern, the one with the
 smallest / largest final ``metric``.
@@ -675,13 +675,15 @@ def dry_run_listing(state: Study, version: str) -> list[str]:
 def experiment_note(question: str, titles: dict[str, str], cfg: StudyConfig) -> str:
     """The description of a study question's experiment in the MLflow UI."""
     return (f"**{question.upper()}: {titles.get(question) or question}** Runs of study `{cfg.study}` "
-            f"(plan experiments/{question}.yaml), tagged `genlab.arm` by condition and `genlab.profile` "
-            "(quick: a pipeline check, full: the evidence). The report (`genlab report`) answers the question from them.")
+            f"(plan experiments/{question}.yaml), tagged `{tags.ARM}` by condition and `{tags.PROFILE}` "
+            "(quick: a pipeline check, full: the evidence, paper: the evidence at full scale). The report "
+            "(`genlab report`) answers the question from them.")
 
 
 def run_note(run: PlannedRun, title: str, cfg: StudyConfig) -> str:
     """The description of one study run in the MLflow UI."""
-    purpose = "a pipeline check, not evidence" if cfg.profile == "quick" else "evidence for the report"
+    purpose = {"quick": "a pipeline check, not evidence", "paper": "evidence for the report, at full scale",
+               }.get(cfg.profile, "evidence for the report")
     return (f"**{run.question.upper()}: {title or run.question}** Arm `{run.arm}` (plan run `{run.name}`) of study "
             f"`{cfg.study}`, {cfg.profile} profile: {purpose}.")
 

@@ -98,13 +98,13 @@ def mde(se: float, dof: float, alpha: float = ALPHA, power: float = POWER) -> fl
 
 
 def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
-    """Holm's step-down procedure: which of the hypotheses are rejected at family-wise level ``alpha``. NaN
-    p-values are never rejected and do not count towards the family."""
-    ps = [(p, i) for i, p in enumerate(p_values) if not math.isnan(p)]
-    ps.sort()
+    """Holm's step-down procedure: which of the hypotheses are rejected at family-wise level ``alpha``. A NaN
+    p-value (a claim the seeds could not test) is never rejected but still counts towards the family: leaving it
+    out would make the correction of the others less strict."""
+    ps = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
     rejected = [False] * len(p_values)
     for rank, (p, i) in enumerate(ps):
-        if p > alpha / (len(ps) - rank):
+        if p > alpha / (len(p_values) - rank):
             break
         rejected[i] = True
     return rejected

@@ -16,6 +16,7 @@ import pandas as pd
 from genlab import tags
 from reports.pictures import GallerySpec
 from reports.verdicts import (
+    MIN_SEEDS,
     Drawn,
     Question,
     Reader,
@@ -72,6 +73,8 @@ def rule(runs: pd.DataFrame, history: pd.DataFrame) -> Verdict:
         numbers["ratio_ok"] = numbers["ratio"].mean > RATIO_MIN
         numbers["no_trick_ok"] = numbers["no_trick_max"] <= NO_TRICK_NORM_MAX
         status = "confirmed" if numbers["ratio_ok"] and numbers["no_trick_ok"] else "not_confirmed"
+        if numbers["ratio"].n < MIN_SEEDS:  # one heavy-tailed ratio per seed: fewer seeds decide nothing
+            numbers["rule_status_few_seeds"], status = status, "inconclusive_underpowered"
     # the verdict rests on the gradvar measurement; the trained VAEs (a score-function VAE may well not converge:
     # that is the point) are supporting evidence, outside the convergence gate
     return Verdict("p1q1", status, numbers, rows, ids(grad) + ids(vae), missing,

@@ -90,6 +90,10 @@ def rule(runs: pd.DataFrame, kl_per_dim: pd.DataFrame, scatters: dict[str, bytes
     _trade_off(sweep, betas, rows, numbers)
     status = _status(numbers)
     numbers["conv_check"] = _conv_check(check, status)
+    decisive = ("confirmed", "not_confirmed")
+    if numbers["conv_check"] and status in decisive and numbers["conv_check"]["status"] in decisive \
+            and not numbers["conv_check"]["agrees"]:
+        numbers["sweep_status"], status = status, "inconclusive_architecture"  # the verdict hangs on the MLP
     return Verdict("p1q2", status, numbers, rows, ids(sweep) + scatter_ids + ids(check), missing, data,
                    rests_on=ids(sweep), **extra)
 
@@ -166,7 +170,8 @@ def kl_heatmap(kl: pd.DataFrame, labels: dict[str, str]) -> Any:
 
 _SAMPLES, _INTERPOLATION = ("pic_samples", "pictures/samples.png"), ("pic_interpolation", "pictures/interpolation.png")
 GALLERIES = {
-    "p1q2_pictures": GallerySpec(tags.VAE, lambda r: ("beta", beta(r)) if latent_dim(r) != SCATTER_DIM else None,
+    "p1q2_pictures": GallerySpec(tags.VAE, lambda r: ("beta", beta(r)) if latent_dim(r) != SCATTER_DIM
+                                 and not str(r.get(tags.column(tags.ARM), "")).startswith(CHECK_PREFIX) else None,
                                  lambda r: [_SAMPLES, _INTERPOLATION]),
     "p1q2_manifold": GallerySpec(tags.VAE, lambda r: ("beta", beta(r)) if latent_dim(r) == SCATTER_DIM else None,
                                  lambda r: [("pic_manifold", "pictures/manifold.png")]),

@@ -63,7 +63,8 @@ def _arm_rows(arms: dict[str, pd.DataFrame], hist: pd.DataFrame, step0: pd.Serie
 
 def rule(runs: pd.DataFrame, history: pd.DataFrame) -> Verdict:
     """Two claims on the final fid_proxy (lower is better), each "better" meaning lower by more than
-    MIN_EFFECT_REL of the other arm's mean, paired on seeds (GAN seed s of every arm starts from the seed-s VAE or
+    MIN_EFFECT_REL of the other arm's mean, paired on seeds (all arms of seed s share the GAN's seed: discriminator
+    initialisation, data order, noise; the vae_decoder and ae_decoder GANs of seed s start from the seed-s VAE and
     autoencoder) and Holm-corrected over the two claims: decoder_init: vae_decoder better than random;
     normal_latent (the lab's reason): vae_decoder better than ae_decoder. Per claim: confirmed / not_confirmed
     (significantly worse) / no_significant_difference / inconclusive_underpowered; the verdict is normal_latent's."""

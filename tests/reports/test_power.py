@@ -61,7 +61,8 @@ def test_paired_lengths_must_match():
     ([0.01, 0.04, 0.03], [True, False, False]),  # 0.01 < 0.05/3; 0.03 > 0.05/2 stops
     ([0.01, 0.02, 0.04], [True, True, True]),  # 0.01 < .0167, 0.02 < .025, 0.04 < .05
     ([0.2, 0.001], [False, True]),
-    ([math.nan, 0.03], [False, True]),  # a NaN does not count towards the family
+    ([math.nan, 0.03], [False, False]),  # an untestable claim still counts: 0.03 > 0.05 / 2
+    ([math.nan, 0.02], [False, True]),
 ])
 def test_holm(p_values, expected):
     assert power.holm(p_values) == expected

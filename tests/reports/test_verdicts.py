@@ -81,15 +81,18 @@ def test_compare_runs_pairs_on_shared_seeds_else_welch():
     assert same.paired and same.outcome == "greater" and same.diff == pytest.approx(0.1)
 
 
-def gradvar(ratio: float, no_trick: float) -> pd.DataFrame:
-    return frame([{"kind": "gradvar", "grad_variance_reparam": 1.0, "grad_variance_score": ratio,
-                   "encoder_grad_norm_no_trick": no_trick}])
+def gradvar(ratio: float, no_trick: float, seeds: int = 3, converged: float = 1.0) -> pd.DataFrame:
+    """``converged``: the gate of the VAE each measurement was taken on (gradvar logs it from its source run)."""
+    return frame([{"kind": "gradvar", "grad_variance_reparam": 1.0, "grad_variance_score": ratio, "seed": s,
+                   "encoder_grad_norm_no_trick": no_trick, "converged": converged} for s in range(seeds)])
 
 
 def test_p1q1_needs_both_the_ratio_and_a_zero_gradient_without_the_trick():
     assert p1q1.rule(gradvar(100, 0.0), NO_HISTORY).status == "confirmed"
     assert p1q1.rule(gradvar(100, 0.3), NO_HISTORY).status == "not_confirmed"
     assert p1q1.rule(gradvar(9, 0.0), NO_HISTORY).status == "not_confirmed"
+    one = p1q1.rule(gradvar(100, 0.0, seeds=1), NO_HISTORY)  # one seed decides nothing, either way
+    assert one.status == "inconclusive_underpowered" and one.numbers["rule_status_few_seeds"] == "confirmed"
     missing = p1q1.rule(frame([]), NO_HISTORY)
     assert missing.status == "missing" and {"what": "kind", "kind": "gradvar"} in missing.missing
 
@@ -132,7 +135,8 @@ def test_p1q2_checks_its_verdict_against_the_conv_architecture_both_ways():
     assert agree.numbers["conv_check"]["status"] == "confirmed" and set(agree.rests_on) == set(sweep["run_id"])
     assert agree.rows == p1q2.rule(sweep, NO_KL).rows  # the check's runs stay out of the sweep's numbers
     flat = p1q2.rule(with_conv_check(sweep, beta_sweep((20, 20, 20), (200, 200, 200), (8, 8, 8))), NO_KL)
-    assert flat.status == "confirmed" and not flat.numbers["conv_check"]["agrees"]
+    assert flat.status == "inconclusive_architecture" and not flat.numbers["conv_check"]["agrees"]
+    assert flat.numbers["sweep_status"] == "confirmed"
     assert flat.numbers["conv_check"]["status"] == "not_confirmed"
     assert p1q2.rule(sweep, NO_KL).numbers["conv_check"] is None  # not planned: nothing to say
 
@@ -310,6 +314,9 @@ def test_convergence_gate_looks_only_at_the_runs_a_verdict_rests_on():
     v = p1q1.QUESTION.judge(runs, {"history": NO_HISTORY})
     assert v.status == "confirmed" and v.numbers["training_not_converged"] == ["vae3", "vae4", "vae5"]
     assert v.numbers["training"].paired and v.numbers["training"].outcome == "greater"
+    # ... but the VAE the gradients were measured on must have converged
+    unconverged = p1q1.QUESTION.judge(gradvar(100, 0.0, converged=0.0), {"history": NO_HISTORY})
+    assert unconverged.status == "inconclusive_not_converged" and unconverged.numbers["rule_status"] == "confirmed"
     # P1Q3 rests on the beta = 1 VAEs, not on the autoencoders shown for contrast
     sweep = dim_sweep((1, 2, 6), (230, 220, 226)).assign(**{"metrics.converged": 1.0})
     ae = sweep.assign(**{"params.beta": "0.0", "metrics.converged": 0.0, "run_id": [f"ae{i}" for i in range(9)]})
