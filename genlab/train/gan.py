@@ -422,7 +422,9 @@ def run(cfg: GANConfig, context: Context) -> Result:
         params["init_from_run"] = init.run_id if init else "none"
     if scorer is not None:
         params["fid_classifier"] = scorer.run_id
-    all_tags = {tags.KIND: tags.GAN, tags.INIT: init_label(cfg, init), tags.DEVICE: str(device), **context.tags}
+    all_tags = {tags.KIND: tags.GAN, tags.DEVICE: str(device), **context.tags}
+    if resume is None:  # a resumed run keeps the initialisation it started from (its weights come from the checkpoint)
+        all_tags[tags.INIT] = init_label(cfg, init)
     with tracking.start_run(cfg.experiment, run_name(cfg, init), params, all_tags, resume_run_id=resume_run_id,
                             parent_run_id=context.parent_run_id, description=describe(cfg, init),
                             system_metrics=bool(cfg.system_metrics)) as run:
