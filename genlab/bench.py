@@ -587,9 +587,12 @@ def write_study_plans(ctx: Context, folder: Path) -> Path:
     plans.mkdir()
     for question in STUDY_PLANS:
         plan = yaml.safe_load((study.DEFAULT_PLANS / f"{question}.yaml").read_text())
-        plan["defaults"] = {**(plan.get("defaults") or {}), "dataset": ctx.cfg.dataset,
-                            "limit": ctx.sizes["study_limit"], "epochs": 1, "batch_size": ctx.cfg.batch_size,
-                            "device": "cpu", "eval_samples": 0}
+        small = {"limit": ctx.sizes["study_limit"], "epochs": 1, "eval_samples": 0}
+        plan["defaults"] = {**(plan.get("defaults") or {}), **small, "dataset": ctx.cfg.dataset,
+                            "batch_size": ctx.cfg.batch_size, "device": "cpu"}
+        for item in plan["runs"]:  # a run's own value of a small parameter wins over the defaults: make it small
+            item["params"] = {**(item.get("params") or {}), **{k: v for k, v in small.items()
+                                                               if k in (item.get("params") or {})}}
         (plans / f"{question}.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
     return plans
 

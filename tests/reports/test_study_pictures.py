@@ -97,7 +97,7 @@ def test_a_picture_is_the_runs_own_artifact(lab, tmp_path):
 
 def test_decoder_initialised_generator_draws_the_vae_samples_at_step_0(lab, tmp_path):
     """The same fixed noise through the same weights: the GAN's step-0 grid is the VAE's prior-samples grid."""
-    gan, vae = by_ref(lab, "p2q1_gan_vae_decoder_s0"), by_ref(lab, "p1q2_beta1")
+    gan, vae = by_ref(lab, "p2q1_gan_vae_decoder_s0"), by_ref(lab, "p1q2_conv_beta1_s0")
     client = lab["client"]
     step0 = Image.open(client.download_artifacts(gan.info.run_id, "pictures/samples_step0.png", str(tmp_path / "g")))
     samples = Image.open(client.download_artifacts(vae.info.run_id, "pictures/samples.png", str(tmp_path / "v")))
@@ -178,7 +178,7 @@ def test_experiments_are_model_training_experiments_with_a_description(lab):
 
 def test_runs_describe_themselves(lab):
     runs = [r for r in lab["runs"] if r.data.tags.get("genlab.question")]  # the study's runs, not its report
-    assert len(runs) == 15
+    assert len(runs) == 17  # quick: P1Q1 3, P1Q2 6 (with the conv check), P1Q3 4, P2Q1 3, P2Q2 1
     names = [(r.info.experiment_id, r.info.run_name) for r in runs]
     assert len(set(names)) == len(names), names  # in an experiment, every arm has its own name (GAN inits too)
     names = [name for _, name in names]
@@ -193,14 +193,14 @@ def test_runs_describe_themselves(lab):
 
 def test_training_runs_log_image_series_pictures_and_system_metrics(lab):
     client = lab["client"]
-    for ref in ("p1q2_beta1", "p2q1_gan_random_s0"):
+    for ref in ("p1q2_beta1_s0", "p2q1_gan_random_s0"):
         run = by_ref(lab, ref)
         files = {f.path for f in client.list_artifacts(run.info.run_id, "images")}
         keys = {Path(f).name.split("+")[0] for f in files}  # MLflow names them <key>+step+<step>+...
         assert {"samples"} <= keys and any("samples+step+1+" in f for f in files), files
         assert any(k.startswith("system/cpu_utilization_percentage") for k in run.data.metrics), ref
         assert any(k.startswith("system/system_memory_usage") for k in run.data.metrics), ref
-    vae = {f.path for f in client.list_artifacts(by_ref(lab, "p1q2_z2_beta1").info.run_id, "pictures")}
+    vae = {f.path for f in client.list_artifacts(by_ref(lab, "p1q2_z2_beta1_s0").info.run_id, "pictures")}
     assert vae == {f"pictures/{n}.png" for n in ("samples", "reconstructions", "interpolation", "manifold")}
 
 
@@ -220,7 +220,7 @@ def test_the_study_registers_its_best_gan_and_sample_draws_from_it(lab, tmp_path
         again = tmp_path / "again.png"
         assert run_cli(["sample", "--run", best.run_id, "--n", "12", "--nrow", "4", "--out", str(again)]) == 0
         assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))  # seeded, same model
-        vae = by_ref(lab, "p1q2_beta1").info.run_id
+        vae = by_ref(lab, "p1q2_conv_beta1_s0").info.run_id
         assert run_cli(["sample", "--run", vae, "--out", str(tmp_path / "v.png"), "--seed", "3"]) == 0
         assert Image.open(tmp_path / "v.png").size == (8 * 30 + 2, 8 * 30 + 2)
 
@@ -238,7 +238,7 @@ def test_the_study_registers_its_best_gan_and_sample_draws_from_it(lab, tmp_path
     (["--run", "RUN:gan", "--interpolate", "1"], "interpolate must be"),
 ])
 def test_sample_bad_input_is_one_line_exit_2_and_writes_nothing(lab, tmp_path, capsys, args, message):
-    runs = {"RUN:probe": by_ref(lab, "p2q2_probe").info.run_id, "RUN:gan": by_ref(lab, "p2q1_gan_random_s0").info.run_id}
+    runs = {"RUN:probe": by_ref(lab, "p2q2_probe_s0").info.run_id, "RUN:gan": by_ref(lab, "p2q1_gan_random_s0").info.run_id}
     args = [runs.get(a, a) for a in args]
     with store_in(lab["dir"]), pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path)

@@ -30,7 +30,7 @@ class RecordingSink:
         return {"added_by_sink": 1.0}
 
 
-SAME_EVERY_RUN = ("epoch_seconds", "images_per_second", "eval_seconds")  # wall-clock metrics
+SAME_EVERY_RUN = ("epoch_seconds", "images_per_second", "eval_seconds", "nll_seconds")  # wall-clock metrics
 
 
 def numbers(metrics: dict[str, float]) -> dict[str, float]:
@@ -59,7 +59,7 @@ def test_the_vae_loop_reports_each_epoch_and_a_checkpoint_it_can_resume_from(spl
     assert sink.ended is not None and final["added_by_sink"] == 1.0 and "added_by_sink" not in sink.ended
     assert {"test_neg_elbo", "train_eval_neg_elbo", "val_neg_elbo"} <= set(sink.ended)
     first = sink.checkpoints[0]
-    assert set(first) == vae.CHECKPOINT_KEYS and first["epoch"] == 1 and first["config"]["latent_dim"] == 3
+    assert set(first) == vae.CHECKPOINT_KEYS | {"val_history"} and first["epoch"] == 1 and first["config"]["latent_dim"] == 3
     # the sink does not change the numbers: the untracked run gives the same
     _, untracked = vae.train(vae_cfg(), splits)
     assert numbers(untracked) == numbers({k: v for k, v in final.items() if k != "added_by_sink"})
@@ -76,7 +76,7 @@ def test_the_gan_loop_reports_both_networks_and_resumes(splits):
     nets, final = gan.train(gan_cfg(), splits, sink)
     assert isinstance(nets.generator, gan.Generator) and isinstance(nets.discriminator, gan.Discriminator)
     assert sink.started == 1 and [e for e, _ in sink.epochs] == [1, 2]
-    assert set(sink.checkpoints[0]) == gan.CHECKPOINT_KEYS and sink.checkpoints[0]["epoch"] == 1
+    assert set(sink.checkpoints[0]) == gan.CHECKPOINT_KEYS | {"val_history"} and sink.checkpoints[0]["epoch"] == 1
     resumed_sink = RecordingSink()
     _, resumed = gan.train(gan_cfg(), splits, resumed_sink, resume=sink.checkpoints[0])
     assert resumed_sink.started == 0 and [e for e, _ in resumed_sink.epochs] == [2]
