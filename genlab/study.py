@@ -204,8 +204,9 @@ def estimate_cost(entry: str, params: dict[str, Any]) -> float:
     """Rough image passes of one run (training dominates; evaluations ~20k images), for the ETA only."""
     n_train = params.get("limit") or (1750 if params.get("dataset") == "synthetic" else FASHION_TRAIN_IMAGES)
     epochs = params.get("epochs", 1) if isinstance(params.get("epochs", 1), int) else 1
-    if entry == "train_vae":
-        return epochs * n_train + 20000
+    if entry == "train_vae":  # + a validation pass per epoch and the IW bound: forward only, about 1/3 of a step
+        bound = 2 * params.get("nll_k", 16) * params.get("nll_images", 500)
+        return epochs * (n_train + 5000 / 3) + 20000 + bound / 3
     if entry == "train_gan":
         return 3 * epochs * n_train + 20000
     if entry == "gradvar":

@@ -434,6 +434,8 @@ def run(cfg: GANConfig, context: Context) -> Result:
                                 len(getattr(splits, f"{split}_x")))
         sink = TrackedGANSink(run, cfg, splits, scorer, context.on_epoch)
         _, final = train(cfg, splits, sink, resume=resume, init=init, scorer=scorer)
+    if "d_loss" not in final:  # resumed from a checkpoint of its last epoch: nothing was left to train
+        return Result(run.run_id, final, (f"run {run.run_id} finished: its checkpoint was already at the last epoch",))
     quality = f", fid_proxy {final['fid_proxy']:.2f}" if "fid_proxy" in final else ""
     return Result(run.run_id, final, (f"run {run.run_id} finished: d_loss {final['d_loss']:.3f}, g_loss "
                                       f"{final['g_loss']:.3f}, d_real {final['d_real']:.3f}, d_fake "
