@@ -58,7 +58,8 @@ def test_mlflow_run_train_vae_on_synthetic(store, tmp_path):
     env_path = f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}"
     result = subprocess.run(
         [str(mlflow_bin), "run", str(ROOT), "-e", "train_vae", "-P", "dataset=synthetic", "-P", "epochs=2",
-         "-P", "limit=300", "-P", "latent_dim=4", "-P", "eval_samples=0", "--env-manager", "local", "--experiment-name", "e2e"],
+         "-P", "limit=300", "-P", "latent_dim=4", "-P", "eval_samples=0", "-P", "nll_images=50",
+         "--env-manager", "local", "--experiment-name", "e2e"],
         capture_output=True, text=True, env={**__import__("os").environ, "PATH": env_path}, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     client = MlflowClient()

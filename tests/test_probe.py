@@ -23,7 +23,7 @@ def runs(tmp_path_factory, empty_store_file):
     tmp = tmp_path_factory.mktemp("probe-store")
     with store_in(tmp, empty_store_file):
         vae_id, _ = ran(vae.run(vae.VAEConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
-                                              eval_samples=0, experiment="vae"), Context()))
+                                              eval_samples=0, nll_images=50, experiment="vae"), Context()))
         gan_id, _ = ran(gan.run(gan.GANConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
                                               eval_samples=0, experiment="gan"), Context()))
         yield vae_id, gan_id, tmp

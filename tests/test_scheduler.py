@@ -30,7 +30,7 @@ runs:
   - name: q3_slow
     entry: train_vae
     arm: slow
-    params: {epochs: 8, batch_size: 32, eval_samples: 0}
+    params: {epochs: 8, batch_size: 32, eval_samples: 0, nll_images: 50}
   - name: q3_after_slow
     entry: gradvar
     arm: after

@@ -11,7 +11,8 @@ from genlab.config import ConfigError
 
 Q1 = """
 question: q1
-defaults: {dataset: synthetic, limit: 200, epochs: 1, batch_size: 64, latent_dim: 2, beta: 1.0, eval_samples: 0}
+defaults: {dataset: synthetic, limit: 200, epochs: 1, batch_size: 64, latent_dim: 2, beta: 1.0, eval_samples: 0,
+           nll_images: 50}
 seeds: {quick: [0, 1], full: [0, 1, 2]}
 runs:
   - name: q1_vae_s{seed}

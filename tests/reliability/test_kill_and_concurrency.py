@@ -26,7 +26,7 @@ def kill_cfg(**kw) -> vae.VAEConfig:
     # 16 batches per epoch: epoch 2 is still training when the poll below sees epoch 1's checkpoint.
     # eval_samples=0: the sample-quality scorer (and the classifier it would train) is not what is tested here.
     return vae.VAEConfig(**{**dict(dataset="synthetic", epochs=3, limit=512, batch_size=32, latent_dim=4,
-                                   experiment="kill", eval_samples=0), **kw})
+                                   experiment="kill", eval_samples=0, nll_images=50), **kw})
 
 
 def cli_args(cfg: vae.VAEConfig) -> list[str]:

@@ -90,7 +90,7 @@ def test_vae_run_logs_sample_quality_and_the_classifier(trained):
     # 8 epochs on the whole synthetic set (recon_fid_proxy 108 vs fid_proxy 325): after one epoch on 300 images the
     # wide decoder was still so close to its initialisation that both were ~1,800 and in either order
     cfg = vae.VAEConfig(dataset="synthetic", epochs=8, limit=0, batch_size=64, latent_dim=4, experiment="eval",
-                        eval_samples=300)
+                        eval_samples=300, nll_images=50)
     run_id, final = ran(vae.run(cfg, Context()))
     run = MlflowClient().get_run(run_id)
     assert run.data.params["fid_classifier"] == scorer.run_id and run.data.params["eval_samples"] == "300"

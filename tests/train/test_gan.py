@@ -35,7 +35,7 @@ def shared_store(tmp_path_factory, empty_store_file):
 def vae_run(shared_store):
     """One finished VAE run (latent_dim 4, conv) in the shared store; its id."""
     run_id, _ = ran(vae.run(vae.VAEConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
-                                          eval_samples=0, experiment="source-vae"), Context()))
+                                          eval_samples=0, nll_images=50, experiment="source-vae"), Context()))
     return run_id
 
 

@@ -49,7 +49,7 @@ def test_score_estimator_is_noisier_and_no_trick_sends_no_gradient(shared_store)
 
 def test_parameters_come_from_a_vae_run(shared_store):
     source_id, _ = ran(vae.run(vae.VAEConfig(dataset="synthetic", latent_dim=4, epochs=1, limit=200, batch_size=64,
-                                             eval_samples=0, experiment="src"), Context()))
+                                             eval_samples=0, nll_images=50, experiment="src"), Context()))
     state, gate = gradvar.load_source(tiny(vae_run=source_id))
     # the measurement carries the source run's convergence gate (the verdict rests on a converged VAE)
     assert gate == {"converged": MlflowClient().get_run(source_id).data.metrics["converged"]}

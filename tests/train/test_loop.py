@@ -44,7 +44,7 @@ def splits():
 
 def vae_cfg(**kw) -> vae.VAEConfig:
     return vae.VAEConfig(**{**dict(dataset="synthetic", epochs=2, limit=192, batch_size=64, latent_dim=3,
-                                   eval_samples=0, lr_schedule="cosine"), **kw})
+                                   eval_samples=0, nll_images=50, lr_schedule="cosine"), **kw})
 
 
 def gan_cfg(**kw) -> gan.GANConfig:

@@ -18,7 +18,7 @@ EPOCH_METRICS = {"train_recon", "train_kl", "train_neg_elbo", "val_recon", "val_
 
 def tiny(**kw) -> vae.VAEConfig:
     base = dict(dataset="synthetic", epochs=2, limit=300, batch_size=64, latent_dim=4, experiment="test-vae",
-                eval_samples=0)  # sample-quality metrics: tests/train/test_classifier.py
+                eval_samples=0, nll_images=50)  # sample-quality metrics: tests/train/test_classifier.py
     return vae.VAEConfig(**{**base, **kw})
 
 

@@ -35,7 +35,7 @@ def test_linear_probe_reads_separable_labels_and_not_noise():
 
 def test_latent_space_extras_for_a_2d_latent():
     splits = data.load("synthetic", limit=300)
-    cfg = vae.VAEConfig(dataset="synthetic", latent_dim=2, epochs=1, limit=300, batch_size=64)
+    cfg = vae.VAEConfig(dataset="synthetic", latent_dim=2, epochs=1, limit=300, batch_size=64, nll_images=50)
     model, final = vae.train(cfg, splits)
     run = Recorder()
     out = vae.log_latent_space(run, model, splits, torch.device("cpu"), step=1)
