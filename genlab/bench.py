@@ -578,7 +578,7 @@ def _not_on_workers(ctx: Context) -> str:
 def write_study_plans(ctx: Context, folder: Path) -> Path:
     """The lab's plans of STUDY_PLANS with their runs as they are and the defaults made small: the bench's data
     set, ``study_limit`` images, 1 epoch, the bench's batch size, CPU, no sample-quality scoring (the bench never
-    trains the feature classifier). Returns the plans folder."""
+    trains the feature classifier) and no IW bound. Returns the plans folder."""
     import yaml
 
     from genlab import study
@@ -587,7 +587,7 @@ def write_study_plans(ctx: Context, folder: Path) -> Path:
     plans.mkdir()
     for question in STUDY_PLANS:
         plan = yaml.safe_load((study.DEFAULT_PLANS / f"{question}.yaml").read_text())
-        small = {"limit": ctx.sizes["study_limit"], "epochs": 1, "eval_samples": 0}
+        small = {"limit": ctx.sizes["study_limit"], "epochs": 1, "eval_samples": 0, "nll_images": 0}
         plan["defaults"] = {**(plan.get("defaults") or {}), **small, "dataset": ctx.cfg.dataset,
                             "batch_size": ctx.cfg.batch_size, "device": "cpu"}
         for item in plan["runs"]:  # a run's own value of a small parameter wins over the defaults: make it small

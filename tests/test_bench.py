@@ -78,7 +78,7 @@ def test_the_study_measure_runs_the_labs_plans_small(tmp_path):
     for mine, lab in zip(ours, labs, strict=True):
         assert mine.entry.name == lab.entry.name == "train_vae"
         small = {"dataset": "synthetic", "limit": bench.SIZES["quick"]["study_limit"], "epochs": 1, "batch_size": 64,
-                 "device": "cpu", "eval_samples": 0}
+                 "device": "cpu", "eval_samples": 0, "nll_images": 0}
         assert mine.params == {**lab.params, **small}
 
 

@@ -31,7 +31,7 @@ def synthetic_plans(folder: Path) -> Path:
         plan = yaml.safe_load(path.read_text())
         plan["defaults"].update(SYNTHETIC)
         for params in (plan["defaults"], *(run.get("params", {}) for run in plan["runs"])):
-            for key, value in (("limit", 400), ("epochs", 1), ("eval_samples", 200), ("nll_images", 100)):
+            for key, value in (("limit", 400), ("epochs", 1), ("eval_samples", 200), ("nll_images", 20)):
                 if params.get(key):  # gradvar's epochs: 0 stays 0
                     params[key] = value
         for run in plan["runs"]:
