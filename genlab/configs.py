@@ -24,7 +24,7 @@ DATASETS = ("fashion-mnist", "mnist", "synthetic")
 ARCHS = ("conv", "mlp")
 DEVICES = ("auto", "cpu", "cuda")
 SWITCH = (0, 1)
-ESTIMATORS = ("reparam", "score")
+ESTIMATORS = ("reparam", "score", "detach")
 DTYPES = ("fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 LOSSES = ("ns", "hinge")
@@ -61,8 +61,10 @@ class VAEConfig:
     lr_schedule: str = param("constant", "constant, or cosine: the learning rate decays from lr to 0 over the "
                              "run's steps", LR_SCHEDULES)
     kl_warmup_epochs: int = param(0, "beta ramps linearly from 0 over this many epochs (0 = no warm-up)")
-    estimator: str = param("reparam", "gradient estimator: reparam (the reparameterisation trick) or score "
-                           "(REINFORCE with a running-mean baseline, for question P1Q1)", ESTIMATORS)
+    estimator: str = param("reparam", "gradient estimator: reparam (the reparameterisation trick), score "
+                           "(REINFORCE with a running-mean baseline) or detach (plain backpropagation through a sample "
+                           "drawn without the trick: the encoder learns from the KL term only); score and detach are "
+                           "question P1Q1's arms", ESTIMATORS)
     dtype: str = param("fp32", "compute dtype: fp32, or bf16 (CPU/GPU autocast; slow on CPUs without native "
                        "bf16)", DTYPES)
     limit: int = param(0, LIMIT_HELP)
@@ -140,7 +142,10 @@ class GradVarConfig:
     epochs: int = param(0, "with vae_run none: train a VAE this many epochs first (0 = the random "
                         "initialisation)")
     limit: int = param(0, "training images when training here (0 = all)")
-    n_samples: int = param(200, "noise draws per estimator (integer >= 2)")
+    n_samples: int = param(200, "noise draws per estimator, spread over the batches (at least 2 per block of "
+                           "draws in each batch)")
+    n_batches: int = param(3, "batches of validation images the draws are spread over (the variance is "
+                           "conditional on a batch; the ratio's interval is a bootstrap over blocks of draws)")
     batch_size: int = param(64, "fixed validation images each gradient is averaged over")
     seed: int = param(0, SEED_HELP)
     device: str = param("auto", DEVICE_HELP, DEVICES)

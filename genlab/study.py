@@ -209,8 +209,8 @@ def estimate_cost(entry: str, params: dict[str, Any]) -> float:
         return epochs * (n_train + 5000 / 3) + 20000 + bound / 3
     if entry == "train_gan":
         return 3 * epochs * n_train + 20000
-    if entry == "gradvar":
-        return 4 * params.get("n_samples", 200) * params.get("batch_size", 64) + epochs * n_train
+    if entry == "gradvar":  # per draw 19 decoder passes (17 of them the matched estimator), about half a step each
+        return 10 * params.get("n_samples", 200) * params.get("batch_size", 64) + epochs * n_train
     return 30000
 
 

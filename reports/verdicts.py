@@ -121,7 +121,7 @@ class Verdict:
 
 
 STATUSES = ("confirmed", "not_confirmed", "no_significant_difference", "inconclusive_underpowered",
-            "inconclusive_not_converged", "inconclusive_architecture", "missing")
+            "inconclusive_not_converged", "inconclusive_architecture", "inconclusive_control", "missing")
 
 
 class Reader(Protocol):

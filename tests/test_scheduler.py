@@ -34,7 +34,7 @@ runs:
   - name: q3_after_slow
     entry: gradvar
     arm: after
-    params: {vae_run: "@q3_slow", latent_dim: 8, beta: 1.0, n_samples: 4, batch_size: 8}
+    params: {vae_run: "@q3_slow", latent_dim: 8, beta: 1.0, n_samples: 6, batch_size: 8}
 """
 TIMINGS = ("seconds", "per_second", "system/")  # metric names that measure the machine, not the model
 

@@ -26,7 +26,7 @@ runs:
   - name: q2_gradvar
     entry: gradvar
     arm: best
-    params: {vae_run: "@q1_vae_*:min(test_neg_elbo)", latent_dim: 2, beta: 1.0, n_samples: 4, batch_size: 8}
+    params: {vae_run: "@q1_vae_*:min(test_neg_elbo)", latent_dim: 2, beta: 1.0, n_samples: 6, batch_size: 8}
 """
 
 
@@ -50,7 +50,7 @@ def test_the_lab_plans_load_for_every_profile(profile):
     assert {"p1q1", "p1q2", "p1q3", "p2q1", "p2q2", "search"} <= set(by_q)
     assert not by_q["search"].default and all(by_q[q].default for q in ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2"))
     arms = {q: {r.arm for r in p.runs} for q, p in by_q.items()}
-    assert {"reparam", "score", "gradvar"} == arms["p1q1"]
+    assert {"reparam", "score", "detach", "gradvar", "gradvar_init"} == arms["p1q1"]
     assert {"vae_decoder", "random", "ae_decoder"} == arms["p2q1"]
     assert any(r.params["latent_dim"] == 2 for r in by_q["p1q2"].runs)  # the latent scatter
     lab = [r for q in ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2") for r in by_q[q].runs]

@@ -286,13 +286,12 @@ def _objective(cfg: VAEConfig, state: TrainState, xb: torch.Tensor, beta: float,
     also moves its baseline."""
     with autocast:
         z_mean, z_log_var = state.model.encoder.encode(xb)
-        if cfg.estimator == "reparam":
-            z = reparameterize(z_mean, z_log_var, state.noise_rng)
-        else:  # z drawn without the trick: the encoder learns only through log q(z|x)
-            z = reparameterize(z_mean, z_log_var, state.noise_rng).detach()
+        z = reparameterize(z_mean, z_log_var, state.noise_rng)
+        if cfg.estimator != "reparam":  # z drawn without the trick: no path from the sample back to mean and sigma
+            z = z.detach()
         logits = state.model.decoder(z)
     terms = losses.vae_terms(logits, xb, z_mean, z_log_var, beta)
-    if cfg.estimator == "reparam":
+    if cfg.estimator in ("reparam", "detach"):  # detach: plain backprop, the encoder sees only the KL gradient
         return terms, terms["loss"].mean()
     log_q = losses.gaussian_log_prob(z, z_mean.float(), z_log_var.float())
     objective = losses.score_function_surrogate(terms["recon"], log_q, state.baseline) + beta * terms["kl"]

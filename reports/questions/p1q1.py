@@ -1,8 +1,9 @@
 """P1Q1: why do we use the reparameterisation trick in VAEs?
 
-Runs: one ``gradvar`` run (gradient variance of the reconstruction term under each estimator, encoder gradient norm
-without the trick) and, as supporting evidence, VAEs trained with each estimator (arms ``reparam`` and ``score``)
-with their validation curves. Text: templates/<lang>/questions/p1q1.md.j2.
+Runs: VAEs trained with each gradient estimator (arms ``reparam``, ``score``, ``detach``: the lab's claim is tested
+by training) and, per seed, ``gradvar`` runs on the trained reparam VAE (arm ``gradvar``) and at initialisation
+(arm ``gradvar_init``): the gradient variance of each estimator, as ratios with intervals.
+Text: templates/<lang>/questions/p1q1.md.j2.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 import textwrap
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from genlab import tags
@@ -23,7 +25,9 @@ from reports.verdicts import (
     Verdict,
     arm,
     cell,
+    claim,
     compare_runs,
+    holm_claims,
     ids,
     numeric,
     of_kind,
@@ -32,13 +36,18 @@ from reports.verdicts import (
     with_metrics,
 )
 
-RATIO_MIN = 10.0  # score-function / reparameterised gradient variance
-NO_TRICK_NORM_MAX = 0.0  # encoder gradient norm of the reconstruction term without the trick must be exactly 0
-CURVE_MIN_EFFECT = 1.0  # nats/image, final val_neg_elbo score - reparam (supporting evidence only)
+KL_COLLAPSED_MAX = 0.5  # nats/image: a test KL below this carries (almost) nothing about the image: posterior collapse
+RECON_MIN_EFFECT = 5.0  # nats/image of test reconstruction that the encoder's information must buy
+CURVE_MIN_EFFECT = 1.0  # nats/image, final val_neg_elbo score - reparam: "learns more slowly"
 
-GRADVAR_METRICS = ("grad_variance_reparam", "grad_variance_score", "encoder_grad_norm_no_trick")
-ARMS = ("reparam", "score")  # the VAEs trained with each estimator
+ARMS = ("reparam", "score", "detach")  # the VAEs trained with each estimator (train_vae --estimator)
+RATIOS = ("no_baseline", "running_mean", "per_image", "matched")  # gradvar's grad_variance_ratio_<name>
+GRADVAR_ARMS = ("gradvar", "gradvar_init")  # the trained reparam VAE of each seed; the initialisation
 CURVE = "val_neg_elbo"
+# claim -> (the arm expected higher, the arm expected lower, metric, minimum effect); Holm-corrected together
+CLAIMS = {"no_backprop": ("detach", "reparam", "test_recon", RECON_MIN_EFFECT),
+          "unbiased_without_trick": ("detach", "score", "test_neg_elbo", RECON_MIN_EFFECT),
+          "slower": ("score", "reparam", CURVE, CURVE_MIN_EFFECT)}
 
 
 def read(runs: pd.DataFrame, reader: Reader) -> dict[str, Any]:
@@ -46,78 +55,118 @@ def read(runs: pd.DataFrame, reader: Reader) -> dict[str, Any]:
 
 
 def rule(runs: pd.DataFrame, history: pd.DataFrame) -> Verdict:
-    """Confirmed iff mean variance ratio score/reparam > RATIO_MIN and the encoder's gradient norm without the
-    trick is exactly 0 in every measurement. The estimator-trained VAEs' curves are supporting evidence."""
+    """The lab's claim, tested by training: without the trick, backpropagation cannot train the encoder.
+
+    Claims, each a paired comparison on seeds against its minimum effect, Holm-corrected together:
+    ``no_backprop`` (the verdict): the ``detach`` VAE (plain backpropagation through a sample drawn without the
+    trick) reconstructs the test images worse than the ``reparam`` VAE, and its test KL is below KL_COLLAPSED_MAX
+    (the encoder fell to the prior) while the reparam VAE's is above it (the control: the same measurement sees an
+    encoder that learned; if it does not, ``inconclusive_control``); ``unbiased_without_trick``: the score-function
+    VAE ends with a better test neg-ELBO than the detach one (a usable gradient exists without the trick);
+    ``slower``: the score-function VAE's final validation neg-ELBO is worse than the reparam one's at the same
+    epochs. ``lower_variance``: the gradient variance ratio at matched decoder passes, over the seeds' gradvar runs
+    on the trained VAEs (log10 scale), is above 1."""
     missing: list[dict] = []
+    vae = with_metrics(of_kind(runs, tags.VAE), ("test_recon", "test_kl", "test_neg_elbo", CURVE), missing)
+    arms = {a: vae[arm(vae) == a] for a in ARMS}
+    missing += [{"what": "arm", "arm": a} for a, r in arms.items() if r.empty]
     grad = of_kind(runs, tags.GRADVAR)
+    grad = with_metrics(grad, tuple(f"grad_variance_ratio_{r}" for r in RATIOS), missing)
+    gradvar = {a: grad[arm(grad) == a] for a in GRADVAR_ARMS}
+    if gradvar["gradvar"].empty:
+        missing.append({"what": "arm", "arm": "gradvar"})
+
+    numbers: dict[str, Any] = {"arms": {a: {m: cell(r, m) for m in ("test_recon", "test_kl", "test_neg_elbo",
+                                                                    "test_active_units", CURVE)}
+                                        for a, r in arms.items()}}
+    numbers["ratios"] = {a: _ratio_rows(r) for a, r in gradvar.items()}
+    numbers["no_trick_max"] = float(numeric(grad, "metrics.encoder_grad_norm_no_trick").max()) if len(grad) else math.nan
+    tested = {name: compare_runs(arms[hi], arms[lo], metric, effect)
+              for name, (hi, lo, metric, effect) in CLAIMS.items() if len(arms[hi]) and len(arms[lo])}
+    numbers.update(holm_claims(tested))
+    numbers["claims"] = {name: claim(numbers[name]) if name in numbers else "missing" for name in CLAIMS}
+    _collapse_checks(numbers)
+    numbers["claims"]["lower_variance"] = _variance_claim(gradvar["gradvar"], numbers)
+    gate = ids(arms["reparam"]) + ids(arms["detach"]) + ids(gradvar["gradvar"])
+    return Verdict("p1q1", numbers["claims"]["no_backprop"], numbers, [], ids(vae) + ids(grad), missing,
+                   frames={"history": with_arm(history, vae, CURVE)}, rests_on=gate)
+
+
+def _collapse_checks(numbers: dict[str, Any]) -> None:
+    """The KL side of the claims: an arm "learned" when its mean test KL is above KL_COLLAPSED_MAX. no_backprop
+    needs detach collapsed and reparam not (else not_confirmed, or inconclusive_control when reparam collapsed
+    too); unbiased_without_trick needs the score VAE to have learned."""
+    kl = {a: numbers["arms"][a]["test_kl"].mean for a in ARMS}
+    numbers["learned"] = {a: bool(v > KL_COLLAPSED_MAX) for a, v in kl.items() if not math.isnan(v)}
+    claims, learned = numbers["claims"], numbers["learned"]
+    if claims["no_backprop"] != "missing":
+        if not learned.get("reparam", False):
+            claims["no_backprop"] = "inconclusive_control"
+        elif learned.get("detach", False) and claims["no_backprop"] == "confirmed":
+            claims["no_backprop"] = "not_confirmed"
+    if claims["unbiased_without_trick"] == "confirmed" and not learned.get("score", False):
+        claims["unbiased_without_trick"] = "not_confirmed"
+
+
+def _ratio_rows(grad: pd.DataFrame) -> dict[str, Any]:
+    """Per ratio: the mean over seeds (t-interval) and the widest span of the runs' own bootstrap intervals."""
+    out = {}
+    for r in RATIOS if len(grad) else ():
+        name = f"grad_variance_ratio_{r}"
+        out[r] = {"mean": cell(grad, name), "ci_low": float(numeric(grad, f"metrics.{name}_ci_low").min()),
+                  "ci_high": float(numeric(grad, f"metrics.{name}_ci_high").max())}
+    return out
+
+
+def _variance_claim(grad: pd.DataFrame, numbers: dict[str, Any]) -> str:
+    """confirmed when the matched ratio's log10, over >= MIN_SEEDS seeds, has a t-interval above 0 and every run's
+    own bootstrap interval is above 1; not_confirmed when the interval is below 0."""
     if grad.empty:
-        missing.append({"what": "kind", "kind": tags.GRADVAR})
-    grad = with_metrics(grad, GRADVAR_METRICS, missing)
-    vae = of_kind(runs, tags.VAE)
-    vae = vae[arm(vae).isin(ARMS)]
-    vae = vae[numeric(vae, f"metrics.{CURVE}").notna()]
-    for a in ARMS:
-        if not (arm(vae) == a).any():
-            missing.append({"what": "arm", "arm": a, "optional": True})
-
-    numbers: dict[str, Any] = {}
-    rows = _gradient_rows(grad, numbers) if not grad.empty else []
-    curves = {a: vae[arm(vae) == a] for a in ARMS}
-    numbers["final"] = {a: cell(r, CURVE) for a, r in curves.items()}
-    if all(len(r) for r in curves.values()):
-        numbers["training"] = compare_runs(curves["score"], curves["reparam"], CURVE, CURVE_MIN_EFFECT)
-        numbers["training_not_converged"] = ids(vae[numeric(vae, "metrics.converged") != 1])
-    if grad.empty:
-        status = "missing"
-    else:
-        numbers["ratio_ok"] = numbers["ratio"].mean > RATIO_MIN
-        numbers["no_trick_ok"] = numbers["no_trick_max"] <= NO_TRICK_NORM_MAX
-        status = "confirmed" if numbers["ratio_ok"] and numbers["no_trick_ok"] else "not_confirmed"
-        if numbers["ratio"].n < MIN_SEEDS:  # one heavy-tailed ratio per seed: fewer seeds decide nothing
-            numbers["rule_status_few_seeds"], status = status, "inconclusive_underpowered"
-    # the verdict rests on the gradvar measurement; the trained VAEs (a score-function VAE may well not converge:
-    # that is the point) are supporting evidence, outside the convergence gate
-    return Verdict("p1q1", status, numbers, rows, ids(grad) + ids(vae), missing,
-                   frames={"history": with_arm(history, vae, CURVE)}, rests_on=ids(grad))
-
-
-def _gradient_rows(grad: pd.DataFrame, numbers: dict[str, Any]) -> list[dict[str, Any]]:
-    """The gradvar measurements into ``numbers``; returns the estimator table."""
-    ratio_values = numeric(grad, "metrics.grad_variance_score") / numeric(grad, "metrics.grad_variance_reparam")
-    numbers.update(
-        var_reparam=cell(grad, "grad_variance_reparam"), var_score=cell(grad, "grad_variance_score"),
-        ratio=stat(ratio_values, ids(grad)), no_trick_max=float(numeric(grad, "metrics.encoder_grad_norm_no_trick").max()),
-        reparam_norm=cell(grad, "encoder_grad_norm_reparam"), gradvar_run_ids=ids(grad))
-    return [{"estimator": "reparam", "variance": numbers["var_reparam"], "encoder_norm": numbers["reparam_norm"],
-             "run_ids": ids(grad)},
-            {"estimator": "score", "variance": numbers["var_score"], "encoder_norm": None, "run_ids": ids(grad)},
-            {"estimator": "no_trick", "variance": None,
-             "encoder_norm": cell(grad, "encoder_grad_norm_no_trick"), "run_ids": ids(grad)}]
+        return "missing"
+    logs = np.log10(numeric(grad, "metrics.grad_variance_ratio_matched"))
+    numbers["matched_log10"] = s = stat(logs, ids(grad))
+    every_run = bool((numeric(grad, "metrics.grad_variance_ratio_matched_ci_low") > 1).all())
+    if s.n < MIN_SEEDS:
+        return "inconclusive_underpowered"
+    if s.low > 0 and every_run:
+        return "confirmed"
+    return "not_confirmed" if s.high < 0 else "no_significant_difference"
 
 
 def figures(v: Verdict, labels: dict[str, str]) -> dict[str, Drawn]:
     from reports import figures as F
 
     history = v.frames.get("history", pd.DataFrame())
-    return {"p1q1_variance": (grad_variance(v, labels), v.numbers.get("gradvar_run_ids", [])),
+    grad = [r for a in GRADVAR_ARMS for s in v.numbers.get("ratios", {}).get(a, {}).values()
+            for r in s["mean"].run_ids]
+    return {"p1q1_variance": (grad_variance(v, labels), sorted(set(grad))),
             "p1q1_curves": (F.curves(history, labels, CURVE, "title_training_curves"), F.run_ids(history))}
 
 
 def grad_variance(v: Verdict, labels: dict[str, str]) -> Any:
-    """Bars of the two estimators' gradient variance (log scale), None without a gradvar run."""
-    if "var_reparam" not in v.numbers:
+    """Each variance ratio score / reparameterised (log scale; 1 = as noisy), on the trained VAEs and at
+    initialisation, mean over seeds with its interval; None without a gradvar run."""
+    ratios = v.numbers.get("ratios", {})
+    if not any(ratios.get(a) for a in GRADVAR_ARMS):
         return None
     from reports import figures as F
 
-    arms = [("reparam", v.numbers["var_reparam"]), ("score", v.numbers["var_score"])]
-    fig, (ax,) = F.panels(1, 5.5)
-    names = [textwrap.fill(F.label(labels, a), 20) for a, _ in arms]
-    means = [s.mean for _, s in arms]
-    errs = [0.0 if math.isnan(s.half) else s.half for _, s in arms]
-    ax.bar(names, means, yerr=errs if any(errs) else None, color=F.sns.color_palette()[:2], capsize=4)
+    fig, (ax,) = F.panels(1, 6.5)
+    width = 0.38
+    for i, a in enumerate(GRADVAR_ARMS):
+        stats_ = [ratios[a][r]["mean"] if ratios.get(a) else None for r in RATIOS]
+        if not any(stats_):
+            continue
+        xs = [j + (i - 0.5) * width for j in range(len(RATIOS))]
+        means = [s.mean if s else math.nan for s in stats_]
+        errs = [0.0 if not s or math.isnan(s.half) else min(s.half, 0.99 * s.mean) for s in stats_]
+        ax.bar(xs, means, width, yerr=errs, capsize=3, label=F.label(labels, a), color=F.sns.color_palette()[i])
+    ax.axhline(1.0, color="0.3", lw=0.8, ls="--")
+    ax.set_xticks(range(len(RATIOS)), [textwrap.fill(F.label(labels, f"ratio_{r}"), 16) for r in RATIOS])
     ax.set_yscale("log")
-    ax.set_ylabel(F.label(labels, "grad_variance"))
+    ax.set_ylabel(F.label(labels, "grad_variance_ratio"))
     ax.set_title(F.label(labels, "title_grad_variance"))
+    ax.legend(frameon=False)
     fig.tight_layout()
     return fig
 
@@ -126,4 +175,4 @@ GALLERIES = {"p1q1_pictures": GallerySpec(tags.VAE, lambda r: ("arm", r.get("par
                                           lambda r: [("pic_samples", "pictures/samples.png")])}
 
 QUESTION = Question("p1q1", rule, figures, read, GALLERIES, {
-    "ratio_min": RATIO_MIN, "no_trick_norm_max": NO_TRICK_NORM_MAX, "curve_min_effect": CURVE_MIN_EFFECT})
+    "kl_collapsed_max": KL_COLLAPSED_MAX, "recon_min_effect": RECON_MIN_EFFECT, "curve_min_effect": CURVE_MIN_EFFECT})

@@ -36,7 +36,7 @@ def synthetic_plans(folder: Path) -> Path:
                     params[key] = value
         for run in plan["runs"]:
             if "n_samples" in run.get("params", {}):
-                run["params"].update(n_samples=4, batch_size=8)
+                run["params"].update(n_samples=6, batch_size=8)
         (folder / path.name).write_text(yaml.safe_dump(plan, sort_keys=False))
     return folder
 
@@ -178,7 +178,7 @@ def test_experiments_are_model_training_experiments_with_a_description(lab):
 
 def test_runs_describe_themselves(lab):
     runs = [r for r in lab["runs"] if r.data.tags.get("genlab.question")]  # the study's runs, not its report
-    assert len(runs) == 17  # quick: P1Q1 3, P1Q2 6 (with the conv check), P1Q3 4, P2Q1 3, P2Q2 1
+    assert len(runs) == 19  # quick: P1Q1 5, P1Q2 6 (with the conv check), P1Q3 4, P2Q1 3, P2Q2 1
     names = [(r.info.experiment_id, r.info.run_name) for r in runs]
     assert len(set(names)) == len(names), names  # in an experiment, every arm has its own name (GAN inits too)
     names = [name for _, name in names]

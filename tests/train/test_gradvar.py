@@ -1,5 +1,6 @@
 """P1Q1 measurement: estimator variances, the no-trick gradient, loading a VAE run, bad input."""
 
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -34,16 +35,40 @@ def test_running_moments_match_torch_var():
     assert torch.allclose(moments.mean, x.double().mean(0), rtol=1e-6)
 
 
+def test_blocks_spread_the_draws_over_batches():
+    assert gradvar.blocks(12, 3) == [[4], [4], [4]]
+    assert [sum(b) for b in gradvar.blocks(200, 3)] == [67, 67, 66]
+    assert all(k >= 2 for batch in gradvar.blocks(200, 3) for k in batch)
+    assert all(len(batch) == 6 for batch in gradvar.blocks(200, 3))
+
+
+def test_pooled_ratio_and_its_bootstrap_interval():
+    rng = np.random.default_rng(0)
+    den = rng.gamma(5.0, 1.0, size=20)
+    num = 8.0 * den * rng.gamma(20.0, 1 / 20, size=20)  # about 8 times the variance, block to block noise
+    ratio, low, high = gradvar.pooled_ratio(num, den, np.full(20, 9.0), seed=0)
+    assert low < ratio < high and low < 8.0 < high and high - low < 4
+    same, low, high = gradvar.pooled_ratio(den, den, np.full(20, 9.0), seed=0)
+    assert same == pytest.approx(1.0) and low == pytest.approx(1.0) and high == pytest.approx(1.0)
+
+
 def test_score_estimator_is_noisier_and_no_trick_sends_no_gradient(shared_store):
     run_id, m = ran(gradvar.run(tiny(), Context()))
-    assert m["grad_variance_ratio"] > 1
-    assert m["grad_variance_ratio"] == pytest.approx(m["grad_variance_score"] / m["grad_variance_reparam"])
+    for name, (num, den) in gradvar.RATIOS.items():
+        ratio = m[f"grad_variance_ratio_{name}"]
+        assert ratio == pytest.approx(m[f"grad_variance_{num}"] / m[f"grad_variance_{den}"], rel=1e-6)
+        assert m[f"grad_variance_ratio_{name}_ci_low"] <= ratio <= m[f"grad_variance_ratio_{name}_ci_high"]
+    assert m["grad_variance_ratio_per_image"] > 1
+    # averaging 17 reparameterised draws divides their variance by about 17
+    assert m["grad_variance_reparam"] / m["grad_variance_reparam_matched"] == pytest.approx(17, rel=0.6)
     assert m["encoder_grad_norm_no_trick"] == 0.0 and m["encoder_grad_norm_reparam"] > 0
-    # the baseline reduces the variance of the score-function estimator
-    assert m["grad_variance_score_no_baseline"] > m["grad_variance_score"]
+    # each baseline reduces the variance of the score-function estimator further
+    assert m["grad_variance_score_no_baseline"] > m["grad_variance_score_running_mean"] > m["grad_variance_score_per_image"]
+    assert m["grad_variance_blocks"] == 3
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["genlab.kind"] == "gradvar"
     assert run.data.metrics["encoder_grad_norm_no_trick"] == 0.0 and run.data.params["n_samples"] == "12"
+    assert run.data.params["n_batches"] == "3"
     assert "grad_variance_per_tensor.json" in {f.path for f in MlflowClient().list_artifacts(run_id)}
 
 
@@ -64,7 +89,9 @@ def test_parameters_come_from_a_vae_run(shared_store):
     assert not MlflowClient().get_experiment_by_name("mismatch")
 
 
-BAD_INPUT = [(["--n-samples", "1"], "n_samples"), (["--batch-size", "0"], "batch_size"),
+BAD_INPUT = [(["--n-samples", "1"], "n_samples"), (["--n-batches", "0"], "n_batches"),
+             (["--n-samples", "5", "--n-batches", "3"], "n_samples"), (["--batch-size", "5000"], "n_batches"),
+             (["--batch-size", "0"], "batch_size"),
              (["--vae-run", "0123abcd"], "not found"), (["--dataset", "cifar"], "dataset"),
              (["--epochs", "-1"], "epochs")]
 

@@ -1,5 +1,6 @@
 """The VAE loop and its MLflow run: metrics, artifacts, resume, failure states, real-data smoke."""
 
+import contextlib
 import math
 
 import pytest
@@ -91,6 +92,23 @@ def test_nan_loss_fails_the_run_with_a_reason(store):
 def test_score_estimator_trains(store):
     _, final = ran(vae.run(tiny(estimator="score", epochs=1), Context()))
     assert math.isfinite(final["test_neg_elbo"])
+
+
+@pytest.mark.parametrize("estimator, through_recon", [("reparam", True), ("detach", False), ("score", True)])
+def test_which_estimators_send_the_reconstruction_gradient_to_the_encoder(estimator, through_recon):
+    """detach is plain backpropagation through a sample drawn without the trick: the encoder's gradient is the KL
+    term's alone; reparam (through the sample) and score (through log q) add the reconstruction's."""
+    torch.manual_seed(0)
+    model = vae.VAE(4, "mlp")
+    state = vae.TrainState(model, torch.optim.Adam(model.parameters()), torch.Generator().manual_seed(0),
+                           torch.Generator().manual_seed(0), torch.tensor(500.0), [])
+    xb = data.to_float(data.load("synthetic", limit=200).train_x[:16])
+    terms, objective = vae._objective(tiny(estimator=estimator, arch="mlp"), state, xb, 1.0, contextlib.nullcontext())
+    encoder = list(model.encoder.parameters())
+    grads = torch.autograd.grad(objective, encoder, retain_graph=True)
+    kl_only = torch.autograd.grad(terms["kl"].mean(), encoder)
+    same = all(torch.allclose(g, k, atol=1e-6) for g, k in zip(grads, kl_only, strict=True))
+    assert same != through_recon
 
 
 def test_evaluate_is_deterministic():
