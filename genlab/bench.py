@@ -587,9 +587,11 @@ def write_study_plans(ctx: Context, folder: Path) -> Path:
     plans.mkdir()
     for question in STUDY_PLANS:
         plan = yaml.safe_load((study.DEFAULT_PLANS / f"{question}.yaml").read_text())
-        small = {"limit": ctx.sizes["study_limit"], "epochs": 1, "eval_samples": 0, "nll_images": 0}
-        plan["defaults"] = {**(plan.get("defaults") or {}), **small, "dataset": ctx.cfg.dataset,
-                            "batch_size": ctx.cfg.batch_size, "device": "cpu"}
+        small = {"limit": ctx.sizes["study_limit"], "epochs": 1, "eval_samples": 0, "nll_images": 0,
+                 "batch_size": ctx.cfg.batch_size}
+        plan["defaults"] = {**(plan.get("defaults") or {}), **small, "dataset": ctx.cfg.dataset, "device": "cpu"}
+        # P1Q3's positive control is the sweep's model on fewer images: made small, it would repeat the sweep's runs
+        plan["runs"] = [item for item in plan["runs"] if "control" not in str(item.get("arm", ""))]
         for item in plan["runs"]:  # a run's own value of a small parameter wins over the defaults: make it small
             item["params"] = {**(item.get("params") or {}), **{k: v for k, v in small.items()
                                                                if k in (item.get("params") or {})}}

@@ -95,6 +95,11 @@ class GANConfig:
                            "models:/NAME/VERSION or models:/NAME@ALIAS")
     init_discriminator: str = param("none", "none, or encoder: start the discriminator from the trunk of the "
                                     "init_from VAE's encoder", INIT_DISCRIMINATORS)
+    latent_fit: str = param("none", "none (the noise N(0, I) goes straight into the generator), or codes: a fixed "
+                            "map z = mean + L·noise in front of it, with mean and L (Cholesky factor of the "
+                            "covariance) fitted to the z_mean the init_from run's encoder gives the training images, "
+                            "so the noise reaches the decoder distributed like its own codes (P2Q1's control "
+                            "ae_decoder_matched; needs init_from)", ("none", "codes"))
     eval_every: int = param(1, "epochs between sample-quality evaluations (also at step 0 and at the end)")
     eval_samples: int = param(10000, "generated images scored per evaluation (fid_proxy, ...); 0 = skip the "
                               "sample-quality metrics, else >= 129")
@@ -111,8 +116,10 @@ class ProbeConfig:
     gan_run: str = param("", "the FINISHED train_gan run (32 hex digits) whose discriminator is probed")
     dataset: str = param("fashion-mnist", DATASET_HELP, DATASETS)
     limit: int = param(0, "first N training images to fit the probes on (0 = all)")
-    seed: int = param(0, "seeds the generated images and the probes' solver")
-    max_iter: int = param(200, "lbfgs iterations of each linear probe, the same budget for every probe")
+    seed: int = param(0, "seeds the untrained control networks, which images the real/fake probes use, and the "
+                         "probes' solver (the generated images come from the GAN's fixed evaluation noise)")
+    max_iter: int = param(200, "lbfgs iterations of each linear probe (class and real/fake), the same budget for "
+                               "every probe")
     device: str = param("auto", DEVICE_HELP, DEVICES)
     experiment: str = param("genlab-probe", "MLflow experiment of the run")
 

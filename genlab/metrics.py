@@ -33,6 +33,72 @@ def sample_diversity(images: np.ndarray) -> float:
     return float(np.sqrt(d2)[np.triu_indices(n, k=1)].mean())
 
 
+# ---------------------------------------------------------------- the latent space's shape (P1Q2)
+
+# A unit's mean KL over the images bounds what it tells about them: E_x KL(q(z_d|x) || p(z_d)) = I(x; z_d) +
+# KL(q(z_d) || p(z_d)). Below 0.01 nats (1/70 of a bit per image) a decoder can get nothing from it. Unlike
+# ACTIVE_UNIT_THRESHOLD (the variance of E_q[z|x]) it sees the posterior's own noise: a mean that moves by 0.1
+# under a posterior of std 1 passes the variance test, yet carries about 0.005 nats.
+KL_ACTIVE_THRESHOLD = 0.01
+# Squared bandwidths of mmd2_unbiased's kernel, in units of the latent size D: h^2 = c * D. Two draws of N(0, I_D)
+# are 2D apart on average (squared), so c = 1 puts the prior's typical pair at exp(-1); c = 0.2 and 5 look at finer
+# (codes spread into clusters with holes between them) and coarser (a shifted or rescaled cloud) scales.
+MMD_SCALES = (0.2, 1.0, 5.0)
+
+
+def kl_active_units(kl_per_dim: np.ndarray, threshold: float = KL_ACTIVE_THRESHOLD) -> int:
+    """Number of latent dimensions whose mean KL per image, ``kl_per_dim`` (D,) in nats (losses.kl_per_dim
+    averaged over the images), exceeds ``threshold``."""
+    kl = np.asarray(kl_per_dim, dtype=np.float64)
+    if kl.ndim != 1 or not np.isfinite(kl).all():
+        raise ValueError(f"kl_active_units needs a finite (D,) array, got shape {kl.shape}")
+    return int((kl > threshold).sum())
+
+
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray, scales: tuple[float, ...] = MMD_SCALES) -> float:
+    """The unbiased estimate (a U-statistic: the within-sample sums leave out i = j; Gretton et al. 2012) of the
+    squared maximum mean discrepancy between the samples ``x`` (N, D) and ``y`` (M, D), with the kernel
+    k(a, b) = mean over c in ``scales`` of exp(-|a - b|^2 / (2 c D)). 0 in expectation when both come from one
+    distribution (an estimate can then be slightly negative), at most 2.
+
+    The bandwidths are fixed multiples of the latent size, not chosen from the data (median heuristic): every run
+    of one latent size is measured with the same kernel, so the numbers compare across runs. Memory is a few
+    N x M float32 matrices: callers subsample."""
+    a = torch.from_numpy(np.asarray(check_features(x, "samples (x)"), dtype=np.float32))
+    b = torch.from_numpy(np.asarray(check_features(y, "samples (y)"), dtype=np.float32))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"mmd2_unbiased: x has {a.shape[1]} dimensions, y {b.shape[1]}")
+    dim = a.shape[1]
+
+    def kernel_sums(p: torch.Tensor, q: torch.Tensor) -> tuple[float, float]:
+        # float32 kernel values (half the time of float64), float64 sums: the MMD is a small difference of sums
+        d2 = torch.cdist(p, q).pow_(2)
+        k = torch.zeros_like(d2)
+        for c in scales:
+            k.add_(torch.exp(d2 / (-2.0 * c * dim)))
+        k.div_(len(scales))
+        return float(k.sum(dtype=torch.float64)), float(k.diagonal().sum(dtype=torch.float64))
+
+    (xx, xx_diag), (yy, yy_diag), (xy, _) = kernel_sums(a, a), kernel_sums(b, b), kernel_sums(a, b)
+    m, n = len(a), len(b)
+    return (xx - xx_diag) / (m * (m - 1)) + (yy - yy_diag) / (n * (n - 1)) - 2 * xy / (m * n)
+
+
+def interp_smoothness(paths: np.ndarray) -> float:
+    """How evenly images change along straight lines in the latent space: ``paths`` (P, S, F) holds the features
+    of the S images decoded at evenly spaced points of each of P lines. Per line, the largest step between
+    consecutive images (Euclidean, in feature space) over the mean step; the mean over the lines. 1 when every
+    step is the same size; S - 1 when the whole change happens in one step. A line whose images do not change
+    at all (mean step 0) has no ratio and is left out; NaN when every line is."""
+    paths = np.asarray(paths, dtype=np.float64)
+    if paths.ndim != 3 or paths.shape[1] < 2 or not np.isfinite(paths).all():
+        raise ValueError(f"interp_smoothness needs finite (lines, steps >= 2, features), got shape {paths.shape}")
+    steps = np.linalg.norm(np.diff(paths, axis=1), axis=2)  # (P, S - 1)
+    mean = steps.mean(axis=1)
+    moving = mean > 0
+    return float((steps.max(axis=1)[moving] / mean[moving]).mean()) if moving.any() else math.nan
+
+
 # ---------------------------------------------------------------- sample quality (in a classifier's feature space)
 #
 # Libraries first: torchmetrics' FID takes eigvals(S1 @ S2), which drifts (and goes complex) when a covariance is
@@ -215,6 +281,102 @@ def linear_probe_accuracy(train_features: np.ndarray, train_labels: np.ndarray, 
             warnings.simplefilter("ignore", ConvergenceWarning)
         probe.fit(features(train_features), np.asarray(train_labels))
     return float(probe.score(features(test_features), np.asarray(test_labels)))
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (1 positive, 0 negative): the probability that
+    a random positive scores above a random negative, ties counting one half (the Mann-Whitney U statistic over
+    n_pos * n_neg, with average ranks for tied scores). ValueError without both classes or with non-finite scores."""
+    scores, labels = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(labels).ravel()
+    if scores.shape != labels.shape or not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"auroc needs one 0/1 label per score, got {scores.shape} scores, {labels.shape} labels")
+    if not np.isfinite(scores).all():
+        raise ValueError("auroc: non-finite scores")
+    positive = labels == 1
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"auroc needs both classes, got {n_pos} positive and {n_neg} negative")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    # tied scores share the mean of the ranks they span, so a tie between classes counts one half
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(scores)]
+    ranks = np.empty(len(scores))
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear centred kernel alignment (Kornblith et al. 2019) between two representations of the same N inputs,
+    (N, D1) and (N, D2): ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F), in [0, 1]; 1 for the same representation
+    up to an orthogonal transform and an isotropic scaling. NaN when either is constant."""
+    x = check_features(np.asarray(x, dtype=np.float64), "inputs (x)")
+    y = check_features(np.asarray(y, dtype=np.float64), "inputs (y)")
+    if len(x) != len(y):
+        raise ValueError(f"linear_cka needs the same inputs in both, got {len(x)} and {len(y)} rows")
+    x, y = x - x.mean(axis=0), y - y.mean(axis=0)
+    # the feature-space form: D x D products, never the N x N Gram matrices
+    cross = np.linalg.norm(y.T @ x) ** 2
+    norms = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    return float(cross / norms) if norms > 0 else math.nan
+
+
+RECON_CLAMP = 1e-4  # predicted grey values kept in [1e-4, 1 - 1e-4]: a linear decoder can overshoot [0, 1]
+
+
+def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets in the train set's standard units (a constant feature stays 0 instead of dividing by 0)."""
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return (train - mean) / std, (test - mean) / std
+
+
+def linear_recon_nats(train_features: np.ndarray, train_images: np.ndarray, test_features: np.ndarray,
+                      test_images: np.ndarray, ridge: float = 1e-2) -> float:
+    """How much of the image a frozen representation keeps, read by a linear decoder: ridge regression from
+    standardised features to the 784 grey values (penalty ``ridge`` x N on the weights, not on the intercept),
+    fitted on the train pairs; its test predictions, clamped to [RECON_CLAMP, 1 - RECON_CLAMP], scored as the
+    Bernoulli cross-entropy summed over the pixels, mean nats per test image (lower keeps more)."""
+    x_train, x_test = _standardise(np.asarray(train_features, np.float64), np.asarray(test_features, np.float64))
+    y_train = np.asarray(train_images, np.float64).reshape(len(x_train), -1)
+    y_test = np.asarray(test_images, np.float64).reshape(len(x_test), -1)
+    intercept = y_train.mean(axis=0)  # the features are centred, so the intercept is the mean image
+    gram = x_train.T @ x_train + ridge * len(x_train) * np.eye(x_train.shape[1])
+    weights = np.linalg.solve(gram, x_train.T @ (y_train - intercept))
+    p = np.clip(x_test @ weights + intercept, RECON_CLAMP, 1 - RECON_CLAMP)
+    nats = -(y_test * np.log(p) + (1 - y_test) * np.log1p(-p)).sum(axis=1)
+    return float(nats.mean())
+
+
+def linear_probe_auroc(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray,
+                       test_labels: np.ndarray, max_iter: int = 1000, seed: int | None = None) -> float:
+    """Test AUROC of a binary logistic regression (lbfgs, at most ``max_iter`` iterations) fitted on standardised
+    train features: how linearly separable the two classes (0/1 labels) are in a representation (P2Q2: real
+    against generated images). Scored on its decision function, so no threshold is chosen."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    x_train, x_test = _standardise(np.asarray(train_features, np.float64), np.asarray(test_features, np.float64))
+    probe = LogisticRegression(max_iter=max_iter, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a fixed budget, as the class probes have
+        probe.fit(x_train, np.asarray(train_labels))
+    return auroc(probe.decision_function(x_test), np.asarray(test_labels))
+
+
+def pca_project(train_features: np.ndarray, test_features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets projected on the first ``k`` principal axes of the centred train features (covariance PCA,
+    fitted on train only): a representation cut to ``k`` numbers, for probes that compare equal widths."""
+    train = np.asarray(train_features, np.float64)
+    mean = train.mean(axis=0)
+    centred = train - mean
+    k = min(k, centred.shape[1])
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred)
+    axes = eigenvectors[:, np.argsort(eigenvalues)[::-1][:k]]
+    return centred @ axes, (np.asarray(test_features, np.float64) - mean) @ axes
 
 
 # ---------------------------------------------------------------- the study protocol's convergence gate

@@ -5,9 +5,24 @@
   scored on the test split: the encoder's ``z_mean`` (latent_dim features), the discriminator's penultimate layer
   (HIDDEN[arch] features), raw pixels (784) as the baseline, and the encoder's own penultimate layer (its trunk,
   HIDDEN[arch] features like the discriminator's: the like-for-like comparison of the two networks' layers).
+  The two trunks are also cut to their first latent_dim principal components (PCA fitted on the train split's
+  features) and probed again: ``encoder_trunk_pca_probe_accuracy``, ``discriminator_pca_probe_accuracy``, the same
+  width as z_mean.
 - Output semantics: the encoder gives 2*latent_dim numbers (a Gaussian q(z|x)), the discriminator one logit. Both
   are applied to the same three sets (real test images, generated images, VAE reconstructions of the test images):
   D's probability that an image is real, and the encoder's KL(q(z|x) || N(0, I)) per image (nats).
+- The lab's two sentences, measured on frozen features. In these metric names ``encoder`` is the encoder's trunk
+  (its penultimate layer, HIDDEN[arch] features like the discriminator's) and ``encoder_zmean`` its z_mean.
+  ``*_recon_from_features``: how much of the image a layer keeps, read by a linear decoder (ridge regression from
+  standardised features to the 784 grey values, fitted on the whole train split, scored on the whole test split
+  as Bernoulli cross-entropy in nats per image, predictions clamped to [1e-4, 1 - 1e-4]; lower keeps more).
+  ``*_realfake_auroc``: how linearly a layer separates real test images from the GAN generator's samples (a
+  logistic regression fitted on REALFAKE_IMAGES / 2 of each, AUROC on the other REALFAKE_IMAGES / 2 of each: a
+  subsample, to keep the run short); ``discriminator_output_auroc``: D's own logit on that held-out half.
+  ``trunk_cka``: linear CKA between the two trunks on the test images.
+- Controls: an untrained encoder and discriminator of the same architectures (``fresh_networks``, seeded by
+  ``seed``) measured the same way, prefixed ``untrained_`` (class probes, recon_from_features, realfake_auroc);
+  ``trunk_cka_init``: the CKA of their two trunks, the reference for ``trunk_cka``.
 """
 
 from __future__ import annotations
@@ -22,8 +37,8 @@ from genlab import data, losses, metrics, tags
 from genlab.config import ConfigError, check, check_choice, check_int, resolve_device
 from genlab.configs import RUN_ID, ProbeConfig
 from genlab.entries import Context, Result
-from genlab.models.gan import Discriminator, Generator
-from genlab.models.vae import VAE, param_count
+from genlab.models.gan import Discriminator, FittedGenerator, Generator, LatentFit
+from genlab.models.vae import VAE, Encoder, param_count
 from genlab.train import gan, vae
 
 
@@ -61,7 +76,12 @@ def load_networks(cfg: ProbeConfig) -> tuple[VAE, Generator, Discriminator, dict
     gan_params, gan_path = nets[tags.GAN]
     state = gan.load_checkpoint(gan_path)
     generator, discriminator = Generator(int(gan_params["latent_dim"]), gan_params["arch"]), Discriminator(gan_params["arch"])
-    generator.load_state_dict(state["generator"])
+    if gan_params.get("latent_fit", "none") != "none":  # its generator sits behind a fixed Gaussian map: fold it in
+        fitted = FittedGenerator(LatentFit(generator.latent_dim), generator)
+        fitted.load_state_dict(state["generator"])
+        generator = fitted.folded()
+    else:
+        generator.load_state_dict(state["generator"])
     discriminator.load_state_dict(state["discriminator"])
     # the probe measures trained networks: its numbers are evidence only if both trainings had converged
     inputs = {} if None in gate else {"converged": float(min(gate))}
@@ -76,50 +96,152 @@ def _apply(fn, x: torch.Tensor, device: torch.device, batch_size: int = 1000) ->
     return torch.cat([fn(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
 
 
+REALFAKE_IMAGES = 2000  # real test images, and as many generated ones, for the real/fake probes: half of each fits
+RECON_RIDGE = 1e-2  # the linear decoder's ridge penalty (x N, on standardised features): a fixed choice, not tuned
+
+
+def fresh_networks(model: VAE, discriminator: Discriminator, seed: int) -> tuple[Encoder, Discriminator]:
+    """An untrained encoder and discriminator of the trained ones' architectures (the controls, and the
+    initialisation reference of ``trunk_cka_init``): successive draws of torch's RNG seeded by ``seed``, encoder
+    first, so the two trunks get different weights (the same weights would make their CKA 1 by construction).
+    Torch's global RNG is left as it was. The study's GANs start their discriminator at random
+    (``init_discriminator=none``); one started from the encoder's trunk would share its starting point with the
+    encoder, and these controls would not describe it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = Encoder(model.latent_dim, model.arch)
+        return encoder.eval(), Discriminator(discriminator.arch).eval()
+
+
+def _realfake_picks(n_real: int, n_generated: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which real test images and which generated ones the real/fake probes use, REALFAKE_IMAGES of each at most
+    (as many of both), in an order seeded by ``seed``: the first half of each fits, the second half scores."""
+    n = min(REALFAKE_IMAGES, n_real, n_generated)
+    rng = np.random.default_rng(seed)
+    return rng.permutation(n_real)[:n], rng.permutation(n_generated)[:n]
+
+
+def _numpy(sets: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {name: t.numpy() for name, t in sets.items()}
+
+
+def _trained_features(model: VAE, discriminator: Discriminator, images: dict[str, torch.Tensor],
+                      picks: tuple[np.ndarray, np.ndarray], device: torch.device,
+                      ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The trained networks' features (each layer runs once per image), D's probability per set and the
+    encoder's KL per image per set, on real test images, generated images and VAE reconstructions."""
+    enc = {name: _apply(model.encoder.trunk, x, device) for name, x in images.items()}
+    heads = {name: _apply(model.encoder.head, h, device) for name, h in enc.items()}
+    z_mean = {name: h.chunk(2, dim=1)[0] for name, h in heads.items()}
+    recon = _apply(lambda z: torch.sigmoid(model.decoder(z)), z_mean["test"], device)
+    enc["recon"] = _apply(model.encoder.trunk, recon, device)
+    heads["recon"] = _apply(model.encoder.head, enc["recon"], device)
+    disc = {name: _apply(discriminator.trunk, x, device) for name, x in {**images, "recon": recon}.items()}
+    outputs = {"real": "test", "generated": "generated", "recon": "recon"}  # the output semantics' three sets
+    d_prob = {name: torch.sigmoid(_apply(discriminator.head, disc[s], device).squeeze(1)).numpy()
+              for name, s in outputs.items()}
+    kl = {name: losses.kl_per_dim(*heads[s].chunk(2, dim=1)).sum(1).numpy() for name, s in outputs.items()}
+    real, generated = picks
+    features = {}
+    for rep, sets in (("encoder", z_mean), ("encoder_trunk", enc), ("discriminator", disc)):
+        f = _numpy(sets)
+        features[rep] = {"train": f["train"], "test": f["test"], "real": f["test"][real],
+                         "generated": f["generated"][generated]}
+    return features, d_prob, kl
+
+
+def _untrained_features(encoder: Encoder, discriminator: Discriminator, images: dict[str, torch.Tensor],
+                        picks: tuple[np.ndarray, np.ndarray], device: torch.device) -> dict[str, dict[str, np.ndarray]]:
+    """The fresh networks' features: train and test split, and only the generated images the real/fake probes use."""
+    real, generated = picks
+    sets = {"train": images["train"], "test": images["test"], "generated": images["generated"][generated]}
+    features = {}
+    for rep, trunk in (("untrained_encoder_trunk", encoder.trunk), ("untrained_discriminator", discriminator.trunk)):
+        features[rep] = _numpy({name: _apply(trunk, x, device) for name, x in sets.items()})
+    z_mean = {name: _apply(lambda h: encoder.head(h).chunk(2, dim=1)[0], torch.from_numpy(h), device).numpy()
+              for name, h in features["untrained_encoder_trunk"].items()}
+    features["untrained_encoder"] = z_mean
+    for f in features.values():
+        f["real"] = f["test"][real]
+    return features
+
+
+def _realfake_auroc(f: dict[str, np.ndarray], cfg: ProbeConfig) -> float:
+    """A logistic regression fitted on the first half of the real and generated features, AUROC on the second."""
+    half = len(f["real"]) // 2
+
+    def part(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        real, generated = f["real"][rows], f["generated"][rows]
+        return np.concatenate([real, generated]), np.r_[np.ones(len(real)), np.zeros(len(generated))]
+
+    return metrics.linear_probe_auroc(*part(slice(None, half)), *part(slice(half, None)), max_iter=cfg.max_iter,
+                                      seed=cfg.seed)
+
+
+CLASS_PROBES = {  # representation -> its class-probe metric
+    "encoder": "encoder_probe_accuracy", "encoder_trunk": "encoder_trunk_probe_accuracy",
+    "discriminator": "discriminator_probe_accuracy", "raw": "encoder_probe_accuracy_raw",
+    "untrained_encoder": "untrained_encoder_probe_accuracy",
+    "untrained_encoder_trunk": "untrained_encoder_trunk_probe_accuracy",
+    "untrained_discriminator": "untrained_discriminator_probe_accuracy"}
+# representation -> the prefix of its recon_from_features and realfake_auroc: the encoder's plain name is its trunk
+# (the same width as the discriminator's layer, the like-for-like comparison), z_mean is encoder_zmean
+READOUTS = {"encoder_trunk": "encoder", "discriminator": "discriminator", "encoder": "encoder_zmean",
+            "untrained_encoder_trunk": "untrained_encoder", "untrained_discriminator": "untrained_discriminator"}
+
+
+def _scores(cfg: ProbeConfig, features: dict[str, dict[str, np.ndarray]], labels: dict[str, np.ndarray],
+            pixels: dict[str, np.ndarray], latent_dim: int) -> dict[str, float]:
+    """Class probes (full width, and the trunks cut to latent_dim principal components), the linear decoder's
+    reconstruction, the real/fake probes and the trunks' CKA, trained and untrained."""
+    def probe(train: np.ndarray, test: np.ndarray) -> float:
+        # float32 features as they come, and a fixed budget on purpose: an unconverged probe is part of the result
+        return metrics.linear_probe_accuracy(train, labels["train"], test, labels["test"], max_iter=cfg.max_iter,
+                                             seed=cfg.seed, cast_float64=False, quiet_unconverged=True)
+
+    result = {name: probe(features[rep]["train"], features[rep]["test"]) for rep, name in CLASS_PROBES.items()}
+    for rep, name in (("encoder_trunk", "encoder_trunk_pca_probe_accuracy"),
+                      ("discriminator", "discriminator_pca_probe_accuracy")):
+        result[name] = probe(*metrics.pca_project(features[rep]["train"], features[rep]["test"], latent_dim))
+    for rep, name in READOUTS.items():
+        f = features[rep]
+        result[f"{name}_recon_from_features"] = metrics.linear_recon_nats(f["train"], pixels["train"], f["test"],
+                                                                          pixels["test"], RECON_RIDGE)
+        result[f"{name}_realfake_auroc"] = _realfake_auroc(f, cfg)
+    result["trunk_cka"] = metrics.linear_cka(features["encoder_trunk"]["test"], features["discriminator"]["test"])
+    result["trunk_cka_init"] = metrics.linear_cka(features["untrained_encoder_trunk"]["test"],
+                                                  features["untrained_discriminator"]["test"])
+    return result
+
+
 def measure(cfg: ProbeConfig, model: VAE, generator: Generator, discriminator: Discriminator, splits: data.Splits,
             device: torch.device) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """All the numbers: (metrics, D's probability per set, encoder KL per image per set)."""
-    for net in (model, generator, discriminator):
+    untrained = fresh_networks(model, discriminator, cfg.seed)
+    for net in (model, generator, discriminator, *untrained):
         net.to(device)
-    train_x, test_x = data.to_float(splits.train_x), data.to_float(splits.test_x)
-    train_y, test_y = splits.train_y.numpy(), splits.test_y.numpy()
-
-    def z_mean(x):
-        return model.encoder.encode(x)[0]
-
-    def z_mean_from_trunk(hidden):  # the encoder's head on its penultimate layer: the trunk runs once per image
-        return model.encoder.head(hidden).chunk(2, dim=1)[0]
-
-    trunk = {split: _apply(model.encoder.trunk, x, device) for split, x in (("train", train_x), ("test", test_x))}
-    features = {
-        "encoder": (_apply(z_mean_from_trunk, trunk["train"], device), _apply(z_mean_from_trunk, trunk["test"], device)),
-        "encoder_trunk": (trunk["train"], trunk["test"]),
-        "discriminator": (_apply(discriminator.features, train_x, device),
-                          _apply(discriminator.features, test_x, device)),
-        "raw": (train_x.flatten(1), test_x.flatten(1)),
-    }
-    # float32 features as they come, and a fixed budget on purpose: an unconverged probe is part of the result
-    accuracy = {name: metrics.linear_probe_accuracy(tr.numpy(), train_y, te.numpy(), test_y, max_iter=cfg.max_iter,
-                                                    seed=cfg.seed, cast_float64=False, quiet_unconverged=True)
-                for name, (tr, te) in features.items()}
-
-    sets = {"real": test_x,
-            "generated": gan.generate_fixed(generator, len(test_x), gan.EVAL_SEED),
-            "recon": _apply(lambda x: torch.sigmoid(model.decoder(z_mean(x))), test_x, device)}
-    d_prob = {name: _apply(lambda x: torch.sigmoid(discriminator(x)), x, device).numpy() for name, x in sets.items()}
-    kl = {name: _apply(lambda x: losses.kl_per_dim(*model.encoder.encode(x)).sum(1), x, device).numpy()
-          for name, x in sets.items()}
-
-    result = {"encoder_probe_accuracy": accuracy["encoder"],
-              "discriminator_probe_accuracy": accuracy["discriminator"],
-              "encoder_probe_accuracy_raw": accuracy["raw"],
-              "encoder_trunk_probe_accuracy": accuracy["encoder_trunk"],
-              "encoder_param_count": param_count(model.encoder),
-              "discriminator_param_count": param_count(discriminator),
-              "encoder_output_dim": 2 * model.latent_dim, "discriminator_output_dim": 1,
-              "encoder_feature_dim": features["encoder"][0].shape[1],
-              "encoder_trunk_feature_dim": features["encoder_trunk"][0].shape[1],
-              "discriminator_feature_dim": features["discriminator"][0].shape[1]}
+    images = {"train": data.to_float(splits.train_x), "test": data.to_float(splits.test_x)}
+    images["generated"] = gan.generate_fixed(generator, len(images["test"]), gan.EVAL_SEED)
+    picks = _realfake_picks(len(images["test"]), len(images["generated"]), cfg.seed)
+    features, d_prob, kl = _trained_features(model, discriminator, images, picks, device)
+    features.update(_untrained_features(*untrained, images, picks, device))
+    pixels = {split: images[split].flatten(1).numpy() for split in ("train", "test")}
+    features["raw"] = pixels
+    result = _scores(cfg, features, {"train": splits.train_y.numpy(), "test": splits.test_y.numpy()}, pixels,
+                     model.latent_dim)
+    # D's own logit on the held-out half of the real/fake probes' images: what its training optimised
+    d, half = features["discriminator"], len(picks[0]) // 2
+    held_out = torch.from_numpy(np.concatenate([d["real"][half:], d["generated"][half:]]))
+    logits = _apply(discriminator.head, held_out, device).squeeze(1).numpy()
+    result["discriminator_output_auroc"] = metrics.auroc(
+        logits, np.r_[np.ones(len(d["real"]) - half), np.zeros(len(d["generated"]) - half)])
+    result["realfake_images_per_half"] = half  # real images fitting the real/fake probes, as many generated
+    result.update({"encoder_param_count": param_count(model.encoder),
+                   "discriminator_param_count": param_count(discriminator),
+                   "encoder_output_dim": 2 * model.latent_dim, "discriminator_output_dim": 1,
+                   "encoder_feature_dim": features["encoder"]["train"].shape[1],
+                   "encoder_trunk_feature_dim": features["encoder_trunk"]["train"].shape[1],
+                   "discriminator_feature_dim": features["discriminator"]["train"].shape[1]})
     result.update({f"d_prob_{name}": float(p.mean()) for name, p in d_prob.items()})
     result.update({f"encoder_kl_{name}": float(k.mean()) for name, k in kl.items()})
     return result, d_prob, kl
@@ -161,7 +283,8 @@ def run(cfg: ProbeConfig, context: Context) -> Result:
     name = f"probe vae={cfg.vae_run[:8]} gan={cfg.gan_run[:8]}"
     all_tags = {tags.KIND: tags.PROBE, tags.DEVICE: str(device), **context.tags}
     note = (f"VAE encoder of run {cfg.vae_run} against GAN discriminator of run {cfg.gan_run}: linear probes on their "
-            "features (class accuracy), the discriminator's P(real) on real, generated and reconstructed images.")
+            "features (class accuracy, image reconstruction, real vs generated), beside untrained networks of the "
+            "same architectures; the discriminator's P(real) on real, generated and reconstructed images.")
     with tracking.start_run(cfg.experiment, name, dataclasses.asdict(cfg), all_tags, parent_run_id=context.parent_run_id,
                             description=note) as run:
         t0 = time.perf_counter()
@@ -173,8 +296,21 @@ def run(cfg: ProbeConfig, context: Context) -> Result:
                                 "train_images": len(splits.train_x), "test_images": len(splits.test_x),
                                 "encoder_output": "z_mean and z_log_var of q(z|x), 2*latent_dim numbers",
                                 "discriminator_output": "one logit: log-odds that the image is real",
-                                "kl_unit": "nats per image"}, "probe_summary.json")
+                                "kl_unit": "nats per image",
+                                "layers": {"encoder_probe_accuracy, encoder_zmean_*": "z_mean",
+                                           "encoder_trunk_*, encoder_recon_from_features, encoder_realfake_auroc":
+                                               "the encoder's penultimate layer (trunk)",
+                                           "discriminator_*": "the discriminator's penultimate layer",
+                                           "untrained_*": "fresh networks of the same architectures, seeded by seed"},
+                                "recon_from_features": "ridge decoder fitted on the train split, Bernoulli "
+                                                       "cross-entropy on the test split, nats per image"},
+                               "probe_summary.json")
     return Result(run.run_id, result, (f"run {run.run_id} finished: linear probe accuracy encoder "
                                        f"{result['encoder_probe_accuracy']:.3f}, discriminator "
                                        f"{result['discriminator_probe_accuracy']:.3f}, raw pixels "
-                                       f"{result['encoder_probe_accuracy_raw']:.3f}",))
+                                       f"{result['encoder_probe_accuracy_raw']:.3f}; reconstruction from the "
+                                       f"penultimate layers (nats/image) encoder "
+                                       f"{result['encoder_recon_from_features']:.1f}, discriminator "
+                                       f"{result['discriminator_recon_from_features']:.1f}; real vs generated AUROC "
+                                       f"encoder {result['encoder_realfake_auroc']:.3f}, discriminator "
+                                       f"{result['discriminator_realfake_auroc']:.3f}",))

@@ -68,17 +68,7 @@ class Scorer:
     def score(self, images: torch.Tensor, prefix: str = "") -> dict[str, float]:
         """``fid_proxy, kid_proxy, kid_proxy_std, precision, recall, density, coverage, class_coverage, is_proxy``
         of ``images`` (N >= 129, float in [0, 1]) against the real test split, keys prefixed by ``prefix``."""
-        images = torch.as_tensor(images)
-        if len(images) < MIN_SAMPLES:
-            raise ValueError(f"sample-quality metrics need at least {MIN_SAMPLES} images (a full-rank {FEATURE_DIM}-d"
-                             f" feature covariance), got {len(images)}")
-        bad = int((~torch.isfinite(images.reshape(len(images), -1))).any(dim=1).sum())
-        if bad:
-            raise ValueError(f"{bad} of {len(images)} images to score are NaN/inf")
-        low, high = float(images.min()), float(images.max())
-        if low < -1e-4 or high > 1 + 1e-4:
-            raise ValueError(f"images to score must be in [0, 1], got values in [{low:.3g}, {high:.3g}]")
-        feats, logits = self.features(images)
+        feats, logits = self.features(_checked(images))
         mu, sigma = metrics.feature_stats(feats)
         kid_mean, kid_std = metrics.kid(self.real.features, feats, seed=self.seed)
         out = {"fid_proxy": metrics.frechet_distance(mu, sigma, self.real.mu, self.real.sigma),
@@ -86,6 +76,27 @@ class Scorer:
                **metrics.prdc(self.real.features, feats, real_radii=self.real.radii),
                "class_coverage": metrics.class_coverage(logits), "is_proxy": metrics.is_proxy(logits)}
         return {f"{prefix}{k}": v for k, v in out.items()}
+
+    def fid_proxy(self, images: torch.Tensor) -> float:
+        """``fid_proxy`` of ``images`` alone (as ``score`` computes it), for an image set whose other scores
+        nobody reads: it skips the k-NN and KID passes."""
+        feats, _ = self.features(_checked(images))
+        return metrics.frechet_distance(*metrics.feature_stats(feats), self.real.mu, self.real.sigma)
+
+
+def _checked(images: torch.Tensor) -> torch.Tensor:
+    """``images`` as a tensor, or ValueError (one line) unless there are enough of them, finite, in [0, 1]."""
+    images = torch.as_tensor(images)
+    if len(images) < MIN_SAMPLES:
+        raise ValueError(f"sample-quality metrics need at least {MIN_SAMPLES} images (a full-rank {FEATURE_DIM}-d"
+                         f" feature covariance), got {len(images)}")
+    bad = int((~torch.isfinite(images.reshape(len(images), -1))).any(dim=1).sum())
+    if bad:
+        raise ValueError(f"{bad} of {len(images)} images to score are NaN/inf")
+    low, high = float(images.min()), float(images.max())
+    if low < -1e-4 or high > 1 + 1e-4:
+        raise ValueError(f"images to score must be in [0, 1], got values in [{low:.3g}, {high:.3g}]")
+    return images
 
 
 def real_stats(run_id: str, model: Classifier, splits: data.Splits, device: torch.device | str = "cpu") -> RealStats:

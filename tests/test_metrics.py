@@ -15,6 +15,47 @@ def test_active_units_on_constructed_case():
         metrics.active_units(np.zeros(3))
 
 
+# ---------------------------------------------------------------- the latent space's shape (P1Q2)
+
+def test_kl_active_units_counts_dimensions_above_the_threshold():
+    assert metrics.kl_active_units(np.array([2.0, 0.3, 0.011, 0.009, 0.0])) == 3
+    assert metrics.kl_active_units(np.array([2.0, 0.3]), threshold=1.0) == 1
+    for bad in (np.zeros((2, 2)), np.array([np.nan, 1.0])):
+        with pytest.raises(ValueError):
+            metrics.kl_active_units(bad)
+
+
+def test_mmd2_is_unbiased_for_one_distribution_and_large_for_shifted_or_scaled_ones():
+    rng = np.random.default_rng(0)
+    # zero in expectation: many small samples, where the biased (V-statistic) estimate would sit near 1/n above 0
+    same = [metrics.mmd2_unbiased(rng.normal(size=(20, 3)), rng.normal(size=(20, 3))) for _ in range(400)]
+    assert abs(np.mean(same)) < 3 * np.std(same) / np.sqrt(len(same)) and min(same) < 0
+    x, y = rng.normal(size=(1000, 8)), rng.normal(size=(1000, 8))
+    assert abs(metrics.mmd2_unbiased(x, y)) < 1e-3
+    shifted, scaled = metrics.mmd2_unbiased(x + 1.0, y), metrics.mmd2_unbiased(3.0 * x, y)
+    assert shifted > 0.1 and scaled > 0.1
+    assert metrics.mmd2_unbiased(y, x + 1.0) == pytest.approx(shifted)  # symmetric
+    assert metrics.mmd2_unbiased(x + 100.0, y) > shifted  # farther apart, larger
+    # two point masses far apart: each within-sample kernel is 1, the cross kernel 0: the maximum, 2
+    assert metrics.mmd2_unbiased(np.zeros((5, 8)), np.full((5, 8), 100.0)) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="dimensions"):
+        metrics.mmd2_unbiased(x, y[:, :4])
+
+
+def test_interp_smoothness_is_one_for_even_steps_and_grows_with_a_jump():
+    t = np.linspace(0, 1, 16)[None, :, None]
+    even = np.concatenate([t * [[1.0, 2.0]], 3 + t * [[-1.0, 0.5]]])  # two lines, evenly spaced points
+    assert metrics.interp_smoothness(even) == pytest.approx(1.0)
+    jump = np.zeros((1, 16, 2))
+    jump[0, 8:] = 1.0  # the whole change in one of 15 steps
+    assert metrics.interp_smoothness(jump) == pytest.approx(15.0)
+    still = np.zeros((1, 16, 2))  # a line whose images never change has no ratio: left out
+    assert metrics.interp_smoothness(np.concatenate([even, still])) == pytest.approx(1.0)
+    assert np.isnan(metrics.interp_smoothness(still))
+    with pytest.raises(ValueError):
+        metrics.interp_smoothness(np.zeros((16, 2)))
+
+
 # ---------------------------------------------------------------- sample-quality metrics
 
 def random_gaussian(rng, d, n):
@@ -172,6 +213,85 @@ def test_linear_probe_settings_budget_dtype_and_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         assert accuracy(max_iter=1, quiet_unconverged=True, cast_float64=False, seed=0) < full
+
+
+# ---------------------------------------------------------------- P2Q2's readouts: AUROC, CKA, linear decoder, PCA
+
+def test_auroc_perfect_separator_identical_sets_ties_and_bad_input():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(2)
+    labels = np.r_[np.ones(50), np.zeros(70)].astype(int)
+    assert metrics.auroc(np.r_[rng.uniform(2, 3, 50), rng.uniform(0, 1, 70)], labels) == 1.0
+    assert metrics.auroc(np.r_[rng.uniform(0, 1, 50), rng.uniform(2, 3, 70)], labels) == 0.0
+    same = rng.normal(size=60)
+    assert metrics.auroc(np.r_[same, same], np.r_[np.ones(60), np.zeros(60)].astype(int)) == 0.5  # ties count 1/2
+    assert metrics.auroc(np.zeros(120), labels) == 0.5
+    alike = metrics.auroc(rng.normal(size=4000), rng.integers(0, 2, 4000))  # two draws of one distribution
+    assert abs(alike - 0.5) < 0.03
+    for _ in range(3):  # many ties between and within the classes: the Mann-Whitney count with average ranks
+        scores, y = rng.integers(0, 4, 300).astype(float), rng.integers(0, 2, 300)
+        assert metrics.auroc(scores, y) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    for scores, y in ((np.ones(3), np.ones(3)), (np.ones(3), np.array([0, 1, 2])), (np.array([np.nan, 1.0]), [0, 1]),
+                      (np.ones(3), np.ones(2))):
+        with pytest.raises(ValueError):
+            metrics.auroc(scores, np.asarray(y))
+
+
+def test_linear_cka_is_one_on_itself_and_invariant_to_rotations_and_isotropic_scaling():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 12)) @ rng.normal(size=(12, 12))  # correlated features
+    rotation, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+    assert metrics.linear_cka(x, x) == pytest.approx(1.0)
+    assert metrics.linear_cka(x, x @ rotation) == pytest.approx(1.0)
+    assert metrics.linear_cka(x, 7.5 * x + 3.0) == pytest.approx(1.0)  # and to a shift: it centres
+    y = np.c_[x @ rotation, np.zeros((400, 4))]  # another width: only the shared inputs matter
+    assert metrics.linear_cka(x, y) == pytest.approx(1.0)
+    assert metrics.linear_cka(x, y) == pytest.approx(metrics.linear_cka(y, x))
+    # not invariant to an anisotropic scaling, and small between independent representations
+    assert metrics.linear_cka(x, x * np.r_[10.0, np.ones(11)]) < 0.99
+    assert metrics.linear_cka(x, rng.normal(size=(400, 12))) < 0.1
+    assert np.isnan(metrics.linear_cka(x, np.ones((400, 3))))
+    with pytest.raises(ValueError):
+        metrics.linear_cka(x, x[:10])
+
+
+def test_linear_recon_nats_rewards_features_that_keep_the_image():
+    rng = np.random.default_rng(4)
+    codes = rng.normal(size=(1200, 6))
+    images = 1 / (1 + np.exp(-(codes @ rng.normal(size=(6, 784)))))  # grey values a 6-number code determines
+    train, test = slice(0, 800), slice(800, None)
+
+    def nats(features):
+        return metrics.linear_recon_nats(features[train], images[train], features[test], images[test])
+
+    keeps, half, none = nats(codes), nats(codes[:, :3]), nats(rng.normal(size=(1200, 6)))
+    # the best a Bernoulli model can do on grey values: their own entropy
+    floor = float(-(images[test] * np.log(images[test]) + (1 - images[test]) * np.log1p(-images[test])).sum(1).mean())
+    assert floor < keeps < half < none and np.isfinite(none)
+    # noise features: about the mean image's cross-entropy (the intercept alone)
+    mean = np.clip(images[train].mean(0), metrics.RECON_CLAMP, 1 - metrics.RECON_CLAMP)
+    blank = float(-(images[test] * np.log(mean) + (1 - images[test]) * np.log1p(-mean)).sum(1).mean())
+    assert none == pytest.approx(blank, rel=0.02)
+    # images as (N, 1, 28, 28) arrays give the same number; a constant feature is harmless
+    assert nats(codes) == pytest.approx(metrics.linear_recon_nats(codes[train], images[train].reshape(-1, 1, 28, 28),
+                                                                  codes[test], images[test]))
+    assert np.isfinite(nats(np.c_[codes, np.ones(1200)]))
+
+
+def test_linear_probe_auroc_and_pca_projection():
+    rng = np.random.default_rng(5)
+    labels = np.arange(800) % 2
+    separable = rng.normal(size=(800, 10)) + 4.0 * labels[:, None] * np.eye(10)[0]
+    assert metrics.linear_probe_auroc(separable[:400], labels[:400], separable[400:], labels[400:], seed=0) > 0.99
+    noise = rng.normal(size=(800, 10))
+    assert abs(metrics.linear_probe_auroc(noise[:400], labels[:400], noise[400:], labels[400:], seed=0) - 0.5) < 0.1
+    # PCA on train only: k columns, the train projection centred, its variances in decreasing order
+    wide = rng.normal(size=(500, 8)) * np.arange(8, 0, -1)
+    train, test = metrics.pca_project(wide[:300], wide[300:], 3)
+    assert train.shape == (300, 3) and test.shape == (200, 3) and np.allclose(train.mean(0), 0)
+    assert list(np.argsort(-train.var(0))) == [0, 1, 2] and train.var(0)[0] > 40
+    assert metrics.pca_project(wide[:300], wide[300:], 20)[0].shape == (300, 8)  # no more axes than features
 
 
 @pytest.mark.parametrize("values, expected", [

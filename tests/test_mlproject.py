@@ -64,7 +64,7 @@ def test_mlflow_run_train_vae_on_synthetic(store, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     client = MlflowClient()
     (run,) = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
-    assert run.info.status == "FINISHED" and run.info.run_name == "vae z4 b1.0 s0"
+    assert run.info.status == "FINISHED" and run.info.run_name == "vae z4 b1.0 n300 s0"
     assert {"train_neg_elbo", "val_neg_elbo", "test_neg_elbo", "active_units"} <= set(run.data.metrics)
     assert image_steps(client, run.info.run_id, "samples") == [1, 2]
     png = client.download_artifacts(run.info.run_id, "pictures/samples.png", str(tmp_path))

@@ -1,13 +1,18 @@
 """`genlab probe` end to end on synthetic runs, and its bad input (exit 2, one line, no probe run)."""
 
 import json
+import math
 
+import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
+from genlab import data, probe
+from genlab.configs import ProbeConfig
 from genlab.entries import Context
-from genlab.models.gan import Discriminator
-from genlab.models.vae import Encoder, param_count
+from genlab.models.gan import Discriminator, Generator
+from genlab.models.vae import VAE, Encoder, param_count
 from genlab.train import gan, vae
 
 from .conftest import ran, run_cli, store_in
@@ -15,6 +20,15 @@ from .conftest import ran, run_cli, store_in
 METRICS = {"encoder_probe_accuracy", "discriminator_probe_accuracy", "encoder_probe_accuracy_raw",
            "encoder_param_count", "discriminator_param_count", "d_prob_real", "d_prob_generated", "d_prob_recon",
            "encoder_kl_real", "encoder_kl_generated", "encoder_kl_recon", "encoder_trunk_probe_accuracy"}
+# the lab's two sentences (issue 15): what a layer keeps of the image, how it separates real from generated images,
+# dimension-matched class probes, the trunks' similarity, and the same on untrained networks (the controls)
+RECON = {"encoder_recon_from_features", "discriminator_recon_from_features", "encoder_zmean_recon_from_features",
+         "untrained_encoder_recon_from_features", "untrained_discriminator_recon_from_features"}
+AUROC = {"encoder_realfake_auroc", "discriminator_realfake_auroc", "discriminator_output_auroc",
+         "encoder_zmean_realfake_auroc", "untrained_encoder_realfake_auroc", "untrained_discriminator_realfake_auroc"}
+ACCURACY = {"encoder_trunk_pca_probe_accuracy", "discriminator_pca_probe_accuracy", "untrained_encoder_probe_accuracy",
+            "untrained_encoder_trunk_probe_accuracy", "untrained_discriminator_probe_accuracy"}
+CKA = {"trunk_cka", "trunk_cka_init"}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +54,11 @@ def test_probe_end_to_end(runs, capsys):
     assert {k: run.data.params[k] for k in ("vae_run", "gan_run", "dataset", "limit", "seed")} == {
         "vae_run": vae_id, "gan_run": gan_id, "dataset": "synthetic", "limit": "300", "seed": "0"}
     m = run.data.metrics
-    assert METRICS <= set(m)
+    assert METRICS | RECON | AUROC | ACCURACY | CKA <= set(m)
+    assert all(math.isfinite(m[k]) for k in RECON | AUROC | ACCURACY | CKA)
+    for key in AUROC | ACCURACY | CKA:
+        assert 0 <= m[key] <= 1, key
+    assert min(m[k] for k in RECON) > 0  # nats per image
     assert m["encoder_param_count"] == param_count(Encoder(4)) and m["discriminator_param_count"] == param_count(
         Discriminator())
     assert m["encoder_output_dim"] == 8 and m["discriminator_output_dim"] == 1
@@ -73,3 +91,38 @@ def test_probe_bad_input_is_exit_2_and_no_run(runs, capsys, case):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
     assert MlflowClient().get_experiment_by_name("no-probe") is None
+
+
+def test_fresh_networks_are_seeded_distinct_and_leave_the_global_rng_alone():
+    model, disc = VAE(4), Discriminator()
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    enc0, disc0 = probe.fresh_networks(model, disc, seed=7)
+    assert torch.equal(torch.get_rng_state(), before)
+    again, _ = probe.fresh_networks(model, disc, seed=7)
+    other, _ = probe.fresh_networks(model, disc, seed=8)
+    weight = enc0.trunk[0].weight
+    assert torch.equal(weight, again.trunk[0].weight) and not torch.equal(weight, other.trunk[0].weight)
+    # the same architecture, drawn one after the other: not the same weights (their CKA would be 1 by construction)
+    assert weight.shape == disc0.trunk[0].weight.shape and not torch.equal(weight, disc0.trunk[0].weight)
+    assert enc0.latent_dim == 4 and not enc0.training and not disc0.training
+
+
+def test_untrained_controls_measure_exactly_what_the_trained_numbers_measure():
+    """Networks that are the fresh ones (seed 0) give their untrained controls' numbers: the controls go through
+    the same readouts, on the same images."""
+    cfg = ProbeConfig(vae_run="0" * 32, gan_run="1" * 32, dataset="synthetic", limit=300, max_iter=30)
+    model, generator, disc = VAE(4).eval(), Generator(4).eval(), Discriminator().eval()
+    enc0, disc0 = probe.fresh_networks(model, disc, cfg.seed)
+    model.encoder.load_state_dict(enc0.state_dict())
+    disc.load_state_dict(disc0.state_dict())
+    m, d_prob, kl = probe.measure(cfg, model, generator, disc, data.load("synthetic", 300), torch.device("cpu"))
+    for name in ("recon_from_features", "realfake_auroc"):
+        for net in ("encoder", "discriminator"):
+            assert m[f"untrained_{net}_{name}"] == pytest.approx(m[f"{net}_{name}"]), (net, name)
+    assert m["untrained_encoder_probe_accuracy"] == pytest.approx(m["encoder_probe_accuracy"])
+    assert m["untrained_encoder_trunk_probe_accuracy"] == pytest.approx(m["encoder_trunk_probe_accuracy"])
+    assert m["untrained_discriminator_probe_accuracy"] == pytest.approx(m["discriminator_probe_accuracy"])
+    assert m["trunk_cka"] == pytest.approx(m["trunk_cka_init"]) and 0 < m["trunk_cka"] < 1
+    assert set(d_prob) == set(kl) == {"real", "generated", "recon"} and len(d_prob["real"]) == 500
+    assert m["d_prob_real"] == pytest.approx(float(np.mean(d_prob["real"])))

@@ -51,7 +51,7 @@ def test_the_lab_plans_load_for_every_profile(profile):
     assert not by_q["search"].default and all(by_q[q].default for q in ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2"))
     arms = {q: {r.arm for r in p.runs} for q, p in by_q.items()}
     assert {"reparam", "score", "detach", "gradvar", "gradvar_init"} == arms["p1q1"]
-    assert {"vae_decoder", "random", "ae_decoder"} == arms["p2q1"]
+    assert {"vae_decoder", "random", "ae_decoder", "ae_decoder_matched"} == arms["p2q1"]
     assert any(r.params["latent_dim"] == 2 for r in by_q["p1q2"].runs)  # the latent scatter
     lab = [r for q in ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2") for r in by_q[q].runs]
     if profile == "quick":  # one seed, small subsets, few epochs: a pipeline check
@@ -75,6 +75,7 @@ def test_gans_and_probes_start_from_the_networks_of_their_own_seed():
         if r.arm != "random":
             beta = 1 if r.arm == "vae_decoder" else 0
             assert r.params["init_from"] == f"@p1q2_conv_beta{beta}_s{r.params['seed']}"
+        assert r.params.get("latent_fit", "none") == ("codes" if r.arm == "ae_decoder_matched" else "none")
     probes = plans["p2q2"].runs
     assert [(r.params["vae_run"], r.params["gan_run"]) for r in probes] == [
         (f"@p1q2_conv_beta1_s{s}", f"@p2q1_gan_vae_decoder_s{s}") for s in (0, 1, 2)]
@@ -85,7 +86,7 @@ def test_gans_and_probes_start_from_the_networks_of_their_own_seed():
 def test_only_pulls_in_what_the_selection_refers_to():
     names = [r.name for r in study.select(study.load_plans(study.StudyConfig()), "p2q1")]
     assert names[:2] == ["p1q2_conv_beta0_s0", "p1q2_conv_beta1_s0"] and all(n.startswith("p2q1_") for n in names[2:])
-    assert len(names) == 2 + 3  # one seed per arm in quick
+    assert len(names) == 2 + 4  # one seed per arm in quick
 
 
 def test_dry_run_lists_every_run_with_its_reference_and_a_wall_time_estimate(capsys):

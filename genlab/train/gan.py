@@ -3,7 +3,9 @@
 The lab's question "can a VAE decoder serve as a GAN generator?" is answered by ``init_from``: the generator
 starts from a trained VAE decoder (a run id or a registered model), and the step-0 evaluation, logged before any
 GAN update, shows its head start over a random one. ``init_discriminator=encoder`` also starts the discriminator
-from the same VAE's encoder trunk.
+from the same VAE's encoder trunk. ``latent_fit=codes`` puts a fixed Gaussian map, fitted to the codes that same
+run's encoder gives the training images, between the noise and the decoder (P2Q1's control: is it the latent
+distribution or the decoder that makes a VAE decoder a good start?).
 
 Read top to bottom: config -> validate -> init source -> evaluation -> train (the loop, which reports to a
 loop.Sink) -> TrackedGANSink (what a run logs) -> run (the MLflow run around it).
@@ -26,14 +28,15 @@ from genlab import config, data, losses, metrics, pictures, tags
 from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
 from genlab.configs import INIT_DISCRIMINATORS, LOSSES, MODEL_URI, RUN_ID, GANConfig
 from genlab.entries import Context, EpochCallback, Result
-from genlab.models.gan import Discriminator, Generator, generate
-from genlab.models.vae import ARCHS, param_count
+from genlab.models.gan import Discriminator, FittedGenerator, Generator, LatentFit, generate
+from genlab.models.vae import ARCHS, Encoder, param_count
 from genlab.pictures import N_GRID, SAMPLE_SEED
 from genlab.train import loop
 from genlab.train.vae import MIN_EVAL_SAMPLES
 
 EVAL_SEED = 4321  # the fixed noise behind every evaluation (independent of the run seed, like SAMPLE_SEED)
 DIVERSITY_SAMPLES = 500  # images behind sample_diversity (500*499/2 pairs)
+LATENT_FITS = {f.name: f for f in dataclasses.fields(GANConfig)}["latent_fit"].metadata["choices"]
 
 
 def validate(cfg: GANConfig) -> None:
@@ -52,6 +55,9 @@ def validate(cfg: GANConfig) -> None:
     check_choice("init_discriminator", cfg.init_discriminator, INIT_DISCRIMINATORS)
     check(cfg.init_discriminator == "none" or cfg.init_from != "none", "init_discriminator", cfg.init_discriminator,
           "none when init_from is none (the encoder comes from the init_from VAE)")
+    check_choice("latent_fit", cfg.latent_fit, LATENT_FITS)
+    check(cfg.latent_fit == "none" or cfg.init_from != "none", "latent_fit", cfg.latent_fit,
+          "none when init_from is none (the codes come from the init_from run's encoder)")
     check_int("eval_every", cfg.eval_every, 1)
     check(isinstance(cfg.eval_samples, int) and (cfg.eval_samples == 0 or cfg.eval_samples >= MIN_EVAL_SAMPLES),
           "eval_samples", cfg.eval_samples, f"0 (skip) or an integer >= {MIN_EVAL_SAMPLES}")
@@ -72,18 +78,22 @@ def init_label(cfg: GANConfig, init: InitSource | None) -> str:
 
 def run_name(cfg: GANConfig, init: InitSource | None = None) -> str:
     """``gan z16 init=vae-decoder s0`` (plus the arch / loss when not the default, ``+encoder`` for the
-    discriminator): the initialisations of P2Q1 get different names."""
+    discriminator, ``latent_fit=codes`` for the fitted noise): the initialisations of P2Q1 get different names."""
     extra = "".join(f" {v}" for v, default in ((cfg.arch, "conv"), (cfg.loss, "ns")) if v != default)
     init = init_label(cfg, init)
     if cfg.init_discriminator == "encoder":
         init += "+encoder"
-    return f"gan{extra} z{cfg.latent_dim} init={init} s{cfg.seed}"
+    fit = f" latent_fit={cfg.latent_fit}" if cfg.latent_fit != "none" else ""
+    return f"gan{extra} z{cfg.latent_dim} init={init}{fit} s{cfg.seed}"
 
 
 def describe(cfg: GANConfig, init: InitSource | None) -> str:
     """The run's description in the MLflow UI."""
     start = {"random": "a random initialisation", "vae-decoder": f"the decoder of VAE run {cfg.init_from}",
              "ae-decoder": f"the decoder of autoencoder run {cfg.init_from} (beta 0)"}[init_label(cfg, init)]
+    if cfg.latent_fit == "codes":
+        start += (", its noise passing through a fixed Gaussian fitted to that run's codes of the training images "
+                  "(z_mean)")
     images_used = f"the first {cfg.limit:,} training images" if cfg.limit else "all training images"
     return (f"{cfg.arch} DCGAN ({cfg.loss} loss), latent_dim {cfg.latent_dim}, generator starting from {start}; "
             f"{cfg.epochs} epochs on {images_used} of {cfg.dataset} (seed {cfg.seed}). fid_proxy is logged from step 0 "
@@ -101,18 +111,24 @@ def config_from_params(params: dict[str, str]) -> GANConfig:
 
 def check_data(cfg: GANConfig, splits: data.Splits) -> None:
     config.check_batch_fits(cfg.batch_size, len(splits.train_x))
+    # fewer codes than dimensions leave the fitted covariance singular: a Gaussian of nothing in particular
+    check(cfg.latent_fit == "none" or len(splits.train_x) > cfg.latent_dim, "limit", cfg.limit,
+          f"0 or larger than latent_dim={cfg.latent_dim} with latent_fit=codes (a full covariance is fitted to the "
+          "codes of the training images)")
 
 
 # ---------------------------------------------------------------- where the initial weights come from
 
 @dataclass
 class InitSource:
-    """Weights taken from a finished VAE run: its decoder, and optionally its encoder's trunk."""
+    """Weights taken from a finished VAE run: its decoder, and optionally its encoder's trunk (the discriminator's
+    start) or its whole encoder (whose codes ``latent_fit=codes`` fits)."""
 
     run_id: str
     decoder: dict[str, torch.Tensor]
     trunk: dict[str, torch.Tensor] | None = None
     beta: float = 1.0  # the source VAE's KL weight (0: an autoencoder, whose latent is not made normal)
+    encoder: dict[str, torch.Tensor] | None = None
 
 
 def resolve_init(cfg: GANConfig) -> InitSource | None:
@@ -137,29 +153,57 @@ def resolve_init(cfg: GANConfig) -> InitSource | None:
     try:
         decoder = (tracking.load_state_dict(model_uri) if model_uri
                    else tracking.logged_model_state_dict(run_id, "decoder"))
-        trunk = None
-        if cfg.init_discriminator == "encoder":
+        trunk, encoder = None, None
+        if cfg.init_discriminator == "encoder" or cfg.latent_fit == "codes":
             encoder = tracking.logged_model_state_dict(run_id, "encoder")
+        if cfg.init_discriminator == "encoder":
             trunk = {k.removeprefix("trunk."): v for k, v in encoder.items() if k.startswith("trunk.")}
     except tracking.TrackingError as e:
         raise ConfigError(f"init_from: {e}") from None
-    init = InitSource(run_id, decoder, trunk, beta=float(source.data.params.get("beta", 1.0)))
+    init = InitSource(run_id, decoder, trunk, beta=float(source.data.params.get("beta", 1.0)),
+                      encoder=encoder if cfg.latent_fit == "codes" else None)
     try:
         build_models(cfg, init)
+        if init.encoder is not None:
+            Encoder(cfg.latent_dim, cfg.arch).load_state_dict(init.encoder)
     except RuntimeError:  # load_state_dict: missing keys or shapes that differ
         raise ConfigError(f"init_from: '{cfg.init_from}' is not a {cfg.arch} decoder/encoder with latent_dim "
                           f"{cfg.latent_dim}") from None
     return init
 
 
-def build_models(cfg: GANConfig, init: InitSource | None) -> tuple[Generator, Discriminator]:
-    """A fresh generator and discriminator (seeded by the caller), with the init source's weights loaded exactly."""
+def build_models(cfg: GANConfig, init: InitSource | None, latent_fit: LatentFit | None = None,
+                 ) -> tuple[Generator | FittedGenerator, Discriminator]:
+    """A fresh generator and discriminator (seeded by the caller), with the init source's weights loaded exactly;
+    with ``latent_fit=codes`` the generator sits behind ``latent_fit`` (the identity until a fit or a checkpoint
+    fills it)."""
     generator, discriminator = Generator(cfg.latent_dim, cfg.arch), Discriminator(cfg.arch)
     if init is not None:
         generator.load_state_dict(init.decoder)
         if init.trunk is not None:
             discriminator.trunk.load_state_dict(init.trunk)
+    if cfg.latent_fit == "codes":
+        return FittedGenerator(latent_fit or LatentFit(cfg.latent_dim), generator), discriminator
     return generator, discriminator
+
+
+@torch.no_grad()
+def fit_latent(cfg: GANConfig, init: InitSource | None, splits: data.Splits, device: torch.device,
+               batch_size: int = 500) -> tuple[LatentFit, dict[str, float]]:
+    """The Gaussian of the codes ``init``'s encoder gives the training images, with its summary metrics
+    (``latent_fit_mean_norm``, ``latent_fit_logdet``, ``latent_fit_seconds``). The codes are z_mean, not draws
+    z_mean + sigma·eps: a beta = 0 autoencoder has no KL term holding sigma up, reconstruction alone drives it
+    towards 0, so its decoder learned from codes at about z_mean and its sigma describes no distribution it saw."""
+    if init is None or init.encoder is None:
+        raise ValueError("latent_fit=codes needs the init_from run's encoder (resolve_init loads it)")
+    t0 = time.perf_counter()
+    encoder = Encoder(cfg.latent_dim, cfg.arch)
+    encoder.load_state_dict(init.encoder)
+    encoder.to(device).eval()
+    codes = torch.cat([encoder.encode(xb)[0].float().cpu()
+                       for xb in data.batches(splits.train_x, batch_size, device=device)])
+    fit = LatentFit.of_codes(codes)
+    return fit, {**fit.summary(), "latent_fit_seconds": time.perf_counter() - t0}
 
 
 # ---------------------------------------------------------------- evaluation
@@ -220,7 +264,7 @@ def load_checkpoint(path: str | Path) -> dict:
 class Networks(NamedTuple):
     """What the GAN loop trains (its ``model`` for a loop.Sink)."""
 
-    generator: Generator
+    generator: Generator | FittedGenerator
     discriminator: Discriminator
 
 
@@ -249,11 +293,12 @@ class TrainState:
 
 
 def initial_state(cfg: GANConfig, device: torch.device, init: InitSource | None = None, resume: dict | None = None,
-                  ) -> tuple[TrainState, int]:
-    """Seeded networks (from ``init``'s weights if given), their optimisers and RNGs, loaded from the checkpoint
-    ``resume`` if given; and the first epoch to train."""
+                  latent_fit: LatentFit | None = None) -> tuple[TrainState, int]:
+    """Seeded networks (from ``init``'s weights if given, behind ``latent_fit`` with ``latent_fit=codes``), their
+    optimisers and RNGs, loaded from the checkpoint ``resume`` if given (the generator's state holds the fitted
+    map too); and the first epoch to train."""
     torch.manual_seed(cfg.seed)
-    generator, discriminator = build_models(cfg, init)
+    generator, discriminator = build_models(cfg, init, latent_fit)
     generator.to(device)
     discriminator.to(device)
     betas = (cfg.beta1, 0.999)
@@ -271,13 +316,17 @@ def initial_state(cfg: GANConfig, device: torch.device, init: InitSource | None 
 def train(cfg: GANConfig, splits: data.Splits, sink: loop.Sink = loop.NullSink(), resume: dict | None = None,
           init: InitSource | None = None, scorer: Any | None = None) -> tuple[Networks, dict[str, float]]:
     """Train, reporting each epoch to ``sink`` (TrackedGANSink: an MLflow run; the default: nowhere), from the
-    checkpoint ``resume`` if given, else from ``init``'s weights. ``scorer`` adds sample quality every
+    checkpoint ``resume`` if given, else from ``init``'s weights (with ``latent_fit=codes``, behind the Gaussian
+    fitted to its encoder's codes, whose summary joins the step-0 metrics). ``scorer`` adds sample quality every
     ``eval_every`` epochs and at the end. Returns both networks and the last epoch's metrics, with the
     convergence gate on fid_proxy (``val_rel_improvement_tail``, ``converged``) when it was evaluated."""
     device = resolve_device(cfg.device)
-    state, start_epoch = initial_state(cfg, device, init, resume)
+    latent_fit, fitted = None, {}
+    if cfg.latent_fit == "codes" and resume is None:  # a resumed run's map comes back with its checkpoint
+        latent_fit, fitted = fit_latent(cfg, init, splits, device)
+    state, start_epoch = initial_state(cfg, device, init, resume, latent_fit)
     if start_epoch == 1:
-        initial = evaluate(state.nets.generator, cfg, scorer)
+        initial = {**fitted, **evaluate(state.nets.generator, cfg, scorer)}
         state.val_history = [initial[GATE_METRIC]] if GATE_METRIC in initial else []
         sink.start(state.nets, initial)
     last: dict[str, float] = {}
@@ -354,9 +403,10 @@ def _step(cfg: GANConfig, state: TrainState, real: torch.Tensor, epoch: int, ste
 class TrackedGANSink:
     """A GAN run's MLflow record, written to ``run`` (a tracking.Run): at step 0, before any update, sample
     diversity (and the real images'), parameter counts, sample quality and the ``samples`` grid (so an
-    initialisation's head start shows); per epoch the metrics (one batched call), the ``samples`` series and
-    ``checkpoint/last.pt``; at the end the generator model. ``on_epoch(epoch, metrics)`` runs after each epoch's
-    logging and may raise to stop."""
+    initialisation's head start shows) and, with ``latent_fit=codes``, the fitted Gaussian's summary; per epoch the
+    metrics (one batched call), the ``samples`` series and ``checkpoint/last.pt``; at the end the generator model
+    (a plain Decoder: a fitted map is folded into its first layer). ``on_epoch(epoch, metrics)`` runs after each
+    epoch's logging and may raise to stop."""
 
     def __init__(self, run: Any, cfg: GANConfig, splits: data.Splits, scorer: Any | None = None,
                  on_epoch: EpochCallback | None = None):
@@ -384,7 +434,8 @@ class TrackedGANSink:
         if gate:
             self.run.log_metrics(gate, step=self.cfg.epochs)
         nets.generator.cpu().eval()
-        self.run.log_model(nets.generator, "generator", np.zeros((2, self.cfg.latent_dim), np.float32))
+        generator = nets.generator.folded() if isinstance(nets.generator, FittedGenerator) else nets.generator
+        self.run.log_model(generator, "generator", np.zeros((2, self.cfg.latent_dim), np.float32))
         return {}
 
 

@@ -25,6 +25,7 @@ from genlab.entries import Context, EpochCallback, Result
 from genlab.models.vae import ARCHS, VAE, param_count, reparameterize
 from genlab.pictures import N_GRID, SAMPLE_SEED
 from genlab.quality import MIN_SAMPLES as MIN_EVAL_SAMPLES
+from genlab.quality import Scorer
 from genlab.train import loop
 
 
@@ -59,9 +60,12 @@ def learning_rate(base: float, step: int, total_steps: int) -> float:
 
 
 def run_name(cfg: VAEConfig) -> str:
-    """``vae z16 b1.0 s0`` (plus the arch / estimator when not the default)."""
+    """``vae z16 b1.0 s0`` (plus the arch / estimator when not the default, and ``n<limit>`` for a subset of the
+    training images: P1Q3's positive control differs from its sweep by its training-set size alone)."""
     extra = "".join(f" {v}" for v, default in ((cfg.arch, "conv"), (cfg.estimator, "reparam")) if v != default)
-    return f"vae{extra} z{cfg.latent_dim} b{cfg.beta:g}{'.0' if float(cfg.beta).is_integer() else ''} s{cfg.seed}"
+    subset = f" n{cfg.limit}" if cfg.limit else ""
+    return (f"vae{extra} z{cfg.latent_dim} b{cfg.beta:g}{'.0' if float(cfg.beta).is_integer() else ''}{subset} "
+            f"s{cfg.seed}")
 
 
 def describe(cfg: VAEConfig) -> str:
@@ -106,6 +110,30 @@ def evaluate(model: VAE, x: torch.Tensor, device: torch.device, seed: int, batch
     recon, kl, neg_elbo = (sums / len(x)).tolist()
     return {"recon": recon, "kl": kl, "neg_elbo": neg_elbo,
             "active_units": metrics.active_units(torch.cat(z_means).numpy())}
+
+
+# The codes behind aggregate_posterior_mmd: between two samples of N(0, I) the estimate's spread is ~1e-4 at 2,000
+# codes (P1Q2's minimum effect is 0.01), and its three 2,000 x 2,000 kernel matrices take well under a second.
+MMD_IMAGES = 2000
+
+
+def posterior_metrics(z_mean: torch.Tensor, z_log_var: torch.Tensor, seed: int) -> dict[str, float]:
+    """The shape of the latent space from the posteriors of a set of images (the test split), ``z_mean`` and
+    ``z_log_var`` (N, latent_dim): ``kl_active_units`` (latent dimensions whose mean KL per image exceeds
+    metrics.KL_ACTIVE_THRESHOLD nats) and ``aggregate_posterior_mmd`` (metrics.mmd2_unbiased between one posterior
+    draw z ~ q(z|x) for each of the first MMD_IMAGES images and as many prior draws z ~ N(0, I)).
+
+    Draws, not z_mean: together they sample the aggregate posterior q(z), the codes the decoder was trained on,
+    which the prior's draws must resemble for prior samples to decode well. z_mean alone leaves out each
+    posterior's spread, so a large-beta VAE whose q(z) matches the prior would look far from it."""
+    z_mean, z_log_var = z_mean.float().cpu(), z_log_var.float().cpu()
+    kl = losses.kl_per_dim(z_mean, z_log_var).mean(0)
+    noise = torch.Generator().manual_seed(seed + 3)  # evaluate uses seed, the nll_iw bound seed + 2
+    n = min(len(z_mean), MMD_IMAGES)
+    z = z_mean[:n] + (0.5 * z_log_var[:n]).exp() * torch.randn(z_mean[:n].shape, generator=noise)
+    prior = torch.randn(z.shape, generator=noise)
+    return {"kl_active_units": metrics.kl_active_units(kl.numpy()),
+            "aggregate_posterior_mmd": metrics.mmd2_unbiased(z.numpy(), prior.numpy())}
 
 
 @torch.no_grad()
@@ -329,7 +357,7 @@ class TrackedVAESink:
 
     def end(self, model: VAE, final: dict[str, float]) -> dict[str, float]:
         cfg, run = self.cfg, self.run
-        added = log_latent_space(run, model, self.splits, self.device, step=cfg.epochs)
+        added = log_latent_space(run, model, self.splits, self.device, step=cfg.epochs, seed=cfg.seed)
         log_pictures(run, model, self.splits, self.device)
         # what the last epoch did not log: the convergence gate, the test and train evaluations, nll_iw
         run.log_metrics({k: v for k, v in final.items() if k not in self.epoch_keys}, step=cfg.epochs)
@@ -345,8 +373,11 @@ class TrackedVAESink:
 def _log_sample_quality(run, model: VAE, splits: data.Splits, cfg: VAEConfig, device: torch.device,
                         ) -> dict[str, float]:
     """Score ``eval_samples`` prior samples (``fid_proxy``, ...) and as many test reconstructions
-    (``recon_fid_proxy``, ...) with the data set's feature classifier; log them, ``eval_seconds`` and the param
-    ``fid_classifier``. ``eval_seconds`` leaves out a one-time classifier training."""
+    (``recon_fid_proxy``, ...) with the data set's feature classifier, plus ``aggregate_fid_proxy`` (the same
+    test images decoded from one posterior draw each: samples of the aggregate posterior, so fid_proxy -
+    aggregate_fid_proxy is what the prior's draws lose by landing where no image's code lies) and
+    ``interp_smoothness``; log them, ``eval_seconds`` and the param ``fid_classifier``. ``eval_seconds`` leaves
+    out a one-time classifier training."""
     from genlab.train.classifier import get_scorer
 
     scorer = get_scorer(cfg.dataset, device, splits=splits)
@@ -354,17 +385,43 @@ def _log_sample_quality(run, model: VAE, splits: data.Splits, cfg: VAEConfig, de
     run.log_params({"fid_classifier": scorer.run_id})
     model.eval()
     z = torch.randn(cfg.eval_samples, cfg.latent_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED + cfg.seed))
-    samples, recons = [], []
+    noise = torch.Generator().manual_seed(SAMPLE_SEED + cfg.seed + 1)
+    samples, recons, aggregate = [], [], []
     with torch.no_grad():
         for start in range(0, len(z), 1000):
             samples.append(torch.sigmoid(model.decoder(z[start:start + 1000].to(device))).float().cpu())
         for xb in data.batches(splits.test_x[:cfg.eval_samples], 1000, device=device):
-            recons.append(torch.sigmoid(model.decoder(model.encoder.encode(xb)[0])).float().cpu())  # posterior mean
+            z_mean, z_log_var = model.encoder.encode(xb)
+            recons.append(torch.sigmoid(model.decoder(z_mean)).float().cpu())  # posterior mean
+            eps = torch.randn(z_mean.shape, generator=noise).to(device)
+            aggregate.append(torch.sigmoid(model.decoder(z_mean + (0.5 * z_log_var).exp() * eps)).float().cpu())
     model.train()
-    quality = {**scorer.score(torch.cat(samples)), **scorer.score(torch.cat(recons), prefix="recon_")}
+    quality = {**scorer.score(torch.cat(samples)), **scorer.score(torch.cat(recons), prefix="recon_"),
+               "aggregate_fid_proxy": scorer.fid_proxy(torch.cat(aggregate)),
+               "interp_smoothness": interpolation_smoothness(model, splits.test_x, scorer, device)}
     quality["eval_seconds"] = time.perf_counter() - t0
     run.log_metrics(quality, step=cfg.epochs)
     return quality
+
+
+# interp_smoothness: lines between the z_mean of random pairs of test images, the same pairs for every run of a data
+# set (a fixed seed: runs then differ only by their model). 32 x 16 decoded images cost a fraction of a second.
+INTERP_PAIRS, INTERP_STEPS, INTERP_SEED = 32, 16, SAMPLE_SEED + 7
+
+
+def interpolation_smoothness(model: VAE, x: torch.Tensor, scorer: Scorer, device: torch.device) -> float:
+    """metrics.interp_smoothness of INTERP_PAIRS straight lines, INTERP_STEPS evenly spaced points each (ends
+    included), between the codes (z_mean) of pairs of distinct uint8 images ``x`` (the test split); each point
+    decoded (the decoder's mean) and embedded by the scorer's feature classifier. 1: the images change evenly
+    along the lines; larger: most of the change happens in a few steps (a jump between regions of the space)."""
+    pairs = min(INTERP_PAIRS, len(x) // 2)
+    if pairs == 0:
+        raise ValueError(f"interp_smoothness needs at least 2 images, got {len(x)}")
+    chosen = np.random.default_rng(INTERP_SEED).choice(len(x), size=2 * pairs, replace=False)
+    z = encode_means(model, x[torch.from_numpy(chosen)], device)[0]
+    images = pictures.decode(model.decoder, pictures.lines(z[:pairs], z[pairs:], INTERP_STEPS))
+    features, _ = scorer.features(images)
+    return metrics.interp_smoothness(features.reshape(pairs, INTERP_STEPS, -1))
 
 
 PROBE_TRAIN_IMAGES = 5000  # the linear probe of z_mean is fitted on at most this many training images
@@ -380,20 +437,24 @@ def encode_means(model: VAE, x: torch.Tensor, device: torch.device, batch_size: 
     return torch.cat([m for m, _ in parts]).float().cpu(), torch.cat([v for _, v in parts]).float().cpu()
 
 
-def log_latent_space(run, model: VAE, splits: data.Splits, device: torch.device, step: int) -> dict[str, float]:
+def log_latent_space(run, model: VAE, splits: data.Splits, device: torch.device, step: int, seed: int = 0,
+                     ) -> dict[str, float]:
     """P1Q2's view of the latent space, logged to ``run``: ``latent_probe_accuracy`` (logistic regression on
-    ``z_mean``, fitted on training images, scored on the test split), ``kl_per_dim.json`` (mean KL per latent
-    dimension on the test split, nats) and, for a 2-d latent, ``latent_scatter.png`` (test ``z_mean`` by class)."""
+    ``z_mean``, fitted on training images, scored on the test split), the test split's posterior_metrics
+    (``kl_active_units``, ``aggregate_posterior_mmd``; ``seed``: the posterior and prior draws), ``kl_per_dim.json``
+    (mean KL per latent dimension on the test split, nats) and, for a 2-d latent, ``latent_scatter.png`` (test
+    ``z_mean`` by class)."""
     train_mean, _ = encode_means(model, splits.train_x[:PROBE_TRAIN_IMAGES], device)
     test_mean, test_log_var = encode_means(model, splits.test_x, device)
     accuracy = metrics.linear_probe_accuracy(train_mean.numpy(), splits.train_y[:PROBE_TRAIN_IMAGES].numpy(),
                                              test_mean.numpy(), splits.test_y.numpy())
-    run.log_metrics({"latent_probe_accuracy": accuracy}, step=step)
+    added = {"latent_probe_accuracy": accuracy, **posterior_metrics(test_mean, test_log_var, seed)}
+    run.log_metrics(added, step=step)
     run.log_dict(losses.kl_per_dim(test_mean, test_log_var).mean(0).tolist(), "kl_per_dim.json")
     if model.latent_dim == 2:
         run.log_figure(latent_scatter(test_mean.numpy(), splits.test_y.numpy(),
                                       data.CLASS_NAMES.get(splits.name)), "latent_scatter.png")
-    return {"latent_probe_accuracy": accuracy}
+    return added
 
 
 def latent_scatter(z_mean: np.ndarray, labels: np.ndarray, class_names: list[str] | None = None):

@@ -2,7 +2,9 @@
 
 Runs: VAEs at beta = 1 with latent_dim swept, and plain autoencoders (beta = 0) at the same sizes for contrast (train,
 validation and test reconstruction, the importance-weighted bound on -log p(x) on train and test images, test
-active units, fid_proxy). Text: templates/<lang>/questions/p1q3.md.j2.
+active units, fid_proxy); the positive control: autoencoders (and VAEs, shown) at the smallest and largest sizes
+trained on a few hundred images for many epochs (arms ``control ae z=<d>``, ``control z=<d>``), where
+memorisation must show. Text: templates/<lang>/questions/p1q3.md.j2.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from reports.verdicts import (
     Drawn,
     Question,
     Verdict,
+    arm,
     cell,
     compare_runs,
     ids,
@@ -35,6 +38,7 @@ METRICS = ("train_eval_recon", "val_recon", "test_recon", "train_nll_iw", "test_
            "fid_proxy", "recon_fid_proxy")
 REQUIRED = ("train_eval_recon", "val_recon", "test_recon")
 VAE_BETA, AE_BETA = 1.0, 0.0
+CONTROL = "control"  # in the arm of the positive control's runs: a few hundred training images, many epochs
 
 
 def _dims(runs: pd.DataFrame) -> list[dict[str, Any]]:
@@ -46,9 +50,10 @@ def _dims(runs: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def _gap_growth(rows: list[dict[str, Any]]) -> Comparison:
+def _gap_growth(rows: list[dict[str, Any]], gap: str = "_gap") -> Comparison:
+    """The gap (``_gap``: reconstruction, ``_nll_gap``: IW bound) at the largest latent_dim minus at the smallest."""
     first, last = rows[0], rows[-1]
-    return compare_runs(last["_runs"], first["_runs"], "_gap", GAP_GROWTH_MIN)
+    return compare_runs(last["_runs"], first["_runs"], gap, GAP_GROWTH_MIN)
 
 
 def _figure_data(main: pd.DataFrame, ae: pd.DataFrame) -> pd.DataFrame:
@@ -63,52 +68,70 @@ def _figure_data(main: pd.DataFrame, ae: pd.DataFrame) -> pd.DataFrame:
 
 
 def rule(runs: pd.DataFrame) -> Verdict:
-    """"Memorises noise" confirmed iff the generalisation gap (val_recon - train_eval_recon, nats/image) at the
-    largest latent_dim exceeds the gap at the smallest by more than GAP_GROWTH_MIN AND test_recon at the largest
-    latent_dim is worse than at the best one by more than RECON_WORSE_MIN (each beyond its interval, paired on
-    seeds when the sizes ran the same ones; a conjunction, so no multiplicity correction). Otherwise not confirmed,
-    and the shape says whether recon keeps improving, plateaus or worsens; inconclusive_underpowered when a part
-    the seeds could not have detected is all that stands between the data and a verdict. The gap of the
-    importance-weighted bound (test_nll_iw - train_nll_iw) is shown beside, not part of the rule."""
+    """"Memorises noise" is overfitting that grows with latent_dim. Confirmed iff, for the beta = 1 VAEs, the
+    generalisation gap (val_recon - train_eval_recon, nats/image) at the largest latent_dim exceeds the gap at the
+    smallest by more than GAP_GROWTH_MIN, test_recon at the largest latent_dim is worse than at the best one by more
+    than RECON_WORSE_MIN, and that is overfitting (the training reconstruction is not worse there too; both worse
+    is underfitting, which is not memorisation). Each part beyond its interval, paired on seeds; a conjunction, so
+    no multiplicity correction. The positive control: autoencoders trained on a few hundred images for many epochs
+    (arms containing ``control``) must show a gap growth beyond the same GAP_GROWTH_MIN, or the measurement could
+    not have seen memorisation and the verdict is ``inconclusive_control``. The gap of the importance-weighted
+    bound (test_nll_iw - train_nll_iw) is compared the same way and shown beside, not part of the rule."""
     missing: list[dict] = []
     vae = with_metrics(of_kind(runs, tags.VAE), REQUIRED, missing)
     vae = vae.assign(_beta=numeric(vae, "params.beta"), _z=numeric(vae, "params.latent_dim"),
                      _gap=numeric(vae, "metrics.val_recon") - numeric(vae, "metrics.train_eval_recon"),
                      _nll_gap=numeric(vae, "metrics.test_nll_iw") - numeric(vae, "metrics.train_nll_iw"))
     vae = vae[vae["_z"].notna()]
+    is_control = arm(vae).fillna("").str.contains(CONTROL)
+    control, control_vae = vae[is_control & (vae["_beta"] == AE_BETA)], vae[is_control & (vae["_beta"] == VAE_BETA)]
+    vae = vae[~is_control]
     main, ae = vae[vae["_beta"] == VAE_BETA], vae[vae["_beta"] == AE_BETA]
-    rows, ae_rows = _dims(main), _dims(ae)
+    rows, ae_rows, control_rows, control_vae_rows = _dims(main), _dims(ae), _dims(control), _dims(control_vae)
     if len(rows) < 2:
         missing.append({"what": "count", "key": "latent_dim", "have": len(rows), "need": 2})
     numbers: dict[str, Any] = {}
     data = _figure_data(main, ae)
     if len(ae_rows) >= 2:
         numbers["ae_gap_growth"] = _gap_growth(ae_rows)
-    table = [{k: v for k, v in r.items() if k != "_runs"} | {"model": "vae"} for r in rows] + \
-            [{k: v for k, v in r.items() if k != "_runs"} | {"model": "ae"} for r in ae_rows]
-    run_ids = ids(main) + ids(ae)
+    if len(control_rows) >= 2:
+        numbers["control_gap_growth"] = _gap_growth(control_rows)
+    if len(control_vae_rows) >= 2:  # does the VAE memorise when given the chance? shown, not part of the rule
+        numbers["control_vae_gap_growth"] = _gap_growth(control_vae_rows)
+    table = [{k: v for k, v in r.items() if k != "_runs"} | {"model": model}
+             for model, rs in (("vae", rows), ("ae", ae_rows), ("control_ae", control_rows),
+                               ("control_vae", control_vae_rows)) for r in rs]
+    run_ids = ids(main) + ids(ae) + ids(control) + ids(control_vae)
     if len(rows) < 2:
         return Verdict("p1q3", "missing", numbers, table, run_ids, missing, data)
 
     best = min(rows, key=lambda r: r["test_recon"].mean)
     last = rows[-1]
     numbers.update(d_min=rows[0]["latent_dim"], d_max=last["latent_dim"], d_best=best["latent_dim"],
-                   gap_growth=_gap_growth(rows),
-                   recon_worse=compare_runs(last["_runs"], best["_runs"], "test_recon", RECON_WORSE_MIN))
+                   gap_growth=_gap_growth(rows), nll_gap_growth=_gap_growth(rows, "_nll_gap"),
+                   recon_worse=compare_runs(last["_runs"], best["_runs"], "test_recon", RECON_WORSE_MIN),
+                   train_worse=compare_runs(last["_runs"], best["_runs"], "train_eval_recon", RECON_WORSE_MIN))
     outcome = numbers["recon_worse"].outcome
     numbers["shape"] = "improves" if best is last else {"greater": "worsens", "underpowered": "uncertain"}.get(
         outcome, "plateau")
+    numbers["fit"] = ("underfitting" if numbers["train_worse"].outcome == "greater" else "overfitting") \
+        if numbers["shape"] == "worsens" else "neither"
     numbers["gap_ok"] = numbers["gap_growth"].outcome == "greater"
-    return Verdict("p1q3", _status(numbers), numbers, table, run_ids, missing, data, rests_on=ids(main))
+    numbers["control_ok"] = "control_gap_growth" in numbers and numbers["control_gap_growth"].outcome == "greater"
+    return Verdict("p1q3", _status(numbers), numbers, table, run_ids, missing, data,
+                   rests_on=ids(main) + ids(control))
 
 
 def _status(numbers: dict[str, Any]) -> str:
-    """Confirmed when both parts hold; not confirmed when one part is a powered no (or reconstruction keeps
-    improving); otherwise a part is underpowered and the verdict inconclusive."""
+    """Without a control that saw memorisation, inconclusive_control. Confirmed when the gap grows and the test
+    reconstruction worsens by overfitting; not confirmed when one part is a powered no, reconstruction keeps
+    improving or plateaus, or it worsens by underfitting; otherwise a part is underpowered."""
     gap, shape = numbers["gap_growth"].outcome, numbers["shape"]
-    if numbers["gap_ok"] and shape == "worsens":
+    if not numbers["control_ok"]:
+        return "inconclusive_control"
+    if numbers["gap_ok"] and shape == "worsens" and numbers["fit"] == "overfitting":
         return "confirmed"
-    if gap in ("none", "less") or shape in ("improves", "plateau"):
+    if gap in ("none", "less") or shape in ("improves", "plateau") or numbers["fit"] == "underfitting":
         return "not_confirmed"
     return "inconclusive_underpowered"
 
@@ -127,8 +150,8 @@ def figures(v: Verdict, labels: dict[str, str]) -> dict[str, Drawn]:
     }
 
 
-GALLERIES = {"p1q3_pictures": GallerySpec(
-    tags.VAE, lambda r: ("latent_dim", latent_dim(r)),
+GALLERIES = {"p1q3_pictures": GallerySpec(  # the sweep's runs; the positive control's are in the table
+    tags.VAE, lambda r: None if CONTROL in str(r.get(tags.column(tags.ARM)) or "") else ("latent_dim", latent_dim(r)),
     lambda r: [("ae" if beta(r) == AE_BETA else "vae", "pictures/reconstructions.png")])}
 
 QUESTION = Question("p1q3", rule, figures, galleries=GALLERIES, thresholds={

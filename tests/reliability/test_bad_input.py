@@ -178,6 +178,7 @@ TABLE: dict[str, list[Case]] = {
         Case("latent_dim mismatch with init_from", [*SYN, "--latent-dim", "8", "--init-from", "{run}"],
              "latent_dim=4", setup=finished_vae(4)),
         Case("encoder init without init_from", ["--init-discriminator", "encoder"], "init_discriminator"),
+        Case("fitted latent without init_from", ["--latent-fit", "codes"], "latent_fit"),
         Case("system_metrics not 0/1", ["--system-metrics", "-1"], "system_metrics"),
         Case("batch larger than the data set", [*SYN, "--batch-size", "100000"], "batch_size"),
     ],

@@ -30,8 +30,14 @@ def synthetic_plans(folder: Path) -> Path:
     for path in sorted((ROOT / "experiments").glob("p*.yaml")):
         plan = yaml.safe_load(path.read_text())
         plan["defaults"].update(SYNTHETIC)
+        def quick(value):
+            return value.get("quick", 0) if isinstance(value, dict) else value or 0
+
+        default_limit = quick(plan["defaults"].get("limit"))
         for params in (plan["defaults"], *(run.get("params", {}) for run in plan["runs"])):
-            for key, value in (("limit", 400), ("epochs", 1), ("eval_samples", 200), ("nll_images", 20)):
+            # a run's own smaller limit (P1Q3's positive control) stays smaller, as in the lab's plans
+            limit = 200 if 0 < quick(params.get("limit")) < default_limit else 400
+            for key, value in (("limit", limit), ("epochs", 1), ("eval_samples", 200), ("nll_images", 20)):
                 if params.get(key):  # gradvar's epochs: 0 stays 0
                     params[key] = value
         for run in plan["runs"]:
@@ -178,7 +184,7 @@ def test_experiments_are_model_training_experiments_with_a_description(lab):
 
 def test_runs_describe_themselves(lab):
     runs = [r for r in lab["runs"] if r.data.tags.get("genlab.question")]  # the study's runs, not its report
-    assert len(runs) == 19  # quick: P1Q1 5, P1Q2 6 (with the conv check), P1Q3 4, P2Q1 3, P2Q2 1
+    assert len(runs) == 24  # quick: P1Q1 5, P1Q2 6 (with the conv check), P1Q3 8 (with the control), P2Q1 4, P2Q2 1
     names = [(r.info.experiment_id, r.info.run_name) for r in runs]
     assert len(set(names)) == len(names), names  # in an experiment, every arm has its own name (GAN inits too)
     names = [name for _, name in names]

@@ -166,29 +166,79 @@ def numeric_seed(runs: pd.DataFrame) -> pd.Series:
     return pd.to_numeric(runs["params.seed"])
 
 
-def beta_sweep(kl, recon, units, betas=(0.0, 1.0, 4.0), unit_noise=(0.0, 0.0, 0.0)) -> pd.DataFrame:
-    """Three seeds per beta; ``unit_noise`` is added to the test active units of seed s at the largest beta."""
-    return frame([{"kind": "vae", "beta": b, "latent_dim": 8, "seed": s, "test_kl": k, "test_recon": r,
-                   "active_units": 8, "test_active_units": u + (unit_noise[s] if b == betas[-1] else 0.0),
-                   "converged": 1.0}
-                  for b, k, r, u in zip(betas, kl, recon, units, strict=True) for s in range(3)])
+# P1Q2 per beta (0, 1, 4), where every sentence of the lab holds: interpolations even at beta 1 and uneven at 0,
+# codes far from the prior at 0 (MMD, prior fid_proxy 80 against 20 from the codes), the detail lost at 4, neg-ELBO and
+# fid_proxy lowest at 1, active units 6 -> 2 from 1 to 4 (the variance count, test_active_units, stays at 8).
+LAB_P1Q2 = {"test_kl": (40, 15, 5), "test_recon": (200, 210, 240), "test_neg_elbo": (240, 225, 245),
+            "kl_active_units": (8, 6, 2), "interp_smoothness": (2.0, 1.3, 1.25),
+            "aggregate_posterior_mmd": (0.5, 0.02, 0.01), "fid_proxy": (80, 30, 45), "aggregate_fid_proxy": (20, 26, 44)}
 
 
-def test_p1q2_each_part_of_the_trade_off_can_fail_alone():
-    ok = p1q2.rule(beta_sweep((30, 15, 5), (200, 210, 240), (8, 6, 2)), NO_KL)
-    assert ok.status == "confirmed" and ok.numbers["rho_kl"] == pytest.approx(-1.0)
-    units_flat = p1q2.rule(beta_sweep((30, 15, 5), (200, 210, 240), (8, 8, 8)), NO_KL)
-    assert units_flat.status == "not_confirmed" and units_flat.numbers["kl_ok"] and not units_flat.numbers["units_ok"]
-    recon_flat = p1q2.rule(beta_sweep((30, 15, 5), (210, 200, 205), (8, 6, 2)), NO_KL)
-    assert recon_flat.status == "not_confirmed" and not recon_flat.numbers["recon_ok"]
-    two = p1q2.rule(beta_sweep((30, 5), (200, 240), (8, 2), betas=(0.0, 4.0)), NO_KL)
+def beta_sweep(betas=(0.0, 1.0, 4.0), spread: dict[str, tuple[float, tuple]] | None = None,
+               **changes: tuple) -> pd.DataFrame:
+    """Three seeds per beta with the LAB_P1Q2 numbers, ``changes`` replacing a metric's values per beta (None drops
+    the metric); ``spread``: metric -> (beta, offsets of seeds 0, 1, 2 there)."""
+    values = {m: v for m, v in {**LAB_P1Q2, **changes}.items() if v is not None}
+    spread = spread or {}
+
+    def value(m: str, i: int, b: float, s: int) -> float:
+        at, offsets = spread.get(m, (None, (0, 0, 0)))
+        return values[m][i] + (offsets[s] if b == at else 0.0)
+
+    return frame([{"kind": "vae", "beta": b, "latent_dim": 8, "seed": s, "active_units": 8, "test_active_units": 8,
+                   "converged": 1.0, **{m: value(m, i, b, s) for m in values}}
+                  for i, b in enumerate(betas) for s in range(3)])
+
+
+def test_p1q2_confirms_the_lab_when_each_of_its_sentences_is_measured_true():
+    ok = p1q2.rule(beta_sweep(), NO_KL)
+    assert ok.status == "confirmed" and ok.numbers["claims"] == dict.fromkeys(p1q2.CLAIMS, "confirmed")
+    tests = ok.numbers["tests"]
+    assert tests["holes"]["mmd"].diff == pytest.approx(0.48) and tests["holes"]["fid_gap"].diff == pytest.approx(56)
+    assert tests["units"]["units"].diff == pytest.approx(4.0)  # kl_active_units, not the variance count (8 -> 8)
+    assert ok.numbers["best"] == {"test_neg_elbo": 1.0, "fid_proxy": 1.0}
+    every = [c for parts in tests.values() for c in parts.values()]
+    assert len(every) == 9 and all(c.paired and c.holm for c in every)
+    assert ok.numbers["rho_kl"] == pytest.approx(-1.0)  # shown, not tested
+
+
+@pytest.mark.parametrize("sentence, changes", [
+    ("continuous", {"interp_smoothness": (1.1, 1.5, 1.2)}),  # the autoencoder interpolates more evenly
+    ("holes", {"aggregate_posterior_mmd": (0.01, 0.3, 0.01)}),  # the autoencoder's codes fill the prior better
+    ("holes", {"aggregate_fid_proxy": (79, 25, 44)}),  # prior draws lose no more at beta 0 than at 1
+    ("detail", {"test_recon": (200, 240, 210)}),  # the largest beta reconstructs better than beta 1
+    ("balance", {"test_neg_elbo": (240, 250, 245)}),  # the neg-ELBO is lowest at an end
+    ("balance", {"fid_proxy": (80, 50, 45)}),  # the prior samples are best at the largest beta
+    ("units", {"kl_active_units": (8, 2, 6)}),  # more units in use at the largest beta
+])
+def test_p1q2_each_sentence_flips_alone(sentence, changes):
+    v = p1q2.rule(beta_sweep(**changes), NO_KL)
+    assert v.status == "not_confirmed" and v.numbers["claims"][sentence] == "not_confirmed"
+    assert {s for s, c in v.numbers["claims"].items() if c != "confirmed"} == {sentence}
+
+
+def test_p1q2_flat_underpowered_and_missing_sentences():
+    # equal units everywhere with calm seeds: an effect of 0.5 would have been seen, none is there
+    flat = p1q2.rule(beta_sweep(kl_active_units=(6, 6, 6)), NO_KL)
+    assert flat.numbers["claims"]["units"] == "no_significant_difference" and flat.status == "no_significant_difference"
+    # the same lab-like means, but the beta = 1 seeds spread too widely to show a difference of 0.1
+    wide = p1q2.rule(beta_sweep(spread={"interp_smoothness": (1.0, (-1.0, 0.0, 1.0))}), NO_KL)
+    smooth = wide.numbers["tests"]["continuous"]["smoothness"]
+    assert wide.status == "inconclusive_underpowered" and wide.numbers["claims"]["continuous"] == "inconclusive_underpowered"
+    assert smooth.outcome == "underpowered" and smooth.paired and smooth.mde > p1q2.SMOOTHNESS_MIN_EFFECT
+    # runs made before interp_smoothness was logged: that sentence is missing, the others are still measured
+    old = p1q2.rule(beta_sweep(interp_smoothness=None), NO_KL)
+    assert old.status == "missing" and old.numbers["claims"]["continuous"] == "missing"
+    assert old.numbers["claims"]["holes"] == "confirmed" and "continuous" not in old.numbers["tests"]
+    assert {"what": "metric", "metric": "interp_smoothness", "run_ids": ids_of(beta_sweep())} in old.missing
+    # a contradicted sentence still refutes the lab when another is missing
+    assert p1q2.rule(beta_sweep(interp_smoothness=None, kl_active_units=(8, 2, 6)), NO_KL).status == "not_confirmed"
+    # without beta = 1 inside the sweep, the sentences that compare with it are missing; balance is still measured
+    no_ref = p1q2.rule(beta_sweep(betas=(0.0, 2.0, 4.0)), NO_KL)
+    assert no_ref.status == "missing" and {"what": "arm", "arm": "beta=1"} in no_ref.missing
+    assert no_ref.numbers["claims"]["balance"] == "confirmed" and no_ref.numbers["claims"]["units"] == "missing"
+    two = p1q2.rule(beta_sweep(betas=(0.0, 4.0), **{m: v[::2] for m, v in LAB_P1Q2.items()}), NO_KL)
     assert two.status == "missing" and {"what": "count", "key": "beta", "have": 2, "need": 3} in two.missing
-    # the trends hold, but the seeds at the largest beta spread too widely to show a drop of 0.5 units
-    wide = p1q2.rule(beta_sweep((30, 15, 5), (200, 210, 240), (8, 6, 7.6), unit_noise=(-3.0, 0.0, 3.0)), NO_KL)
-    assert wide.status == "inconclusive_underpowered" and wide.numbers["units"].outcome == "underpowered"
-    assert wide.numbers["units"].paired and wide.numbers["units"].mde > p1q2.UNITS_MIN_EFFECT
-    # the units metric is the test split's: the validation split's active_units (8 everywhere) is not read
-    assert ok.numbers["units"].diff == pytest.approx(6.0) and ok.rows[0]["test_active_units"].mean == 8
 
 
 def with_conv_check(sweep: pd.DataFrame, check: pd.DataFrame) -> pd.DataFrame:
@@ -198,29 +248,49 @@ def with_conv_check(sweep: pd.DataFrame, check: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_p1q2_checks_its_verdict_against_the_conv_architecture_both_ways():
-    sweep = beta_sweep((30, 15, 5), (200, 210, 240), (8, 6, 2))
-    agree = p1q2.rule(with_conv_check(sweep, beta_sweep((40, 20, 4), (180, 190, 230), (8, 5, 1))), NO_KL)
+    sweep = beta_sweep()
+    agree = p1q2.rule(with_conv_check(sweep, beta_sweep(betas=(0.0, 1.0, 8.0), test_recon=(180, 190, 230))), NO_KL)
     assert agree.status == "confirmed" and agree.numbers["conv_check"]["agrees"]
     assert agree.numbers["conv_check"]["status"] == "confirmed" and set(agree.rests_on) == set(sweep["run_id"])
     assert agree.rows == p1q2.rule(sweep, NO_KL).rows  # the check's runs stay out of the sweep's numbers
-    flat = p1q2.rule(with_conv_check(sweep, beta_sweep((20, 20, 20), (200, 200, 200), (8, 8, 8))), NO_KL)
-    assert flat.status == "inconclusive_architecture" and not flat.numbers["conv_check"]["agrees"]
-    assert flat.numbers["sweep_status"] == "confirmed"
-    assert flat.numbers["conv_check"]["status"] == "not_confirmed"
+    # the conv VAE's latent space has no holes at beta 0: its MMD is as low as at beta 1
+    holes = p1q2.rule(with_conv_check(sweep, beta_sweep(aggregate_posterior_mmd=(0.01, 0.3, 0.01))), NO_KL)
+    assert holes.status == "inconclusive_architecture" and not holes.numbers["conv_check"]["agrees"]
+    assert holes.numbers["sweep_status"] == "confirmed"
+    assert holes.numbers["conv_check"]["status"] == "not_confirmed"
+    assert holes.numbers["conv_check"]["claims"]["holes"] == "not_confirmed"
+    # a conv sweep without the new metrics is no check of them: its status is missing, the verdict stands
+    old = p1q2.rule(with_conv_check(sweep, beta_sweep(interp_smoothness=None)), NO_KL)
+    assert old.status == "confirmed" and old.numbers["conv_check"]["status"] == "missing" and not old.missing
     assert p1q2.rule(sweep, NO_KL).numbers["conv_check"] is None  # not planned: nothing to say
 
 
-def dim_sweep(gaps, tests) -> pd.DataFrame:
+def dim_sweep(gaps, tests, control=(1.0, 12.0), trains=(200, 200, 200)) -> pd.DataFrame:
+    """beta = 1 VAEs at latent_dim 4, 16, 64 with those gaps and test recons, and the positive control's
+    autoencoders at 4 and 64 with the gaps ``control`` (None: no control runs)."""
     rows = []
-    for d, g, t in zip((4, 16, 64), gaps, tests, strict=True):
+    for d, g, t, tr in zip((4, 16, 64), gaps, tests, trains, strict=True):
         for seed, e in enumerate((-0.1, 0.0, 0.1)):
-            rows.append({"kind": "vae", "beta": 1.0, "latent_dim": d, "seed": seed, "train_eval_recon": 200 + e,
-                         "val_recon": 200 + g + e, "test_recon": t + e})
+            rows.append({"kind": "vae", "arm": f"z={d}", "beta": 1.0, "latent_dim": d, "seed": seed,
+                         "train_eval_recon": tr + e, "val_recon": tr + g + e, "test_recon": t + e})
+    for d, g in zip((4, 64) if control else (), control or (), strict=True):
+        for seed, e in enumerate((-0.1, 0.0, 0.1)):
+            rows.append({"kind": "vae", "arm": f"control ae z={d}", "beta": 0.0, "latent_dim": d, "seed": seed,
+                         "train_eval_recon": 150 + e, "val_recon": 150 + g + e, "test_recon": 150 + g})
     return frame(rows)
 
 
 def test_p1q3_shapes():
-    assert p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226))).status == "confirmed"
+    confirmed = p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226)))
+    assert confirmed.status == "confirmed" and confirmed.numbers["fit"] == "overfitting"
+    assert confirmed.numbers["control_gap_growth"].outcome == "greater"
+    assert [r["model"] for r in confirmed.rows].count("control_ae") == 2
+    # the positive control saw no memorisation / is absent: the measurement could not have seen it
+    assert p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226), control=(1.0, 1.5))).status == "inconclusive_control"
+    assert p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226), control=None)).status == "inconclusive_control"
+    # worse test AND worse train reconstruction at the largest size: underfitting, not memorisation
+    under = p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226), trains=(200, 195, 205)))
+    assert under.numbers["fit"] == "underfitting" and under.status == "not_confirmed"
     plateau = p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 220.5)))
     assert plateau.status == "not_confirmed" and plateau.numbers["shape"] == "plateau" and plateau.numbers["gap_ok"]
     improves = p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 215)))
@@ -248,25 +318,193 @@ def test_p2q1_claims_inside_the_noise_are_underpowered_and_calm_equal_arms_show_
     assert partial.status == "missing" and {"what": "arm", "arm": "ae_decoder"} in partial.missing
 
 
-def probe_runs(enc: float, disc: float, seeds: int = 3, **more: float) -> pd.DataFrame:
-    """Probe runs of several seeds; seed s moves every accuracy by the same amount (paired within a run)."""
-    return frame([{"kind": "probe", "seed": s, "encoder_probe_accuracy": enc + e, "discriminator_probe_accuracy": disc + e,
-                   **{k: v + e for k, v in more.items()}} for s, e in enumerate((0.0, -0.01, 0.01)[:seeds])])
+def gan_started(finals: dict[str, list[float]], starts: dict[str, list[float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """GAN runs with the final fid_proxy ``finals`` and the step-0 fid_proxy ``starts`` (per arm, one value per seed):
+    the runs frame and the history the P2Q1 rule reads."""
+    runs = gan(finals)
+    history = pd.DataFrame([{"run_id": rid, "key": "fid_proxy", "step": 0, "value": starts[a][int(seed)]}
+                            for rid, a, seed in zip(runs["run_id"], runs["tags.genlab.arm"], runs["params.seed"],
+                                                    strict=True) if a in starts])
+    return runs, history
 
 
-def test_p2q2_outcomes():
-    def probe(enc, disc, seeds=3):
-        return p2q2.rule(probe_runs(enc, disc, seeds))
-    assert probe(0.80, 0.70).status == "confirmed"
-    assert probe(0.70, 0.80).status == "not_confirmed"
-    assert probe(0.80, 0.79).status == "no_significant_difference"
-    assert probe(0.80, 0.70, seeds=1).status == "inconclusive_underpowered"  # one probe run: no interval
+# seed s of every arm shares a small noise of its own (paired); the VAE decoder starts at 60 and ends at 20
+FINALS = {"vae_decoder": [20.1, 19.9, 20.0], "random": [40.0, 40.1, 39.9], "ae_decoder": [29.9, 30.0, 30.1]}
+STARTS = {"vae_decoder": [60.1, 59.9, 60.0], "random": [300.0, 300.1, 299.9], "ae_decoder": [119.9, 120.0, 120.1]}
+
+
+def test_p2q1_step0_claim_tests_the_lab_reason_before_any_gan_update():
+    v = p2q1.rule(*gan_started(FINALS, STARTS))
+    assert v.numbers["step0_claims"] == {"normal_latent_step0": "confirmed"}
+    c = v.numbers["normal_latent_step0"]  # autoencoder decoder - VAE decoder, both fed N(0, I)
+    assert c.paired and c.holm and c.diff == pytest.approx(60.0) and c.min_effect == pytest.approx(6.0)
+    flipped = p2q1.rule(*gan_started(FINALS, {**STARTS, "vae_decoder": STARTS["ae_decoder"],
+                                              "ae_decoder": STARTS["vae_decoder"]}))
+    assert flipped.numbers["step0_claims"] == {"normal_latent_step0": "not_confirmed"}
+    assert flipped.numbers["claims"] == v.numbers["claims"] == {"decoder_init": "confirmed", "normal_latent": "confirmed"}
+    even = p2q1.rule(*gan_started(FINALS, {**STARTS, "ae_decoder": [60.0, 60.1, 59.9]}))
+    assert even.numbers["step0_claims"] == {"normal_latent_step0": "no_significant_difference"}
+    noisy = p2q1.rule(*gan_started(FINALS, {**STARTS, "ae_decoder": [20.0, 140.0, 60.0]}))
+    assert noisy.numbers["step0_claims"] == {"normal_latent_step0": "inconclusive_underpowered"}
+    assert p2q1.rule(gan(FINALS), NO_HISTORY).numbers["step0_claims"] == {"normal_latent_step0": "missing"}
+    # a GAN that did not converge makes the final claims inconclusive, never the one measured before training
+    runs, history = gan_started(FINALS, STARTS)
+    gated = p2q1.QUESTION.judge(runs.assign(**{"metrics.converged": 0.0}), {"history": history})
+    assert gated.status == "inconclusive_not_converged"
+    assert set(gated.numbers["claims"].values()) == {"inconclusive_not_converged"}
+    assert gated.numbers["step0_claims"] == {"normal_latent_step0": "confirmed"}
+
+
+def test_p2q1_holm_family_holds_the_step0_claim():
+    """Raw p-values 0.019 and 0.028: both claims pass Holm in a family of two (0.025, then 0.05); with the step-0
+    claim (p = 1) in the family, 0.019 faces 0.05 / 3 and neither passes."""
+    base = [20.0, 22.0, 18.0, 21.0, 19.0]  # seed s of every arm shares base[s]
+    d_random, d_ae = [3.0, 1.0, 5.0, 1.5, 4.5], [3.2, 1.3, 5.0, 0.8, 5.4]
+    finals = {"vae_decoder": base, "random": [b + d for b, d in zip(base, d_random, strict=True)],
+              "ae_decoder": [b + d for b, d in zip(base, d_ae, strict=True)]}
+    two = p2q1.rule(*gan_started(finals, {}))
+    assert two.numbers["claims"] == {"decoder_init": "confirmed", "normal_latent": "confirmed"}
+    assert two.numbers["decoder_init"].p_value == pytest.approx(0.0192, abs=1e-4)
+    assert two.numbers["normal_latent"].p_value == pytest.approx(0.0282, abs=1e-4)
+    even = {"vae_decoder": [60.0] * 5, "ae_decoder": [60.1, 59.8, 60.1, 60.2, 59.8]}
+    three = p2q1.rule(*gan_started(finals, even))
+    assert all(three.numbers[name].holm for name in ("decoder_init", "normal_latent", "normal_latent_step0"))
+    assert "confirmed" not in three.numbers["claims"].values()
+    assert three.numbers["step0_claims"] == {"normal_latent_step0": "no_significant_difference"}
+
+
+def p2q1_cause(matched_start: list[float], matched_final: list[float], finals: dict | None = None,
+               ) -> tuple[dict[str, str], str]:
+    v = p2q1.rule(*gan_started({**(finals or FINALS), "ae_decoder_matched": matched_final},
+                               {**STARTS, "ae_decoder_matched": matched_start}))
+    assert v.status == v.numbers["claims"]["normal_latent"]  # the control never changes the verdict
+    assert {v.numbers["cause"], *v.numbers["causes"].values()} <= set(p2q1.CAUSES)
+    return v.numbers["causes"], v.numbers["cause"]
+
+
+def test_p2q1_control_names_what_the_vae_decoder_advantage_came_from():
+    caught_up, behind = ([60.0, 60.1, 59.9], [20.0, 20.1, 19.9]), ([100.0, 100.1, 99.9], [28.0, 28.1, 27.9])
+    assert p2q1_cause(*caught_up) == ({"step0": "latent_distribution", "final": "latent_distribution"},
+                                      "latent_distribution")
+    assert p2q1_cause(*behind) == ({"step0": "decoder", "final": "decoder"}, "decoder")
+    # better than the VAE decoder is caught up too
+    assert p2q1_cause([50.0, 50.1, 49.9], [15.0, 15.1, 14.9])[1] == "latent_distribution"
+    # the two points disagree, or the seeds cannot tell: undetermined
+    assert p2q1_cause(caught_up[0], behind[1]) == ({"step0": "latent_distribution", "final": "decoder"},
+                                                   "undetermined")
+    assert p2q1_cause([20.0, 100.0, 60.0], caught_up[1]) == ({"step0": "undetermined",
+                                                              "final": "latent_distribution"}, "undetermined")
+    # where the VAE decoder has no advantage there is nothing to explain: the other point names the cause
+    even = {**FINALS, "ae_decoder": [20.0, 20.1, 19.9]}
+    assert p2q1_cause(*behind, finals=even) == ({"step0": "decoder", "final": "no_advantage"}, "decoder")
+    worse = {**FINALS, "vae_decoder": [40.1, 39.9, 40.0]}
+    assert p2q1_cause(*caught_up, finals=worse)[0]["final"] == "no_advantage"
+    # the control is read without Holm's correction, at 5 % of the VAE decoder's mean
+    v = p2q1.rule(*gan_started({**FINALS, "ae_decoder_matched": behind[1]}, {**STARTS, "ae_decoder_matched": behind[0]}))
+    assert not v.numbers["control_final"].holm and v.numbers["control_final"].min_effect == pytest.approx(1.0)
+    assert v.numbers["control_step0"].paired and v.numbers["control_step0"].diff == pytest.approx(40.0)
+    # without the control's runs
+    v = p2q1.rule(*gan_started(FINALS, STARTS))
+    assert v.numbers["causes"] == {"step0": "missing", "final": "missing"} and v.numbers["cause"] == "missing"
+    assert {"what": "arm", "arm": "ae_decoder_matched"} in v.missing and v.status == "confirmed"
+
+
+NETS = ("encoder", "discriminator", "untrained_encoder", "untrained_discriminator")
+
+
+def probe_runs(enc: float = 0.80, disc: float = 0.70, seeds: int = 3, recon=(250.0, 280.0, 300.0, 301.0),
+               auroc=(0.80, 0.95, 0.70, 0.71), spread=(0.0, 0.0), **more: float) -> pd.DataFrame:
+    """Probe runs of several seeds. ``recon`` and ``auroc``: each network's readout (encoder, discriminator,
+    untrained encoder, untrained discriminator; the encoders' are their penultimate layers). Seed s moves every
+    number of its run together (paired within a run), and the trained discriminator's readouts alone by a little
+    (so the intervals are not empty) plus -1, 0, +1 times ``spread`` (reconstruction, AUROC)."""
+    rows = []
+    for s, e in enumerate((0.0, -0.01, 0.01)[:seeds]):
+        own = (0.0, 0.3, -0.3)[s] + (0.0, -1.0, 1.0)[s] * spread[0], (0.0, 0.002, -0.002)[s] + (0.0, -1.0, 1.0)[s] * spread[1]
+        row = {"kind": "probe", "seed": s, "encoder_probe_accuracy": enc + e, "discriminator_probe_accuracy": disc + e,
+               "encoder_trunk_pca_probe_accuracy": 0.7 + e, "discriminator_pca_probe_accuracy": 0.6 + e,
+               **{k: v + e for k, v in more.items()}}
+        for net, r, a in zip(NETS, recon, auroc, strict=True):
+            row[f"{net}_recon_from_features"] = r + 100 * e + (own[0] if net == "discriminator" else 0.0)
+            row[f"{net}_realfake_auroc"] = a + e + (own[1] if net == "discriminator" else 0.0)
+        rows.append(row)
+    return frame(rows)
+
+
+def test_p2q2_each_claim_flips_both_ways_beyond_its_untrained_control():
+    def claims(**planted):
+        v = p2q2.rule(probe_runs(**planted))
+        return v.status, v.numbers["claims"]
+
+    ok = p2q2.rule(probe_runs())  # D - encoder: +30 nats and +0.15 AUROC trained, +1 and +0.01 untrained
+    assert ok.status == "confirmed" and set(ok.numbers["claims"].values()) == {"confirmed"}
+    keeps = ok.numbers["keeps_image"]
+    assert keeps.paired and keeps.holm and keeps.diff == pytest.approx(29.0) and keeps.a.mean == pytest.approx(30.0)
+    assert keeps.b.mean == pytest.approx(1.0) and keeps.min_effect == p2q2.RECON_MIN_EFFECT
+    assert ok.numbers["separates_real"].diff == pytest.approx(0.14) and ok.rests_on == ok.run_ids
+    # claim 1 refuted: D's layer reconstructs the images better than the encoder's
+    assert claims(recon=(290.0, 260.0, 300.0, 301.0)) == (
+        "not_confirmed", {"keeps_image": "not_confirmed", "separates_real": "confirmed"})
+    # claim 2 refuted: the encoder's layer separates real from generated better than D's
+    assert claims(auroc=(0.95, 0.80, 0.70, 0.71)) == (
+        "not_confirmed", {"keeps_image": "confirmed", "separates_real": "not_confirmed"})
+    # the trained gaps alone would confirm both; the untrained networks show the same gaps: no effect of training
+    assert claims(recon=(250.0, 280.0, 270.0, 300.0)) == (
+        "no_significant_difference", {"keeps_image": "no_significant_difference", "separates_real": "confirmed"})
+    assert claims(auroc=(0.80, 0.95, 0.70, 0.85)) == (
+        "no_significant_difference", {"keeps_image": "confirmed", "separates_real": "no_significant_difference"})
+    # ... and a gap that only training made counts, though the untrained networks rank the other way round
+    assert claims(recon=(290.0, 290.0, 320.0, 300.0))[1]["keeps_image"] == "confirmed"
+
+
+def test_p2q2_untrained_layers_at_the_auroc_ceiling_leave_claim_2_to_its_control():
+    at_ceiling = p2q2.rule(probe_runs(auroc=(0.985, 0.99, 0.985, 0.99)))  # every layer separates almost perfectly
+    assert at_ceiling.numbers["realfake_ceiling"] and at_ceiling.numbers["separates_real"].outcome == "none"
+    assert at_ceiling.numbers["claims"] == {"keeps_image": "confirmed", "separates_real": "inconclusive_control"}
+    assert at_ceiling.status == "inconclusive_control"
+    # the ceiling does not hide what training took away: the encoder's layer no longer separates them
+    lost = p2q2.rule(probe_runs(auroc=(0.80, 0.99, 0.985, 0.99)))
+    assert lost.numbers["realfake_ceiling"] and lost.numbers["claims"]["separates_real"] == "confirmed"
+    # below the ceiling "no effect" is a finding
+    assert not p2q2.rule(probe_runs(auroc=(0.80, 0.95, 0.80, 0.95))).numbers["realfake_ceiling"]
+
+
+def test_p2q2_wide_seeds_or_one_probe_run_are_underpowered_never_no_difference():
+    wide = p2q2.rule(probe_runs(spread=(40.0, 0.15)))  # the same means, D's readouts spread widely over seeds
+    assert wide.numbers["claims"] == {"keeps_image": "inconclusive_underpowered",
+                                      "separates_real": "inconclusive_underpowered"}
+    assert wide.status == "inconclusive_underpowered"
+    assert wide.numbers["keeps_image"].mde > p2q2.RECON_MIN_EFFECT
+    assert wide.numbers["separates_real"].mde > p2q2.AUROC_MIN_EFFECT
+    one = p2q2.rule(probe_runs(seeds=1))
+    assert one.status == "inconclusive_underpowered" and one.numbers["keeps_image"].too_few_seeds
+    # one claim underpowered and the other confirmed: the verdict is the weaker
+    assert p2q2.rule(probe_runs(spread=(40.0, 0.0))).status == "inconclusive_underpowered"
+
+
+def test_p2q2_needs_the_controls_and_keeps_the_class_probes_as_supporting_evidence():
     assert p2q2.rule(frame([{"kind": "probe", "encoder_probe_accuracy": 0.8}])).status == "missing"
-    # the encoder's penultimate layer is described beside the verdict, never part of its rule
-    assert "same_width" not in probe(0.80, 0.70).numbers  # probe runs from before it was measured
-    v = p2q2.rule(probe_runs(0.80, 0.70, encoder_trunk_probe_accuracy=0.60))
-    assert v.status == "confirmed" and v.numbers["same_width"].diff == pytest.approx(-0.10)
+    old = p2q2.rule(frame([{"kind": "probe", "seed": s, "encoder_probe_accuracy": 0.8,
+                            "discriminator_probe_accuracy": 0.7} for s in range(3)]))  # made before issue 15
+    assert old.status == "missing" and not old.rows
+    assert {m["metric"] for m in old.missing} == {m for ms in p2q2.CLAIMS.values() for m in ms}
+    # the class probes are described beside the verdict, never part of its rule
+    v = p2q2.rule(probe_runs(enc=0.60, disc=0.75, encoder_trunk_probe_accuracy=0.78))
+    assert v.status == "confirmed" and v.numbers["difference"].outcome == "less"
+    assert v.numbers["same_width"].diff == pytest.approx(0.03) and v.numbers["pca_width"].diff == pytest.approx(0.1)
     assert [r["features"] for r in v.rows] == ["encoder", "encoder_trunk", "discriminator", "raw"]
+    assert [r["features"] for r in v.numbers["readouts"]] == [*p2q2.READOUTS, "raw"]
+    assert v.numbers["readouts"][0]["recon"].mean == pytest.approx(250.0)
+
+
+def test_p2q2_rests_on_its_probe_runs_for_the_convergence_gate():
+    runs = probe_runs().assign(**{"metrics.converged": 1.0})
+    assert p2q2.QUESTION.judge(runs, {}).status == "confirmed"
+    runs.loc[1, "metrics.converged"] = 0.0  # the networks of seed 1 did not converge
+    v = p2q2.QUESTION.judge(runs, {})
+    assert v.status == "inconclusive_not_converged" and v.numbers["not_converged"] == ["run01"]
+    assert v.numbers["rule_claims"] == {"keeps_image": "confirmed", "separates_real": "confirmed"}
+    assert set(v.numbers["claims"].values()) == {"inconclusive_not_converged"}
 
 
 def test_select_runs_profile_unfinished_and_duplicates():
@@ -297,9 +535,10 @@ class FakeReader:
 
 
 def test_p1q2_keeps_its_kl_per_dimension_and_scatters_as_its_own_data():
-    runs = beta_sweep((30, 15, 5), (200, 210, 240), (8, 6, 2))
+    runs = beta_sweep()
     runs = pd.concat([runs, frame([{"kind": "vae", "beta": 1.0, "latent_dim": 2, "seed": 0, "test_kl": 3,
-                                    "test_recon": 250, "test_active_units": 2}]).assign(run_id="run2d")])
+                                    "test_recon": 250, "test_neg_elbo": 253,
+                                    "test_active_units": 2}]).assign(run_id="run2d")])
     v = p1q2.QUESTION.verdict(runs, FakeReader())
     assert v.status == "confirmed" and v.numbers["scatter_run_ids"] == ["run2d"]
     kl = v.frames["kl_per_dim"]  # the sweep's runs only, each labelled with its beta
@@ -312,7 +551,8 @@ def test_p1q2_keeps_its_kl_per_dimension_and_scatters_as_its_own_data():
 
 
 def test_each_question_reads_its_own_history():
-    runs = gan({"vae_decoder": [20, 21, 19], "random": [40, 41, 39], "ae_decoder": [30, 31, 29]})
+    runs = gan({"vae_decoder": [20, 21, 19], "random": [40, 41, 39], "ae_decoder": [30, 31, 29],
+                "ae_decoder_matched": [20, 21, 19]})
     v = p2q1.QUESTION.verdict(runs, FakeReader())
     assert set(v.frames["history"]["key"]) == {"fid_proxy"} and set(v.frames["history"]["arm"]) == set(p2q1.ARMS)
     assert v.rows[0]["step0"].n == 3  # step 0 comes from the history the question read
@@ -389,11 +629,15 @@ def test_convergence_gate_looks_only_at_the_runs_a_verdict_rests_on():
     assert p1q1.QUESTION.judge(runs, {"history": NO_HISTORY}).status == "inconclusive_not_converged"
     # P1Q3 rests on the beta = 1 VAEs, not on the autoencoders shown for contrast
     sweep = dim_sweep((1, 2, 6), (230, 220, 226)).assign(**{"metrics.converged": 1.0})
-    ae = sweep.assign(**{"params.beta": "0.0", "metrics.converged": 0.0, "run_id": [f"ae{i}" for i in range(9)]})
+    ae = sweep[:9].assign(**{"params.beta": "0.0", "tags.genlab.arm": "ae", "metrics.converged": 0.0,
+                             "run_id": [f"ae{i}" for i in range(9)]})
     assert p1q3.QUESTION.judge(pd.concat([sweep, ae]), {}).status == "confirmed"
     sweep.loc[8, "metrics.converged"] = 0.0
     gated = p1q3.QUESTION.judge(pd.concat([sweep, ae]), {})
     assert gated.status == "inconclusive_not_converged" and gated.numbers["not_converged"] == ["run08"]
+    sweep.loc[8, "metrics.converged"] = 1.0
+    sweep.loc[12, "metrics.converged"] = 0.0  # the positive control is gated too: it must have trained to the end
+    assert p1q3.QUESTION.judge(pd.concat([sweep, ae]), {}).numbers["not_converged"] == ["run12"]
 
 
 def test_p1q3_shows_the_importance_weighted_gap_beside_the_reconstruction_gap():
@@ -402,6 +646,7 @@ def test_p1q3_shows_the_importance_weighted_gap_beside_the_reconstruction_gap():
     v = p1q3.rule(runs)
     vae_rows = [r for r in v.rows if r["model"] == "vae"]
     assert [r["nll_gap"].mean for r in vae_rows] == [4.0, 16.0, 64.0]
+    assert v.numbers["nll_gap_growth"].diff == pytest.approx(60.0) and v.numbers["nll_gap_growth"].outcome == "greater"
     assert set(v.data["metric"]) >= {"gap", "nll_gap"} and v.status == "confirmed"  # the rule keeps the recon gap
     assert p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226))).rows[0]["nll_gap"].n == 0  # older runs: no number
 

@@ -71,6 +71,8 @@ def test_scores_of_real_test_images_are_near_perfect(trained):
     assert set(scores) == {f"recon_{k}" for k in SCORE_KEYS}
     assert all(math.isfinite(v) for v in scores.values())
     assert scores["recon_fid_proxy"] < 1e-6 * np.trace(scorer.real.sigma)  # the very same images
+    noisy = (test + 0.2 * torch.rand_like(test)).clamp(0, 1)
+    assert scorer.fid_proxy(noisy) == pytest.approx(scorer.score(noisy)["fid_proxy"])  # fid alone, the same number
     assert scores["recon_precision"] == 1.0 and scores["recon_recall"] == 1.0 and scores["recon_coverage"] == 1.0
     assert scores["recon_class_coverage"] == 1.0 and scores["recon_is_proxy"] > 8
 
@@ -94,10 +96,14 @@ def test_vae_run_logs_sample_quality_and_the_classifier(trained):
     run_id, final = ran(vae.run(cfg, Context()))
     run = MlflowClient().get_run(run_id)
     assert run.data.params["fid_classifier"] == scorer.run_id and run.data.params["eval_samples"] == "300"
-    expected = SCORE_KEYS | {f"recon_{k}" for k in SCORE_KEYS} | {"eval_seconds"}
+    expected = SCORE_KEYS | {f"recon_{k}" for k in SCORE_KEYS} | {"eval_seconds", "aggregate_fid_proxy",
+                                                                   "interp_smoothness"}
     assert expected <= set(run.data.metrics) and expected <= set(final)
     # a barely trained VAE is far from the data; its reconstructions are closer than its prior samples
     assert final["fid_proxy"] > 0 and final["recon_fid_proxy"] < final["fid_proxy"]
+    # codes drawn from the posteriors of test images decode closer to the data than prior draws do
+    assert 0 < final["aggregate_fid_proxy"] < final["fid_proxy"]
+    assert 1 <= final["interp_smoothness"] < vae.INTERP_STEPS - 1  # 1: even steps; 15: one jump
 
 
 BAD_TRAIN_CLASSIFIER = [(["--epochs", "0"], "epochs"), (["--lr", "-1"], "lr"), (["--dataset", "cifar10"], "dataset"),

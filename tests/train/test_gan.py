@@ -9,8 +9,9 @@ import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from genlab import tracking
+from genlab import data, tracking
 from genlab.entries import Context
+from genlab.models.gan import FittedGenerator, LatentFit
 from genlab.train import gan, vae
 
 from ..conftest import image_steps, ran, run_cli, store_in
@@ -107,6 +108,90 @@ def test_init_from_a_registered_decoder(vae_run):
         assert all(torch.equal(v, saved[f"decoder.{k}"]) for k, v in generator.state_dict().items())
 
 
+def test_latent_fit_recovers_the_codes_gaussian_and_stays_fixed():
+    rng = torch.Generator().manual_seed(0)
+    mean = torch.tensor([1.0, -2.0, 0.5])
+    tril = torch.tensor([[1.0, 0.0, 0.0], [0.6, 0.5, 0.0], [-0.3, 0.2, 0.2]])
+    codes = mean + torch.randn(20000, 3, generator=rng) @ tril.T
+    fit = LatentFit.of_codes(codes)
+    assert torch.allclose(fit.mean, mean, atol=0.03)
+    assert torch.allclose(fit.scale_tril @ fit.scale_tril.T, tril @ tril.T, atol=0.03)
+    assert torch.equal(fit.scale_tril, fit.scale_tril.tril()) and (fit.scale_tril.diagonal() > 0).all()
+    summary = fit.summary()
+    assert summary["latent_fit_mean_norm"] == pytest.approx(float(codes.mean(0).norm()), rel=1e-5)
+    assert summary["latent_fit_logdet"] == pytest.approx(float(torch.logdet(torch.cov(codes.T, correction=0))), abs=1e-3)
+    assert LatentFit(3).summary() == {"latent_fit_mean_norm": 0.0, "latent_fit_logdet": 0.0}  # fresh: N(0, I)
+    # the GAN's noise through the map has the codes' distribution
+    z = fit(torch.randn(20000, 3, generator=rng))
+    assert torch.allclose(z.mean(0), mean, atol=0.05) and torch.allclose(torch.cov(z.T), tril @ tril.T, atol=0.05)
+    # a latent dimension the codes never use still gives a finite factor
+    assert torch.isfinite(LatentFit.of_codes(torch.cat([codes[:, :2], torch.zeros(len(codes), 1)], 1)).scale_tril).all()
+
+    generator, _ = gan.build_models(tiny(latent_dim=3, latent_fit="codes"), None, fit)
+    assert isinstance(generator, FittedGenerator) and list(generator.latent_fit.parameters()) == []
+    assert {k for k in generator.state_dict() if k.startswith("latent_fit.")} == {"latent_fit.mean",
+                                                                                  "latent_fit.scale_tril"}
+    before = {k: v.clone() for k, v in generator.latent_fit.state_dict().items()}
+    optimizer = torch.optim.Adam(generator.parameters(), lr=0.1)
+    generator(torch.randn(8, 3)).mean().backward()
+    optimizer.step()  # the decoder moves, the map does not
+    assert all(torch.equal(before[k], v) for k, v in generator.latent_fit.state_dict().items())
+    eps = torch.randn(5, 3)
+    plain = generator.folded()  # what the run logs as its model: a plain decoder of the same function of eps
+    assert type(plain) is gan.Generator and torch.allclose(plain(eps), generator(eps), atol=1e-4)
+
+
+def test_latent_fit_codes_run_logs_step0_fid_proxy_the_fit_and_resumes_with_its_map(vae_run):
+    cfg = tiny(init_from=vae_run, latent_fit="codes", eval_samples=200, epochs=2, experiment="fit")
+    run_id, final = ran(gan.run(cfg, Context()))
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    assert run.info.run_name == "gan z4 init=vae-decoder latent_fit=codes s0" and run.data.params["latent_fit"] == "codes"
+    fid = client.get_metric_history(run_id, "fid_proxy")
+    assert [m.step for m in fid] == [0, 1, 2]  # step 0, every epoch: the same evaluation hook as every arm
+    for key in ("latent_fit_mean_norm", "latent_fit_logdet", "latent_fit_seconds"):
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [0], key
+    # the map is the Gaussian of the init run's encoder codes (z_mean) of the run's training images
+    init = gan.resolve_init(cfg)
+    expected, summary = gan.fit_latent(cfg, init, data.load("synthetic", cfg.limit), torch.device("cpu"))
+    assert run.data.metrics["latent_fit_logdet"] == pytest.approx(summary["latent_fit_logdet"], rel=1e-5)
+    assert summary["latent_fit_logdet"] != 0.0 and summary["latent_fit_mean_norm"] > 0
+    state = gan.load_checkpoint(tracking.download_artifact(run_id, "checkpoint/last.pt"))
+    assert torch.equal(state["generator"]["latent_fit.mean"], expected.mean)
+    assert torch.equal(state["generator"]["latent_fit.scale_tril"], expected.scale_tril)
+    # step 0 is the fitted generator's own fid_proxy, not the bare decoder's
+    scorer = gan.find_scorer("synthetic", torch.device("cpu"))
+    fitted, _ = gan.build_models(cfg, init, expected)
+    bare, _ = gan.build_models(tiny(init_from=vae_run), init)
+    assert fid[0].value == pytest.approx(gan.evaluate(fitted, cfg, scorer)["fid_proxy"], rel=1e-4)
+    assert fid[0].value != pytest.approx(gan.evaluate(bare, cfg, scorer)["fid_proxy"], rel=1e-4)
+    assert set(tracking.logged_model_state_dict(run_id, "generator")) == set(gan.Generator(4).state_dict())
+
+    def crash(epoch, metrics):
+        if epoch == 1:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError):
+        gan.run(tiny(init_from=vae_run, latent_fit="codes", eval_samples=200, epochs=2, experiment="fit-crash"),
+                Context(on_epoch=crash))
+    (crashed,) = client.search_runs([client.get_experiment_by_name("fit-crash").experiment_id])
+    resumed_id, resumed = ran(gan.run(gan.GANConfig(), Context(resume_run_id=crashed.info.run_id)))
+    # resumed from its checkpoint (no new fit): the same map, hence the same second epoch as the uninterrupted run
+    state = gan.load_checkpoint(tracking.download_artifact(resumed_id, "checkpoint/last.pt"))
+    assert torch.equal(state["generator"]["latent_fit.scale_tril"], expected.scale_tril)
+    assert [m.step for m in client.get_metric_history(resumed_id, "latent_fit_logdet")] == [0]
+    for key in ("d_loss", "g_loss", "fid_proxy"):
+        assert math.isclose(resumed[key], final[key], rel_tol=1e-5), key
+
+
+def test_latent_fit_needs_more_codes_than_latent_dimensions(vae_run, capsys):
+    code = run_cli(["train-gan", "--dataset", "synthetic", "--limit", "4", "--batch-size", "2", "--latent-dim", "4",
+                    "--init-from", vae_run, "--latent-fit", "codes", "--eval-samples", "0", "--experiment", "few"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "latent_fit=codes" in err, err
+    assert MlflowClient().get_experiment_by_name("few") is None
+
+
 def _not_a_vae_run() -> str:
     tracking.init_store()
     with mlflow.start_run(experiment_id=MlflowClient().create_experiment("other")) as run:
@@ -177,6 +262,8 @@ BAD_TRAIN_GAN = [
     (["--init-from", "models:/name"], "init_from"),
     (["--init-discriminator", "encoder"], "init_discriminator"),
     (["--init-discriminator", "resnet"], "init_discriminator"),
+    (["--latent-fit", "codes"], "latent_fit"),
+    (["--latent-fit", "moments"], "latent_fit"),
     (["--eval-every", "0"], "eval_every"),
     (["--eval-samples", "-1"], "eval_samples"),
     (["--dataset", "cifar10"], "dataset"),

@@ -27,12 +27,16 @@ def test_run_logs_metrics_artifacts_and_models(store):
     run_id, final = ran(vae.run(tiny(), Context()))
     client = MlflowClient()
     run = client.get_run(run_id)
-    assert run.info.status == "FINISHED" and run.info.run_name == "vae z4 b1.0 s0"
+    assert run.info.status == "FINISHED" and run.info.run_name == "vae z4 b1.0 n300 s0"
     assert run.data.tags["genlab.kind"] == "vae"
     protocol = {"test_nll_iw", "train_nll_iw", "test_nll_iw_se", "train_nll_iw_se", "val_rel_improvement_tail",
-                "converged", "test_active_units"}
+                "converged", "test_active_units", "kl_active_units", "aggregate_posterior_mmd"}
     assert EPOCH_METRICS | {"test_neg_elbo", "test_recon", "test_kl"} | protocol <= set(run.data.metrics)
     assert run.data.metrics["converged"] in (0.0, 1.0)
+    assert final["kl_active_units"] in range(5) and run.data.metrics["kl_active_units"] == final["kl_active_units"]
+    assert math.isfinite(final["aggregate_posterior_mmd"]) and -0.05 < final["aggregate_posterior_mmd"] <= 2
+    # eval_samples = 0: no classifier, so neither do the metrics that need it exist
+    assert not {"interp_smoothness", "aggregate_fid_proxy", "fid_proxy"} & set(run.data.metrics)
     # the bound with nll_k draws is at least as tight as one draw, on average over the images
     assert final["test_nll_iw"] <= final["test_neg_elbo"] + 3 * final["test_nll_iw_se"]
     history = client.get_metric_history(run_id, "val_neg_elbo")
@@ -109,6 +113,52 @@ def test_which_estimators_send_the_reconstruction_gradient_to_the_encoder(estima
     kl_only = torch.autograd.grad(terms["kl"].mean(), encoder)
     same = all(torch.allclose(g, k, atol=1e-6) for g, k in zip(grads, kl_only, strict=True))
     assert same != through_recon
+
+
+def test_posterior_metrics_measure_the_codes_against_the_prior():
+    z_mean, z_log_var = torch.zeros(500, 4), torch.zeros(500, 4)
+    # q(z|x) = N(0, I) for every image: the z_mean are one point, but the draws are the prior itself
+    prior = vae.posterior_metrics(z_mean, z_log_var, seed=0)
+    assert prior["kl_active_units"] == 0 and abs(prior["aggregate_posterior_mmd"]) < 0.01
+    z_mean[:, 0] = 3.0  # every code moved by 3 in one dimension: 4.5 nats there, and a cloud off the prior
+    moved = vae.posterior_metrics(z_mean, z_log_var, seed=0)
+    assert moved["kl_active_units"] == 1 and moved["aggregate_posterior_mmd"] > 0.1
+    # near-point posteriors whose means spread like N(0, I): the aggregate is the prior again
+    spread = torch.randn(500, 4, generator=torch.Generator().manual_seed(1))
+    assert abs(vae.posterior_metrics(spread, torch.full((500, 4), -20.0), seed=0)["aggregate_posterior_mmd"]) < 0.01
+
+
+class PixelScorer:
+    """A stand-in for quality.Scorer whose features are the pixels themselves."""
+
+    def features(self, images: torch.Tensor):
+        return images.reshape(len(images), -1).numpy(), None
+
+
+class ShadeDecoder(torch.nn.Module):
+    """Grey images whose shade is linear in z[0]: evenly spaced codes decode to evenly spaced images."""
+
+    def __init__(self):
+        super().__init__()
+        # large enough that float32 rounding stays far below one step (decoders have parameters: pictures.decode)
+        self.slope = torch.nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.logit(0.5 + self.slope * z[:, :1]).expand(-1, 784).reshape(-1, 1, 28, 28)
+
+
+def test_interpolation_smoothness_of_an_even_decoder_is_one():
+    x = data.load("synthetic", limit=200).test_x
+    torch.manual_seed(0)
+    model = vae.VAE(4, "mlp")
+    model.decoder = ShadeDecoder()
+    assert vae.interpolation_smoothness(model, x, PixelScorer(), torch.device("cpu")) == pytest.approx(1.0, abs=1e-4)
+    # the report quotes these settings without importing torch: they must be the ones the runs use
+    from genlab import metrics
+    from reports.questions import p1q2
+
+    assert p1q2.MEASURED_WITH == {"kl_active_threshold": metrics.KL_ACTIVE_THRESHOLD, "mmd_images": vae.MMD_IMAGES,
+                                  "interp_pairs": vae.INTERP_PAIRS, "interp_steps": vae.INTERP_STEPS}
 
 
 def test_evaluate_is_deterministic():

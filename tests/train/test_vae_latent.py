@@ -44,6 +44,9 @@ def test_latent_space_extras_for_a_2d_latent():
     assert len(kl) == 2 and all(v >= 0 for v in kl)
     # KL is analytic in (z_mean, z_log_var): the per-dimension means add up to the run's test_kl
     assert sum(kl) == pytest.approx(final["test_kl"], rel=1e-4)
+    # the active units are those dimensions of kl_per_dim.json above the threshold
+    assert out["kl_active_units"] == sum(v > metrics.KL_ACTIVE_THRESHOLD for v in kl)
+    assert np.isfinite(out["aggregate_posterior_mmd"])
     figure = run.figures["latent_scatter.png"]
     assert len(figure.axes[0].collections) == 10  # one colour per class
 
