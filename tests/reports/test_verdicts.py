@@ -265,9 +265,10 @@ def test_p1q2_checks_its_verdict_against_the_conv_architecture_both_ways():
     assert p1q2.rule(sweep, NO_KL).numbers["conv_check"] is None  # not planned: nothing to say
 
 
-def dim_sweep(gaps, tests, control=(1.0, 12.0), trains=(200, 200, 200)) -> pd.DataFrame:
-    """beta = 1 VAEs at latent_dim 4, 16, 64 with those gaps and test recons, and the positive control's
-    autoencoders at 4 and 64 with the gaps ``control`` (None: no control runs)."""
+def dim_sweep(gaps, tests, control=(1.0, 12.0), trains=(200, 200, 200), ae_gaps=(1.0, 1.0, 1.0)) -> pd.DataFrame:
+    """beta = 1 VAEs at latent_dim 4, 16, 64 with those gaps and test recons, the positive control's
+    autoencoders at 4 and 64 with the gaps ``control`` (None: no control runs), and the sweep's autoencoders at
+    4, 16, 64 with the gaps ``ae_gaps`` (None: none), after them."""
     rows = []
     for d, g, t, tr in zip((4, 16, 64), gaps, tests, trains, strict=True):
         for seed, e in enumerate((-0.1, 0.0, 0.1)):
@@ -277,17 +278,28 @@ def dim_sweep(gaps, tests, control=(1.0, 12.0), trains=(200, 200, 200)) -> pd.Da
         for seed, e in enumerate((-0.1, 0.0, 0.1)):
             rows.append({"kind": "vae", "arm": f"control ae z={d}", "beta": 0.0, "latent_dim": d, "seed": seed,
                          "train_eval_recon": 150 + e, "val_recon": 150 + g + e, "test_recon": 150 + g})
+    for d, g in zip((4, 16, 64) if ae_gaps else (), ae_gaps or (), strict=True):
+        for seed, e in enumerate((-0.1, 0.0, 0.1)):
+            rows.append({"kind": "vae", "arm": f"ae z={d}", "beta": 0.0, "latent_dim": d, "seed": seed,
+                         "train_eval_recon": 180 + e, "val_recon": 180 + g + e, "test_recon": 180 + g})
     return frame(rows)
 
 
 def test_p1q3_shapes():
     confirmed = p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226)))
     assert confirmed.status == "confirmed" and confirmed.numbers["fit"] == "overfitting"
-    assert confirmed.numbers["control_gap_growth"].outcome == "greater"
+    assert confirmed.numbers["control_gap_excess"].outcome == "greater" and confirmed.numbers["control_gap_excess"].paired
+    assert confirmed.numbers["control_gap_excess"].diff == pytest.approx(11.0)
     assert [r["model"] for r in confirmed.rows].count("control_ae") == 2
-    # the positive control saw no memorisation / is absent: the measurement could not have seen it
+    # the control's own growth with latent_dim is shown, not required: on a few hundred images a small AE memorises
+    flat_control = p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226), control=(12.0, 12.0)))
+    assert flat_control.status == "confirmed" and flat_control.numbers["control_gap_growth"].outcome != "greater"
+    # the positive control saw no more memorisation than the sweep's AE of its size / is absent / has no baseline
     assert p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226), control=(1.0, 1.5))).status == "inconclusive_control"
+    assert p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226), control=(1.0, 12.0),
+                               ae_gaps=(1.0, 1.0, 11.0))).status == "inconclusive_control"
     assert p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226), control=None)).status == "inconclusive_control"
+    assert p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226), ae_gaps=None)).status == "inconclusive_control"
     # worse test AND worse train reconstruction at the largest size: underfitting, not memorisation
     under = p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226), trains=(200, 195, 205)))
     assert under.numbers["fit"] == "underfitting" and under.status == "not_confirmed"
@@ -628,10 +640,13 @@ def test_convergence_gate_looks_only_at_the_runs_a_verdict_rests_on():
     runs.loc[V.arm(runs) == "detach", "metrics.converged"] = 0.0
     assert p1q1.QUESTION.judge(runs, {"history": NO_HISTORY}).status == "inconclusive_not_converged"
     # P1Q3 rests on the beta = 1 VAEs, not on the autoencoders shown for contrast
-    sweep = dim_sweep((1, 2, 6), (230, 220, 226)).assign(**{"metrics.converged": 1.0})
-    ae = sweep[:9].assign(**{"params.beta": "0.0", "tags.genlab.arm": "ae", "metrics.converged": 0.0,
+    sweep = dim_sweep((1, 2, 6), (230, 220, 226), ae_gaps=None).assign(**{"metrics.converged": 1.0})
+    ae = sweep[:9].assign(**{"params.beta": "0.0", "tags.genlab.arm": "ae", "metrics.converged": [0.0] * 6 + [1.0] * 3,
                              "run_id": [f"ae{i}" for i in range(9)]})
     assert p1q3.QUESTION.judge(pd.concat([sweep, ae]), {}).status == "confirmed"
+    ae.loc[8, "metrics.converged"] = 0.0  # ... but the largest AE is the control's baseline: it must have converged
+    assert p1q3.QUESTION.judge(pd.concat([sweep, ae]), {}).numbers["not_converged"] == ["ae8"]
+    ae.loc[8, "metrics.converged"] = 1.0
     sweep.loc[8, "metrics.converged"] = 0.0
     gated = p1q3.QUESTION.judge(pd.concat([sweep, ae]), {})
     assert gated.status == "inconclusive_not_converged" and gated.numbers["not_converged"] == ["run08"]
