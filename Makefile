@@ -25,9 +25,11 @@ data: $(STAMP)
 
 # The quick study (every question end to end, a pipeline check), then the report built from its runs.
 # PROFILE=full for the conclusions (wall times: experiments/README.md). Finished runs are reused: an interrupted study continues.
-# WORKERS=2 runs independent runs side by side on a local Dask cluster (one single-threaded process per worker).
+# WORKERS=N runs independent runs side by side on a local Dask cluster (one single-threaded process per worker).
+# quick: one worker (its runs are too short to repay a worker's start-up); full and paper: two, one per core of the
+# 2-core machine they are planned for (the full study in 42 min; experiments/README.md, "Wall time").
 PROFILE ?= quick
-WORKERS ?= 1
+WORKERS ?= $(if $(filter quick,$(PROFILE)),1,2)
 study: data
 	$(BIN)/genlab study --profile $(PROFILE) --workers $(WORKERS)
 	$(BIN)/genlab report --profile $(PROFILE)

@@ -32,7 +32,7 @@ from genlab.models.gan import Discriminator, FittedGenerator, Generator, LatentF
 from genlab.models.vae import ARCHS, Encoder, param_count
 from genlab.pictures import N_GRID, SAMPLE_SEED
 from genlab.train import loop
-from genlab.train.vae import MIN_EVAL_SAMPLES
+from genlab.train.vae import MIN_EVAL_SAMPLES, encode_means
 
 EVAL_SEED = 4321  # the fixed noise behind every evaluation (independent of the run seed, like SAMPLE_SEED)
 DIVERSITY_SAMPLES = 500  # images behind sample_diversity (500*499/2 pairs)
@@ -199,9 +199,7 @@ def fit_latent(cfg: GANConfig, init: InitSource | None, splits: data.Splits, dev
     t0 = time.perf_counter()
     encoder = Encoder(cfg.latent_dim, cfg.arch)
     encoder.load_state_dict(init.encoder)
-    encoder.to(device).eval()
-    codes = torch.cat([encoder.encode(xb)[0].float().cpu()
-                       for xb in data.batches(splits.train_x, batch_size, device=device)])
+    codes, _ = encode_means(encoder.to(device), splits.train_x, device, batch_size)
     fit = LatentFit.of_codes(codes)
     return fit, {**fit.summary(), "latent_fit_seconds": time.perf_counter() - t0}
 

@@ -22,7 +22,7 @@ from genlab import config, data, images, losses, metrics, pictures, tags
 from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
 from genlab.configs import DTYPES, ESTIMATORS, LR_SCHEDULES, VAEConfig
 from genlab.entries import Context, EpochCallback, Result
-from genlab.models.vae import ARCHS, VAE, param_count, reparameterize
+from genlab.models.vae import ARCHS, VAE, Encoder, param_count, reparameterize
 from genlab.pictures import N_GRID, SAMPLE_SEED
 from genlab.quality import MIN_SAMPLES as MIN_EVAL_SAMPLES
 from genlab.quality import Scorer
@@ -418,7 +418,7 @@ def interpolation_smoothness(model: VAE, x: torch.Tensor, scorer: Scorer, device
     if pairs == 0:
         raise ValueError(f"interp_smoothness needs at least 2 images, got {len(x)}")
     chosen = np.random.default_rng(INTERP_SEED).choice(len(x), size=2 * pairs, replace=False)
-    z = encode_means(model, x[torch.from_numpy(chosen)], device)[0]
+    z = encode_means(model.encoder, x[torch.from_numpy(chosen)], device)[0]
     images = pictures.decode(model.decoder, pictures.lines(z[:pairs], z[pairs:], INTERP_STEPS))
     features, _ = scorer.features(images)
     return metrics.interp_smoothness(features.reshape(pairs, INTERP_STEPS, -1))
@@ -428,12 +428,14 @@ PROBE_TRAIN_IMAGES = 5000  # the linear probe of z_mean is fitted on at most thi
 
 
 @torch.no_grad()
-def encode_means(model: VAE, x: torch.Tensor, device: torch.device, batch_size: int = 500,
+def encode_means(encoder: Encoder, x: torch.Tensor, device: torch.device, batch_size: int = 500,
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``z_mean`` and ``z_log_var`` (N, latent_dim) on the CPU for uint8 images ``x``."""
-    model.eval()
-    parts = [model.encoder.encode(xb) for xb in data.batches(x, batch_size, device=device)]
-    model.train()
+    """``z_mean`` and ``z_log_var`` (N, latent_dim) on the CPU for uint8 images ``x``, the encoder in eval mode
+    (its own mode restored after)."""
+    was_training = encoder.training
+    encoder.eval()
+    parts = [encoder.encode(xb) for xb in data.batches(x, batch_size, device=device)]
+    encoder.train(was_training)
     return torch.cat([m for m, _ in parts]).float().cpu(), torch.cat([v for _, v in parts]).float().cpu()
 
 
@@ -444,8 +446,8 @@ def log_latent_space(run, model: VAE, splits: data.Splits, device: torch.device,
     (``kl_active_units``, ``aggregate_posterior_mmd``; ``seed``: the posterior and prior draws), ``kl_per_dim.json``
     (mean KL per latent dimension on the test split, nats) and, for a 2-d latent, ``latent_scatter.png`` (test
     ``z_mean`` by class)."""
-    train_mean, _ = encode_means(model, splits.train_x[:PROBE_TRAIN_IMAGES], device)
-    test_mean, test_log_var = encode_means(model, splits.test_x, device)
+    train_mean, _ = encode_means(model.encoder, splits.train_x[:PROBE_TRAIN_IMAGES], device)
+    test_mean, test_log_var = encode_means(model.encoder, splits.test_x, device)
     accuracy = metrics.linear_probe_accuracy(train_mean.numpy(), splits.train_y[:PROBE_TRAIN_IMAGES].numpy(),
                                              test_mean.numpy(), splits.test_y.numpy())
     added = {"latent_probe_accuracy": accuracy, **posterior_metrics(test_mean, test_log_var, seed)}
@@ -495,11 +497,11 @@ def log_pictures(run, model: VAE, splits: data.Splits, device: torch.device) -> 
     reconstructions from ``z_mean``), ``pictures/interpolation.png`` (straight lines between the ``z_mean`` of
     test images of different classes) and, for a 2-d latent, ``pictures/manifold.png``."""
     x = data.to_float(splits.test_x[:N_PICTURE_IMAGES])
-    z_x = encode_means(model, splits.test_x[:N_PICTURE_IMAGES], device)[0]
+    z_x = encode_means(model.encoder, splits.test_x[:N_PICTURE_IMAGES], device)[0]
     run.log_image(images.side_by_side(x, pictures.decode(model.decoder, z_x)), "pictures/reconstructions.png")
     run.log_image(pictures.sample_grid(model.decoder, model.latent_dim), "pictures/samples.png")
     first, second = pictures.pair_indices(splits.test_y.numpy())
-    z_test = encode_means(model, splits.test_x[first + second], device)[0]
+    z_test = encode_means(model.encoder, splits.test_x[first + second], device)[0]
     run.log_image(pictures.interpolation_grid(model.decoder, z_test[:len(first)], z_test[len(first):]),
                   "pictures/interpolation.png")
     if model.latent_dim == 2:
