@@ -57,20 +57,11 @@ def _gap_growth(rows: list[dict[str, Any]], gap: str = "_gap") -> Comparison:
     return compare_runs(last["_runs"], first["_runs"], gap, GAP_GROWTH_MIN)
 
 
-def _control_excess(control_rows: list[dict[str, Any]], ae_rows: list[dict[str, Any]]) -> Comparison | None:
-    """The control autoencoder's gap minus the sweep autoencoder's, at the control's largest latent_dim (None when
-    the sweep has no autoencoder of that size)."""
-    if not control_rows:
-        return None
-    last = control_rows[-1]
-    same = [r for r in ae_rows if r["latent_dim"] == last["latent_dim"]]
-    return compare_runs(last["_runs"], same[0]["_runs"], "_gap", GAP_GROWTH_MIN) if same else None
-
-
-def _control_baseline_ids(control_rows: list[dict[str, Any]], ae_rows: list[dict[str, Any]]) -> list[str]:
-    """The sweep autoencoder runs the control is compared with: the verdict rests on them too."""
+def _control_baseline(control_rows: list[dict[str, Any]], ae_rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The sweep's autoencoder row at the control's largest latent_dim: what the control is compared with (None when
+    there is no control or no such autoencoder)."""
     size = control_rows[-1]["latent_dim"] if control_rows else None
-    return [i for r in ae_rows if r["latent_dim"] == size for i in r["run_ids"]]
+    return next((r for r in ae_rows if r["latent_dim"] == size), None)
 
 
 def _figure_data(main: pd.DataFrame, ae: pd.DataFrame) -> pd.DataFrame:
@@ -116,7 +107,9 @@ def rule(runs: pd.DataFrame) -> Verdict:
         numbers["ae_gap_growth"] = _gap_growth(ae_rows)
     if len(control_rows) >= 2:
         numbers["control_gap_growth"] = _gap_growth(control_rows)
-    excess = _control_excess(control_rows, ae_rows)
+    baseline = _control_baseline(control_rows, ae_rows)
+    excess = None if baseline is None else compare_runs(control_rows[-1]["_runs"], baseline["_runs"], "_gap",
+                                                        GAP_GROWTH_MIN)
     if excess is not None:
         numbers["control_gap_excess"] = excess
     if len(control_vae_rows) >= 2:  # does the VAE memorise when given the chance? shown, not part of the rule
@@ -142,7 +135,7 @@ def rule(runs: pd.DataFrame) -> Verdict:
     numbers["gap_ok"] = numbers["gap_growth"].outcome == "greater"
     numbers["control_ok"] = excess is not None and excess.outcome == "greater"
     return Verdict("p1q3", _status(numbers), numbers, table, run_ids, missing, data,
-                   rests_on=ids(main) + ids(control) + _control_baseline_ids(control_rows, ae_rows))
+                   rests_on=ids(main) + ids(control) + (baseline["run_ids"] if baseline else []))
 
 
 def _status(numbers: dict[str, Any]) -> str:
