@@ -88,9 +88,14 @@ class GANConfig:
     epochs: int = param(10, "passes over the training split (integer >= 1)")
     batch_size: int = param(128, "real images per step")
     lr_g: float = param(2e-4, "Adam learning rate of the generator (> 0)")
-    lr_d: float = param(2e-4, "Adam learning rate of the discriminator (> 0)")
+    lr_d: float = param(4e-4, "Adam learning rate of the discriminator (> 0; twice lr_g by default: two time-scale "
+                        "updates, Heusel et al. 2017)")
     beta1: float = param(0.5, "Adam's first-moment decay, both networks (in [0, 1); 0.5 as in DCGAN)")
-    loss: str = param("ns", "GAN loss: ns (non-saturating BCE) or hinge", LOSSES)
+    loss: str = param("hinge", "GAN loss: hinge (Miyato et al. 2018) or ns (non-saturating BCE)", LOSSES)
+    spectral_norm: int = param(1, "1: spectral normalisation of every discriminator layer (Miyato et al. 2018); 0: "
+                               "plain weights", SWITCH)
+    ema_decay: float = param(0.999, "decay of the exponential moving average of the generator's weights that is "
+                             "evaluated, sampled and logged (Yazici et al. 2019; in [0, 1); 0 = the last weights)")
     init_from: str = param("none", "initial generator weights: none (random), a VAE run id (its decoder), "
                            "models:/NAME/VERSION or models:/NAME@ALIAS")
     init_discriminator: str = param("none", "none, or encoder: start the discriminator from the trunk of the "

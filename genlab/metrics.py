@@ -400,3 +400,35 @@ def convergence(values: list[float], threshold: float = CONVERGED_BELOW) -> dict
     """``val_rel_improvement_tail`` and ``converged`` (1.0 when the tail improved by less than ``threshold``)."""
     tail = rel_improvement_tail(values)
     return {"val_rel_improvement_tail": tail, "converged": float(tail < threshold)}
+
+
+# ---------------------------------------------------------------- a GAN's convergence: a plateau test
+
+PLATEAU_FRACTION = 1 / 3  # the tail: the last third of the evaluations after step 0
+PLATEAU_MIN_POINTS = 4  # fewer points leave the slope's interval too wide to call anything a plateau
+PLATEAU_BELOW = 0.05  # the most the curve may still be falling over the tail, relative to its level there
+
+
+def plateau(values: list[float], fraction: float = PLATEAU_FRACTION, threshold: float = PLATEAU_BELOW,
+            ) -> dict[str, float]:
+    """A GAN's convergence on its fid_proxy curve (``values``: one per evaluation after step 0, lower is better).
+
+    A least-squares line through the last ``fraction`` of the evaluations (at least PLATEAU_MIN_POINTS); its
+    slope times the tail's span, over the tail's mean, is how much the curve still falls across the tail
+    (``fid_tail_fall``, positive = still improving) with a 95 % t interval (``fid_tail_fall_ci_low/_high``). The
+    run ``converged`` when even the interval's upper end is below ``threshold``: the tail cannot be falling by
+    more than that. A best-so-far gate (the VAEs') reads noise here: a GAN's fid_proxy wanders up and down from one
+    evaluation to the next, so its best value keeps moving by chance. Too few evaluations: not converged."""
+    from scipy import stats
+
+    k = max(PLATEAU_MIN_POINTS, math.ceil(fraction * len(values) - 1e-9))
+    if len(values) < k:
+        return {"converged": 0.0}
+    tail = np.asarray(values[-k:], dtype=np.float64)
+    x = np.arange(k, dtype=np.float64)
+    fit = stats.linregress(x, tail)
+    half = stats.t.ppf(0.975, k - 2) * fit.stderr
+    scale = (k - 1) / max(abs(float(tail.mean())), 1e-12)
+    fall, low, high = -fit.slope * scale, -(fit.slope + half) * scale, -(fit.slope - half) * scale
+    return {"fid_tail_fall": float(fall), "fid_tail_fall_ci_low": float(low), "fid_tail_fall_ci_high": float(high),
+            "converged": float(high < threshold)}

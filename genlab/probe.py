@@ -18,10 +18,13 @@
   as Bernoulli cross-entropy in nats per image, predictions clamped to [1e-4, 1 - 1e-4]; lower keeps more).
   ``*_realfake_auroc``: how linearly a layer separates real test images from the GAN generator's samples (a
   logistic regression fitted on REALFAKE_IMAGES / 2 of each, AUROC on the other REALFAKE_IMAGES / 2 of each: a
-  subsample, to keep the run short); ``discriminator_output_auroc``: D's own logit on that held-out half.
+  subsample, to keep the run short); ``*_realfake_centroid_auroc``: the same split read along the difference of
+  the two fitting halves' mean features (no fitted weights: the measure P2Q2's claim uses, because the logistic
+  probe reaches AUROC 1 even on untrained layers); ``discriminator_output_auroc``: D's own logit on that held-out
+  half.
   ``trunk_cka``: linear CKA between the two trunks on the test images.
 - Controls: an untrained encoder and discriminator of the same architectures (``fresh_networks``, seeded by
-  ``seed``) measured the same way, prefixed ``untrained_`` (class probes, recon_from_features, realfake_auroc);
+  ``seed``) measured the same way, prefixed ``untrained_`` (class probes, recon_from_features, both real/fake AUROCs);
   ``trunk_cka_init``: the CKA of their two trunks, the reference for ``trunk_cka``.
 """
 
@@ -74,14 +77,17 @@ def load_networks(cfg: ProbeConfig) -> tuple[VAE, Generator, Discriminator, dict
     model = VAE(int(vae_params["latent_dim"]), vae_params["arch"])
     model.load_state_dict(vae.load_checkpoint(vae_path)["model"])
     gan_params, gan_path = nets[tags.GAN]
-    state = gan.load_checkpoint(gan_path)
-    generator, discriminator = Generator(int(gan_params["latent_dim"]), gan_params["arch"]), Discriminator(gan_params["arch"])
-    if gan_params.get("latent_fit", "none") != "none":  # its generator sits behind a fixed Gaussian map: fold it in
+    state, gan_cfg = gan.load_checkpoint(gan_path), gan.config_from_params(gan_params)
+    generator = Generator(gan_cfg.latent_dim, gan_cfg.arch)
+    discriminator = Discriminator(gan_cfg.arch, spectral_norm=bool(gan_cfg.spectral_norm))
+    # the generator its run evaluated and logged: the moving average of its weights when it kept one
+    weights = state.get("generator_ema", state["generator"])
+    if gan_cfg.latent_fit != "none":  # its generator sits behind a fixed Gaussian map: fold it in
         fitted = FittedGenerator(LatentFit(generator.latent_dim), generator)
-        fitted.load_state_dict(state["generator"])
+        fitted.load_state_dict(weights)
         generator = fitted.folded()
     else:
-        generator.load_state_dict(state["generator"])
+        generator.load_state_dict(weights)
     discriminator.load_state_dict(state["discriminator"])
     # the probe measures trained networks: its numbers are evidence only if both trainings had converged
     inputs = {} if None in gate else {"converged": float(min(gate))}
@@ -110,7 +116,7 @@ def fresh_networks(model: VAE, discriminator: Discriminator, seed: int) -> tuple
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         encoder = Encoder(model.latent_dim, model.arch)
-        return encoder.eval(), Discriminator(discriminator.arch).eval()
+        return encoder.eval(), Discriminator(discriminator.arch, discriminator.spectral_norm).eval()
 
 
 def _realfake_picks(n_real: int, n_generated: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -178,6 +184,18 @@ def _realfake_auroc(f: dict[str, np.ndarray], cfg: ProbeConfig) -> float:
                                       seed=cfg.seed)
 
 
+def _realfake_centroid_auroc(f: dict[str, np.ndarray]) -> float:
+    """The same real/fake split read along one direction fitted by nothing but two means: each held-out image's
+    features projected on (mean of the real first half - mean of the generated first half), AUROC on the second
+    half. A logistic probe on hundreds of dimensions separates real from generated images even on untrained
+    networks (AUROC 1.000 on the study's earlier GANs), so it cannot show what training adds; one mean
+    difference has far less room to exploit chance directions."""
+    half = len(f["real"]) // 2
+    direction = f["real"][:half].mean(0) - f["generated"][:half].mean(0)
+    scores = np.concatenate([f["real"][half:], f["generated"][half:]]).astype(np.float64) @ direction
+    return metrics.auroc(scores, np.r_[np.ones(len(f["real"]) - half), np.zeros(len(f["generated"]) - half)])
+
+
 CLASS_PROBES = {  # representation -> its class-probe metric
     "encoder": "encoder_probe_accuracy", "encoder_trunk": "encoder_trunk_probe_accuracy",
     "discriminator": "discriminator_probe_accuracy", "raw": "encoder_probe_accuracy_raw",
@@ -208,6 +226,7 @@ def _scores(cfg: ProbeConfig, features: dict[str, dict[str, np.ndarray]], labels
         result[f"{name}_recon_from_features"] = metrics.linear_recon_nats(f["train"], pixels["train"], f["test"],
                                                                           pixels["test"], RECON_RIDGE)
         result[f"{name}_realfake_auroc"] = _realfake_auroc(f, cfg)
+        result[f"{name}_realfake_centroid_auroc"] = _realfake_centroid_auroc(f)
     result["trunk_cka"] = metrics.linear_cka(features["encoder_trunk"]["test"], features["discriminator"]["test"])
     result["trunk_cka_init"] = metrics.linear_cka(features["untrained_encoder_trunk"]["test"],
                                                   features["untrained_discriminator"]["test"])

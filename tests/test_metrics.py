@@ -309,3 +309,24 @@ def test_convergence_gate_flips_at_the_threshold():
     assert metrics.convergence([100.0, 50.0, 49.4])["converged"] == 0.0  # 1.2 %
     with pytest.raises(ValueError):
         metrics.rel_improvement_tail([1.0])
+
+
+def test_plateau_calls_a_flat_noisy_tail_converged_and_a_falling_one_not():
+    rng = np.random.default_rng(0)
+    falling = list(np.linspace(200, 60, 12))  # still falling by ~40 % across its last third
+    flat = list(np.linspace(200, 60, 8)) + list(60 + rng.normal(0, 0.5, 8))
+    assert metrics.plateau(falling)["converged"] == 0.0 and metrics.plateau(falling)["fid_tail_fall"] > 0.3
+    out = metrics.plateau(flat)
+    assert out["converged"] == 1.0 and out["fid_tail_fall_ci_low"] < out["fid_tail_fall"] < out["fid_tail_fall_ci_high"]
+    # a noisy tail whose interval reaches above the threshold is not called a plateau
+    noisy = list(np.linspace(200, 60, 8)) + [60, 90, 45, 80, 50]
+    assert metrics.plateau(noisy)["converged"] == 0.0
+    assert metrics.plateau([100.0, 90.0, 80.0]) == {"converged": 0.0}  # fewer than 4 points
+
+
+def test_plateau_flips_at_its_threshold():
+    tail = [100.0, 99.0, 98.0, 97.0, 96.0, 95.0]  # exact line: the interval is the point, fall 5/97.5 = 0.051
+    fall = metrics.plateau(tail, fraction=1.0)["fid_tail_fall"]
+    assert fall == pytest.approx(5 / 97.5)
+    assert metrics.plateau(tail, fraction=1.0, threshold=fall + 1e-6)["converged"] == 1.0
+    assert metrics.plateau(tail, fraction=1.0, threshold=fall - 1e-6)["converged"] == 0.0

@@ -26,3 +26,24 @@ def test_discriminator_takes_an_encoder_trunk():
         x = torch.rand(4, 1, 28, 28)
         assert torch.equal(d.features(x), vae.encoder.trunk(x))
         assert d(x).shape == (4,)
+
+
+def test_spectral_norm_keeps_loaded_trunk_weights_and_bounds_each_layer():
+    vae = VAE(latent_dim=5)
+    d = Discriminator("conv")
+    d.trunk.load_state_dict(vae.encoder.trunk.state_dict())
+    d.use_spectral_norm().train()
+    first = d.trunk[0]
+    assert torch.equal(first.parametrizations.weight.original, vae.encoder.trunk[0].weight)
+    x = torch.rand(8, 1, 28, 28)
+    for _ in range(30):  # power iterations run in training forward passes
+        d(x)
+    for layer in (d.trunk[0], d.trunk[2], d.trunk[5], d.head):
+        sigma = torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2)
+        assert abs(float(sigma) - 1.0) < 0.05
+    # a checkpoint of a normalised discriminator loads into one built normalised
+    again = Discriminator("conv", spectral_norm=True)
+    again.load_state_dict(d.state_dict())
+    d.eval(), again.eval()
+    assert torch.allclose(again(x), d(x)) and again.spectral_norm
+    assert not Discriminator("conv").spectral_norm

@@ -25,7 +25,9 @@ METRICS = {"encoder_probe_accuracy", "discriminator_probe_accuracy", "encoder_pr
 RECON = {"encoder_recon_from_features", "discriminator_recon_from_features", "encoder_zmean_recon_from_features",
          "untrained_encoder_recon_from_features", "untrained_discriminator_recon_from_features"}
 AUROC = {"encoder_realfake_auroc", "discriminator_realfake_auroc", "discriminator_output_auroc",
-         "encoder_zmean_realfake_auroc", "untrained_encoder_realfake_auroc", "untrained_discriminator_realfake_auroc"}
+         "encoder_zmean_realfake_auroc", "untrained_encoder_realfake_auroc", "untrained_discriminator_realfake_auroc",
+         *(f"{net}_realfake_centroid_auroc" for net in ("encoder", "discriminator", "encoder_zmean", "untrained_encoder",
+                                                       "untrained_discriminator"))}
 ACCURACY = {"encoder_trunk_pca_probe_accuracy", "discriminator_pca_probe_accuracy", "untrained_encoder_probe_accuracy",
             "untrained_encoder_trunk_probe_accuracy", "untrained_discriminator_probe_accuracy"}
 CKA = {"trunk_cka", "trunk_cka_init"}
@@ -117,7 +119,7 @@ def test_untrained_controls_measure_exactly_what_the_trained_numbers_measure():
     model.encoder.load_state_dict(enc0.state_dict())
     disc.load_state_dict(disc0.state_dict())
     m, d_prob, kl = probe.measure(cfg, model, generator, disc, data.load("synthetic", 300), torch.device("cpu"))
-    for name in ("recon_from_features", "realfake_auroc"):
+    for name in ("recon_from_features", "realfake_auroc", "realfake_centroid_auroc"):
         for net in ("encoder", "discriminator"):
             assert m[f"untrained_{net}_{name}"] == pytest.approx(m[f"{net}_{name}"]), (net, name)
     assert m["untrained_encoder_probe_accuracy"] == pytest.approx(m["encoder_probe_accuracy"])
@@ -126,3 +128,14 @@ def test_untrained_controls_measure_exactly_what_the_trained_numbers_measure():
     assert m["trunk_cka"] == pytest.approx(m["trunk_cka_init"]) and 0 < m["trunk_cka"] < 1
     assert set(d_prob) == set(kl) == {"real", "generated", "recon"} and len(d_prob["real"]) == 500
     assert m["d_prob_real"] == pytest.approx(float(np.mean(d_prob["real"])))
+
+
+def test_centroid_auroc_reads_one_mean_difference_and_misses_what_only_a_fitted_probe_sees():
+    rng = np.random.default_rng(0)
+    real, generated = rng.normal(0, 1, (400, 50)), rng.normal(0, 1, (400, 50))
+    shifted = {"real": real + np.r_[0.5, np.zeros(49)], "generated": generated}
+    assert probe._realfake_centroid_auroc(shifted) > 0.6  # a shift of the means shows along their difference
+    assert abs(probe._realfake_centroid_auroc({"real": real, "generated": generated}) - 0.5) < 0.1
+    # the same means, a different spread: no mean difference to read, however separable the sets are
+    wide = {"real": real * 3.0, "generated": generated}
+    assert abs(probe._realfake_centroid_auroc(wide) - 0.5) < 0.1

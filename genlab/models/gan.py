@@ -4,7 +4,9 @@
   -> logits (B, 1, 28, 28); images are ``sigmoid(logits)`` in [0, 1], like the data. A trained VAE decoder's
   state dict therefore loads into it unchanged;
 - the discriminator is ``genlab.models.vae.trunk(arch)`` (the encoder's feature extractor) followed by a single
-  logit, so an ``Encoder.trunk`` state dict loads into ``Discriminator.trunk`` unchanged;
+  logit, so an ``Encoder.trunk`` state dict loads into ``Discriminator.trunk`` unchanged; with spectral
+  normalisation (Miyato et al. 2018) every weight is divided by its largest singular value, which bounds how fast
+  the discriminator's logit can change with its input and keeps it from outrunning the generator;
 - ``FittedGenerator``: a generator behind a fixed ``LatentFit`` (z = mean + L·eps, a Gaussian fitted to a
   decoder's own codes), so noise eps ~ N(0, I) reaches the decoder distributed like the codes it was trained on
   (P2Q1's control ``ae_decoder_matched``).
@@ -88,13 +90,27 @@ class FittedGenerator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Image (B, 1, 28, 28) -> one logit per image (B,): log-odds that the image is real."""
+    """Image (B, 1, 28, 28) -> one logit per image (B,): log-odds that the image is real (the ``ns`` loss) or a
+    score (``hinge``). ``spectral_norm=True`` normalises every layer from the start; ``use_spectral_norm()`` does
+    it later, after plain weights (an encoder's trunk) were loaded."""
 
-    def __init__(self, arch: str = "conv"):
+    def __init__(self, arch: str = "conv", spectral_norm: bool = False):
         super().__init__()
-        self.arch = arch
+        self.arch, self.spectral_norm = arch, False
         self.trunk = trunk(arch)
         self.head = nn.Linear(HIDDEN[arch], 1)
+        if spectral_norm:
+            self.use_spectral_norm()
+
+    def use_spectral_norm(self) -> Discriminator:
+        """Reparameterise each Conv2d/Linear weight as W / sigma_max(W) (one power iteration per training forward
+        pass; the state dict then holds ``...parametrizations.weight.original`` and the power-iteration vectors)."""
+        if not self.spectral_norm:
+            for module in self.modules():
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    nn.utils.parametrizations.spectral_norm(module)
+            self.spectral_norm = True
+        return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate layer (B, HIDDEN[arch]): what a linear probe reads."""

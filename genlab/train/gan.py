@@ -13,6 +13,7 @@ loop.Sink) -> TrackedGANSink (what a run logs) -> run (the MLflow run around it)
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import sys
@@ -50,6 +51,9 @@ def validate(cfg: GANConfig) -> None:
     check_positive("lr_d", cfg.lr_d)
     check(isinstance(cfg.beta1, (int, float)) and 0 <= cfg.beta1 < 1, "beta1", cfg.beta1, "a number in [0, 1)")
     check_choice("loss", cfg.loss, LOSSES)
+    check(cfg.spectral_norm in (0, 1) and type(cfg.spectral_norm) is int, "spectral_norm", cfg.spectral_norm, "0 or 1")
+    check(isinstance(cfg.ema_decay, (int, float)) and 0 <= cfg.ema_decay < 1, "ema_decay", cfg.ema_decay,
+          "a number in [0, 1)")
     check(cfg.init_from == "none" or bool(RUN_ID.match(cfg.init_from) or MODEL_URI.match(cfg.init_from)),
           "init_from", cfg.init_from, "none, a VAE run id (32 hex digits), models:/NAME/VERSION or models:/NAME@ALIAS")
     check_choice("init_discriminator", cfg.init_discriminator, INIT_DISCRIMINATORS)
@@ -79,7 +83,7 @@ def init_label(cfg: GANConfig, init: InitSource | None) -> str:
 def run_name(cfg: GANConfig, init: InitSource | None = None) -> str:
     """``gan z16 init=vae-decoder s0`` (plus the arch / loss when not the default, ``+encoder`` for the
     discriminator, ``latent_fit=codes`` for the fitted noise): the initialisations of P2Q1 get different names."""
-    extra = "".join(f" {v}" for v, default in ((cfg.arch, "conv"), (cfg.loss, "ns")) if v != default)
+    extra = "".join(f" {v}" for v, default in ((cfg.arch, "conv"), (cfg.loss, "hinge")) if v != default)
     init = init_label(cfg, init)
     if cfg.init_discriminator == "encoder":
         init += "+encoder"
@@ -104,9 +108,15 @@ def params_of(cfg: GANConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
+# what a run logged before these params existed trained with (its checkpoint's discriminator has plain weights)
+LEGACY_PARAMS = {"spectral_norm": "0", "ema_decay": "0", "loss": "ns", "lr_d": "0.0002"}
+
+
 def config_from_params(params: dict[str, str]) -> GANConfig:
-    """Rebuild a config from a run's logged params (strings)."""
-    return config.config_from_params(GANConfig, params)
+    """Rebuild a config from a run's logged params (strings); a run older than the spectral norm and the moving
+    average gets the recipe it trained with (LEGACY_PARAMS), not today's defaults."""
+    legacy = LEGACY_PARAMS if "spectral_norm" not in params else {}
+    return config.config_from_params(GANConfig, {**legacy, **params})
 
 
 def check_data(cfg: GANConfig, splits: data.Splits) -> None:
@@ -182,6 +192,8 @@ def build_models(cfg: GANConfig, init: InitSource | None, latent_fit: LatentFit 
         generator.load_state_dict(init.decoder)
         if init.trunk is not None:
             discriminator.trunk.load_state_dict(init.trunk)
+    if cfg.spectral_norm:  # after the encoder's plain weights are in: each is then divided by its sigma_max
+        discriminator.use_spectral_norm()
     if cfg.latent_fit == "codes":
         return FittedGenerator(latent_fit or LatentFit(cfg.latent_dim), generator), discriminator
     return generator, discriminator
@@ -227,6 +239,7 @@ def find_scorer(dataset: str, device: torch.device) -> Any:
 
 
 GATE_METRIC = "fid_proxy"  # the GAN's validation objective (lower is better) for the convergence gate
+GATE_KEYS = ("fid_tail_fall", "fid_tail_fall_ci_low", "fid_tail_fall_ci_high", "converged")
 
 
 def evaluate(generator: Generator, cfg: GANConfig, scorer: Any | None) -> dict[str, float]:
@@ -260,10 +273,17 @@ def load_checkpoint(path: str | Path) -> dict:
 # ---------------------------------------------------------------- the loop
 
 class Networks(NamedTuple):
-    """What the GAN loop trains (its ``model`` for a loop.Sink)."""
+    """What the GAN loop trains (its ``model`` for a loop.Sink), and the exponential moving average of the
+    generator's weights (``average``; None with ``ema_decay=0``)."""
 
     generator: Generator | FittedGenerator
     discriminator: Discriminator
+    average: Generator | FittedGenerator | None = None
+
+    def sampler(self) -> Generator | FittedGenerator:
+        """The generator that evaluations, sample grids, the logged model and the probe use: the average when
+        there is one (Yazici et al. 2019: the average of the iterates is a better generator than the last one)."""
+        return self.average if self.average is not None else self.generator
 
 
 @dataclass
@@ -278,8 +298,9 @@ class TrainState:
     val_history: list[float]  # fid_proxy at step 0, then at each evaluation: the convergence gate
 
     def stateful(self) -> dict[str, Any]:
+        average = {} if self.nets.average is None else {"generator_ema": self.nets.average}
         return {"generator": self.nets.generator, "discriminator": self.nets.discriminator,
-                "opt_g": self.opt_g, "opt_d": self.opt_d}
+                "opt_g": self.opt_g, "opt_d": self.opt_d, **average}
 
     def rngs(self) -> dict[str, torch.Generator]:
         return {"shuffle_rng": self.shuffle_rng, "noise_rng": self.noise_rng}
@@ -299,8 +320,9 @@ def initial_state(cfg: GANConfig, device: torch.device, init: InitSource | None 
     generator, discriminator = build_models(cfg, init, latent_fit)
     generator.to(device)
     discriminator.to(device)
+    average = copy.deepcopy(generator).requires_grad_(False) if cfg.ema_decay > 0 else None
     betas = (cfg.beta1, 0.999)
-    state = TrainState(Networks(generator, discriminator),
+    state = TrainState(Networks(generator, discriminator, average),
                        torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=betas),
                        torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=betas),
                        torch.Generator().manual_seed(cfg.seed), torch.Generator(device=device).manual_seed(cfg.seed + 1),
@@ -317,14 +339,14 @@ def train(cfg: GANConfig, splits: data.Splits, sink: loop.Sink = loop.NullSink()
     checkpoint ``resume`` if given, else from ``init``'s weights (with ``latent_fit=codes``, behind the Gaussian
     fitted to its encoder's codes, whose summary joins the step-0 metrics). ``scorer`` adds sample quality every
     ``eval_every`` epochs and at the end. Returns both networks and the last epoch's metrics, with the
-    convergence gate on fid_proxy (``val_rel_improvement_tail``, ``converged``) when it was evaluated."""
+    plateau test of its fid_proxy curve (``fid_tail_fall`` with its interval, ``converged``) when it was evaluated."""
     device = resolve_device(cfg.device)
     latent_fit, fitted = None, {}
     if cfg.latent_fit == "codes" and resume is None:  # a resumed run's map comes back with its checkpoint
         latent_fit, fitted = fit_latent(cfg, init, splits, device)
     state, start_epoch = initial_state(cfg, device, init, resume, latent_fit)
     if start_epoch == 1:
-        initial = {**fitted, **evaluate(state.nets.generator, cfg, scorer)}
+        initial = {**fitted, **evaluate(state.nets.sampler(), cfg, scorer)}
         state.val_history = [initial[GATE_METRIC]] if GATE_METRIC in initial else []
         sink.start(state.nets, initial)
     last: dict[str, float] = {}
@@ -333,10 +355,9 @@ def train(cfg: GANConfig, splits: data.Splits, sink: loop.Sink = loop.NullSink()
         if GATE_METRIC in last:
             state.val_history.append(last[GATE_METRIC])
         sink.epoch(epoch, last, state.nets, functools.partial(state.checkpoint, epoch, cfg))
-    # step 0 is left out of the gate once there are two evaluations after it: a decoder-initialised generator is
-    # often at its best before any GAN update, and would pass the gate however fast it was still improving
-    history = state.val_history[1:] if len(state.val_history) >= 3 else state.val_history
-    final = {**last, **(metrics.convergence(history) if len(history) >= 2 else {})}
+    # the plateau test reads the evaluations after step 0: a decoder-initialised generator often starts better
+    # than its first GAN updates leave it, a dip the curve then climbs out of
+    final = {**last, **(metrics.plateau(state.val_history[1:]) if state.val_history else {})}
     final.update(sink.end(state.nets, final))
     return state.nets, final
 
@@ -349,7 +370,7 @@ def train_epoch(cfg: GANConfig, splits: data.Splits, state: TrainState, epoch: i
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # d_loss, g_loss, d_real, d_fake (x batch size)
     bar = loop.progress(steps_per_epoch, f"epoch {epoch}/{cfg.epochs}")
     for step, real in enumerate(data.batches(splits.train_x, cfg.batch_size, state.shuffle_rng, device)):
-        d_loss, g_loss, real_logits, fake_logits = _step(cfg, state, real, epoch, step)
+        d_loss, g_loss, real_logits, fake_logits = _step(cfg, state, real, epoch, step, steps_per_epoch)
         with torch.no_grad():
             sums += len(real) * torch.stack([d_loss, g_loss, torch.sigmoid(real_logits).mean(),
                                              torch.sigmoid(fake_logits).mean()]).double()
@@ -361,10 +382,10 @@ def train_epoch(cfg: GANConfig, splits: data.Splits, state: TrainState, epoch: i
         bar.close()
     d_loss_mean, g_loss_mean, d_real, d_fake = (sums / len(splits.train_x)).tolist()
     last = {"d_loss": d_loss_mean, "g_loss": g_loss_mean, "d_real": d_real, "d_fake": d_fake,
-            "sample_diversity": diversity(state.nets.generator),
+            "sample_diversity": diversity(state.nets.sampler()),
             "images_per_second": len(splits.train_x) / train_seconds}
     if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-        last.update(evaluate(state.nets.generator, cfg, scorer))
+        last.update(evaluate(state.nets.sampler(), cfg, scorer))
     last["epoch_seconds"] = time.perf_counter() - t0
     if bar is None:
         quality = f"  fid_proxy {last['fid_proxy']:.2f}" if "fid_proxy" in last else ""
@@ -374,11 +395,11 @@ def train_epoch(cfg: GANConfig, splits: data.Splits, state: TrainState, epoch: i
     return last
 
 
-def _step(cfg: GANConfig, state: TrainState, real: torch.Tensor, epoch: int, step: int,
+def _step(cfg: GANConfig, state: TrainState, real: torch.Tensor, epoch: int, step: int, steps_per_epoch: int,
           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One discriminator update, then one generator update against the updated discriminator, on a batch of real
-    images: (d_loss, g_loss, real_logits, fake_logits)."""
-    generator, discriminator = state.nets
+    images, then the generator's moving average: (d_loss, g_loss, real_logits, fake_logits)."""
+    generator, discriminator, average = state.nets
     z = torch.randn(len(real), cfg.latent_dim, generator=state.noise_rng, device=real.device)
     fake = generate(generator, z)
     # the fakes are detached, so only D moves
@@ -393,7 +414,24 @@ def _step(cfg: GANConfig, state: TrainState, real: torch.Tensor, epoch: int, ste
     state.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     state.opt_g.step()
+    if average is not None:
+        update_average(average, generator, cfg.ema_decay, updates=(epoch - 1) * steps_per_epoch + step + 1)
     return d_loss, g_loss, real_logits, fake_logits
+
+
+EMA_WARMUP = 10  # the average's decay ramps as (1 + t) / (10 + t): early weights, still random, fade out fast
+
+
+@torch.no_grad()
+def update_average(average: torch.nn.Module, generator: torch.nn.Module, decay: float, updates: int) -> None:
+    """Move each weight of ``average`` towards ``generator``'s: w_avg <- d w_avg + (1 - d) w, with the decay
+    d = min(decay, (1 + t) / (EMA_WARMUP + t)) after ``updates`` = t generator updates (buffers are copied: the
+    fitted latent map never moves)."""
+    d = min(decay, (1 + updates) / (EMA_WARMUP + updates))
+    for mine, theirs in zip(average.parameters(), generator.parameters(), strict=True):
+        mine.lerp_(theirs, 1 - d)
+    for mine, theirs in zip(average.buffers(), generator.buffers(), strict=True):
+        mine.copy_(theirs)
 
 
 # ---------------------------------------------------------------- the tracked sink
@@ -412,27 +450,27 @@ class TrackedGANSink:
 
     def start(self, nets: Networks, initial: dict[str, float]) -> None:
         real = data.to_float(self.splits.test_x[:DIVERSITY_SAMPLES]).numpy()
-        self.run.log_metrics({"sample_diversity": diversity(nets.generator),
+        self.run.log_metrics({"sample_diversity": diversity(nets.sampler()),
                               "real_sample_diversity": metrics.sample_diversity(real),
                               "generator_param_count": param_count(nets.generator),
                               "discriminator_param_count": param_count(nets.discriminator),
                               **initial}, step=0)
-        _log_samples(self.run, nets.generator, 0, file="samples_step0.png")
+        _log_samples(self.run, nets.sampler(), 0, file="samples_step0.png")
 
     def epoch(self, epoch: int, metrics: dict[str, float], nets: Networks, checkpoint: loop.CheckpointFn) -> None:
         self.run.log_metrics(metrics, step=epoch)
-        _log_samples(self.run, nets.generator, epoch, file="samples.png" if epoch == self.cfg.epochs else "")
+        _log_samples(self.run, nets.sampler(), epoch, file="samples.png" if epoch == self.cfg.epochs else "")
         with loop.checkpoint_file(checkpoint()) as path:
             self.run.log_artifact(path, "checkpoint")
         if self.on_epoch is not None:
             self.on_epoch(epoch, metrics)
 
     def end(self, nets: Networks, final: dict[str, float]) -> dict[str, float]:
-        gate = {k: final[k] for k in ("val_rel_improvement_tail", "converged") if k in final}
+        gate = {k: final[k] for k in GATE_KEYS if k in final}
         if gate:
             self.run.log_metrics(gate, step=self.cfg.epochs)
-        nets.generator.cpu().eval()
-        generator = nets.generator.folded() if isinstance(nets.generator, FittedGenerator) else nets.generator
+        sampler = nets.sampler().cpu().eval()
+        generator = sampler.folded() if isinstance(sampler, FittedGenerator) else sampler
         self.run.log_model(generator, "generator", np.zeros((2, self.cfg.latent_dim), np.float32))
         return {}
 

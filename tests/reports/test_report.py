@@ -121,7 +121,8 @@ def test_confirmed_data_gives_confirmed_verdicts_and_the_numbers(built):
     assert "Δ = 29.0 [28.3 ; 29.7]" in s and "Δ = 0.140 [0.133 ; 0.147]" in s
     assert "**Claim 2, the discriminator separates real from generated better: holds.**" in s
     assert "**The lab's sentences that hold:** both: the encoder keeps more of the image" in s
-    assert "| VAE encoder (penultimate layer) | 250.0 ± 2.5 (n=3) | 0.800 ± 0.025 (n=3) | 0.680 ± 0.025 (n=3) |" in s
+    assert ("| VAE encoder (penultimate layer) | 250.0 ± 2.5 (n=3) | 0.800 ± 0.025 (n=3) | 1.000 ± 0.000 (n=3) | "
+            "0.680 ± 0.025 (n=3) |") in s
     assert "(1,000 of each)" in s and "minimum detectable effect" in s and "Holm's correction" in s
     assert "**Phrases du TP vérifiées :** les deux" in section(fr, "p2q2") and "(1\u202f000 de chaque)" in section(fr, "p2q2")
     # the class probes stay as supporting evidence: 0.80 vs 0.70 over three probe runs

@@ -426,8 +426,9 @@ NETS = ("encoder", "discriminator", "untrained_encoder", "untrained_discriminato
 
 def probe_runs(enc: float = 0.80, disc: float = 0.70, seeds: int = 3, recon=(250.0, 280.0, 300.0, 301.0),
                auroc=(0.80, 0.95, 0.70, 0.71), spread=(0.0, 0.0), **more: float) -> pd.DataFrame:
-    """Probe runs of several seeds. ``recon`` and ``auroc``: each network's readout (encoder, discriminator,
-    untrained encoder, untrained discriminator; the encoders' are their penultimate layers). Seed s moves every
+    """Probe runs of several seeds. ``recon`` and ``auroc`` (the mean-difference real/fake AUROC): each network's
+    readout (encoder, discriminator, untrained encoder, untrained discriminator; the encoders' are their penultimate
+    layers). Seed s moves every
     number of its run together (paired within a run), and the trained discriminator's readouts alone by a little
     (so the intervals are not empty) plus -1, 0, +1 times ``spread`` (reconstruction, AUROC)."""
     rows = []
@@ -438,7 +439,8 @@ def probe_runs(enc: float = 0.80, disc: float = 0.70, seeds: int = 3, recon=(250
                **{k: v + e for k, v in more.items()}}
         for net, r, a in zip(NETS, recon, auroc, strict=True):
             row[f"{net}_recon_from_features"] = r + 100 * e + (own[0] if net == "discriminator" else 0.0)
-            row[f"{net}_realfake_auroc"] = a + e + (own[1] if net == "discriminator" else 0.0)
+            row[f"{net}_realfake_centroid_auroc"] = a + e + (own[1] if net == "discriminator" else 0.0)
+            row[f"{net}_realfake_auroc"] = 1.0  # the logistic probe at its ceiling: the claim must not read it
         rows.append(row)
     return frame(rows)
 
