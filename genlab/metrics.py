@@ -415,20 +415,19 @@ def plateau(values: list[float], fraction: float = PLATEAU_FRACTION, threshold: 
 
     A least-squares line through the last ``fraction`` of the evaluations (at least PLATEAU_MIN_POINTS); its
     slope times the tail's span, over the tail's mean, is how much the curve still falls across the tail
-    (``fid_tail_fall``, positive = still improving) with a 95 % t interval (``fid_tail_fall_ci_low/_high``). The
-    run ``converged`` when even the interval's upper end is below ``threshold``: the tail cannot be falling by
-    more than that. A best-so-far gate (the VAEs') reads noise here: a GAN's fid_proxy wanders up and down from one
-    evaluation to the next, so its best value keeps moving by chance. Too few evaluations: not converged."""
+    (``fid_tail_fall``, positive = still improving), and ``fid_tail_fall_upper`` the one-sided 95 % t upper bound
+    of that fall. The run ``converged`` when even that bound is below ``threshold``: the tail cannot be falling by
+    more than that (one-sided, because a curve that rises has stopped improving as surely as a flat one). A
+    best-so-far gate (the VAEs') reads noise here: a GAN's fid_proxy wanders up and down from one evaluation to
+    the next, so its best value keeps moving by chance. Too few evaluations: not converged."""
     from scipy import stats
 
     k = max(PLATEAU_MIN_POINTS, math.ceil(fraction * len(values) - 1e-9))
     if len(values) < k:
         return {"converged": 0.0}
     tail = np.asarray(values[-k:], dtype=np.float64)
-    x = np.arange(k, dtype=np.float64)
-    fit = stats.linregress(x, tail)
-    half = stats.t.ppf(0.975, k - 2) * fit.stderr
+    fit = stats.linregress(np.arange(k, dtype=np.float64), tail)
     scale = (k - 1) / max(abs(float(tail.mean())), 1e-12)
-    fall, low, high = -fit.slope * scale, -(fit.slope + half) * scale, -(fit.slope - half) * scale
-    return {"fid_tail_fall": float(fall), "fid_tail_fall_ci_low": float(low), "fid_tail_fall_ci_high": float(high),
-            "converged": float(high < threshold)}
+    fall = -fit.slope * scale
+    upper = fall + stats.t.ppf(0.95, k - 2) * fit.stderr * scale
+    return {"fid_tail_fall": float(fall), "fid_tail_fall_upper": float(upper), "converged": float(upper < threshold)}

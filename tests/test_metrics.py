@@ -317,7 +317,9 @@ def test_plateau_calls_a_flat_noisy_tail_converged_and_a_falling_one_not():
     flat = list(np.linspace(200, 60, 8)) + list(60 + rng.normal(0, 0.5, 8))
     assert metrics.plateau(falling)["converged"] == 0.0 and metrics.plateau(falling)["fid_tail_fall"] > 0.3
     out = metrics.plateau(flat)
-    assert out["converged"] == 1.0 and out["fid_tail_fall_ci_low"] < out["fid_tail_fall"] < out["fid_tail_fall_ci_high"]
+    assert out["converged"] == 1.0 and out["fid_tail_fall"] < out["fid_tail_fall_upper"] < metrics.PLATEAU_BELOW
+    # a rising tail has stopped improving: converged, though its fall is negative
+    assert metrics.plateau(list(np.linspace(200, 40, 8)) + [42.0, 45.0, 49.0, 52.0])["converged"] == 1.0
     # a noisy tail whose interval reaches above the threshold is not called a plateau
     noisy = list(np.linspace(200, 60, 8)) + [60, 90, 45, 80, 50]
     assert metrics.plateau(noisy)["converged"] == 0.0

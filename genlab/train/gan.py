@@ -239,7 +239,7 @@ def find_scorer(dataset: str, device: torch.device) -> Any:
 
 
 GATE_METRIC = "fid_proxy"  # the GAN's validation objective (lower is better) for the convergence gate
-GATE_KEYS = ("fid_tail_fall", "fid_tail_fall_ci_low", "fid_tail_fall_ci_high", "converged")
+GATE_KEYS = ("fid_tail_fall", "fid_tail_fall_upper", "converged")
 
 
 def evaluate(generator: Generator, cfg: GANConfig, scorer: Any | None) -> dict[str, float]:
@@ -339,7 +339,7 @@ def train(cfg: GANConfig, splits: data.Splits, sink: loop.Sink = loop.NullSink()
     checkpoint ``resume`` if given, else from ``init``'s weights (with ``latent_fit=codes``, behind the Gaussian
     fitted to its encoder's codes, whose summary joins the step-0 metrics). ``scorer`` adds sample quality every
     ``eval_every`` epochs and at the end. Returns both networks and the last epoch's metrics, with the
-    plateau test of its fid_proxy curve (``fid_tail_fall`` with its interval, ``converged``) when it was evaluated."""
+    plateau test of its fid_proxy curve (``fid_tail_fall``, its upper bound, ``converged``) when it was evaluated."""
     device = resolve_device(cfg.device)
     latent_fit, fitted = None, {}
     if cfg.latent_fit == "codes" and resume is None:  # a resumed run's map comes back with its checkpoint
