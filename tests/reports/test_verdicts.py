@@ -365,6 +365,15 @@ def test_p2q1_step0_claim_tests_the_lab_reason_before_any_gan_update():
     assert gated.status == "inconclusive_not_converged"
     assert set(gated.numbers["claims"].values()) == {"inconclusive_not_converged"}
     assert gated.numbers["step0_claims"] == {"normal_latent_step0": "confirmed"}
+    # the random arm is the equal-budget baseline: it alone still improving gates nothing; any decoder arm does
+    is_random = (runs["tags.genlab.arm"] == "random").to_numpy()
+    still_learning = runs.assign(**{"metrics.converged": [0.0 if r else 1.0 for r in is_random]})
+    assert p2q1.QUESTION.judge(still_learning, {"history": history}).status == "confirmed"
+    for decoder_arm in ("vae_decoder", "ae_decoder"):
+        one = (runs["tags.genlab.arm"] == decoder_arm).to_numpy()
+        gated = p2q1.QUESTION.judge(runs.assign(**{"metrics.converged": [0.0 if o else 1.0 for o in one]}),
+                                    {"history": history})
+        assert gated.status == "inconclusive_not_converged", decoder_arm
 
 
 def test_p2q1_holm_family_holds_the_step0_claim():
