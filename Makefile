@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
 export PATH := $(BIN):$(PATH)
 
-.PHONY: study test ui dashboard data lint bench
+.PHONY: study test ui dashboard data lint bench browser
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "genlab needs Python 3.11 (set PYTHON=...)")'
@@ -37,8 +37,16 @@ study: data
 	@echo "Runs are in $(CURDIR)/mlflow.db (artifacts in $(CURDIR)/mlruns). Browse them: make ui"
 
 # One pytest worker per core (pytest-xdist); a module's tests stay on one worker, so its shared fixtures are made once.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -n auto --dist loadscope
+
+# The report's browser tests drive Debian's Chromium: installed as root when missing, else one line says why they skip.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)); } || \
+	  echo "make test: Chromium or ChromeDriver absent and not root: the browser tests will be skipped (apt install chromium chromium-driver)"
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

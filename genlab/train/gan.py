@@ -99,9 +99,13 @@ def describe(cfg: GANConfig, init: InitSource | None) -> str:
         start += (", its noise passing through a fixed Gaussian fitted to that run's codes of the training images "
                   "(z_mean)")
     images_used = f"the first {cfg.limit:,} training images" if cfg.limit else "all training images"
-    return (f"{cfg.arch} DCGAN ({cfg.loss} loss), latent_dim {cfg.latent_dim}, generator starting from {start}; "
-            f"{cfg.epochs} epochs on {images_used} of {cfg.dataset} (seed {cfg.seed}). fid_proxy is logged from step 0 "
-            "(before any update); Artifacts > images steps through the fixed-noise samples.")
+    recipe = ", spectral norm" if cfg.spectral_norm else ""
+    sampled = (f"the moving average of the generator's weights (decay {cfg.ema_decay:g})" if cfg.ema_decay
+               else "the generator's last weights")
+    return (f"{cfg.arch} DCGAN ({cfg.loss} loss{recipe}, lr_g {cfg.lr_g:g}, lr_d {cfg.lr_d:g}), latent_dim "
+            f"{cfg.latent_dim}, generator starting from {start}; {cfg.epochs} epochs on {images_used} of {cfg.dataset} "
+            f"(seed {cfg.seed}). Evaluated and sampled: {sampled}. fid_proxy is logged from step 0 (before any "
+            "update); Artifacts > images steps through the fixed-noise samples.")
 
 
 def params_of(cfg: GANConfig) -> dict:
