@@ -74,8 +74,8 @@ class InProcess:
     def running(self) -> int:
         return len(self._done)
 
-    def next_done(self) -> tuple[str, tuple[str, float] | BaseException]:
-        return self._done.popleft()
+    def next_done(self, timeout: float | None = None) -> tuple[str, tuple[str, float] | BaseException] | None:
+        return self._done.popleft()  # a task here is done when submit returns
 
     def close(self, interrupted: bool = False) -> None:
         pass
@@ -126,10 +126,14 @@ class DaskBackend:
     def running(self) -> int:
         return len(self._futures)
 
-    def next_done(self) -> tuple[str, tuple[str, float] | BaseException]:
+    def next_done(self, timeout: float | None = None) -> tuple[str, tuple[str, float] | BaseException] | None:
+        """The next task to end and its result (the exception it raised), or None when none ends in ``timeout``."""
         from distributed import KilledWorker, wait
 
-        done, _ = wait(list(self._futures), return_when="FIRST_COMPLETED")
+        try:
+            done, _ = wait(list(self._futures), timeout=timeout, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            return None
         future = next(iter(done))
         name = self._futures.pop(future)
         if future.status == "finished":

@@ -11,13 +11,20 @@ Read top to bottom: load and validate the plans (all errors before any run) -> e
 -> select (``--only`` plus what the selection refers to) -> run each through its entry point
 (``Entry.run(config, Context(tags=..., splits=...))``, as its own command does), reusing a FINISHED run with the
 same parameters, profile, question and code version.
+
+Several invocations on one store (two terminals, two machines on one MLflow server) train each run once: a run
+claims its key in the store as it starts (``genlab.tracking``, "claims"), and an invocation that finds the key
+claimed by another's live run waits for that run and reuses it, or trains it itself if that run ends unfinished or
+its heartbeat stops (its process is gone).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import itertools
+import json
 import os
 import re
 import string
@@ -296,6 +303,9 @@ class Progress:
         self.work_seconds = self.work_cost = 0.0
         self.begun: dict[str, float] = {}  # plan name -> when it was handed to a worker
 
+    def note(self, i: int, run: PlannedRun, text: str) -> None:
+        print(f"[study {self.profile} {i}/{self.total}] {run.label}: {text}", file=sys.stderr, flush=True)
+
     def begin(self, i: int, run: PlannedRun) -> None:
         self.begun[run.name] = time.perf_counter()
         print(f"[study {self.profile} {i}/{self.total}] {run.label} ...", file=sys.stderr, flush=True)
@@ -320,6 +330,7 @@ def _clock(seconds: float) -> str:
 class Outcome:
     trained: int = 0
     reused: int = 0
+    awaited: int = 0  # of the reused: trained meanwhile by another invocation on the store (claims)
     failed: list[str] = field(default_factory=list)
     run_ids: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
@@ -408,9 +419,20 @@ class Study:
     invocation: str = field(default_factory=lambda: uuid.uuid4().hex)  # tags this invocation's runs
     failed: set[str] = field(default_factory=set)
     described: set[str] = field(default_factory=set)  # experiments given their description by this invocation
+    version: str = ""  # the code version this invocation runs (part of each claim key)
+    keys: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # plan name -> (claim key, experiment)
+    awaiting: dict[str, str] = field(default_factory=dict)  # plan name -> the run of another invocation holding it
+    polled: float = 0.0  # when ``awaiting`` was last checked (time.monotonic)
 
     def index(self, run: PlannedRun) -> int:
         return self.runs.index(run) + 1
+
+    def claim_key(self, run: PlannedRun, config: Any) -> str:
+        """The run's key in the store, alike in every invocation that would make the same run: a hash of the study,
+        profile, question, plan name, code version, entry and resolved config (the parts are tags of the run)."""
+        parts = [self.cfg.study, self.cfg.profile, run.question, run.name, self.version, run.entry.name,
+                 dataclasses.asdict(config)]
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
     def tags(self, run: PlannedRun) -> dict[str, str]:
         return {tags.STUDY: self.cfg.study, tags.PROFILE: self.cfg.profile, tags.QUESTION: run.question,
@@ -431,10 +453,12 @@ def run(cfg: StudyConfig, context: Context) -> Result:
     if context.dry_run:
         return Result(lines=tuple(outcome.listing))
     failed = f"; FAILED: {', '.join(outcome.failed)}" if outcome.failed else ""
-    counts = {"runs_trained": outcome.trained, "runs_reused": outcome.reused, "runs_failed": len(outcome.failed)}
+    counts = {"runs_trained": outcome.trained, "runs_reused": outcome.reused, "runs_awaited": outcome.awaited,
+              "runs_failed": len(outcome.failed)}
+    awaited = f" ({outcome.awaited} of them trained by another invocation)" if outcome.awaited else ""
     return Result(None, {**counts, "seconds": outcome.seconds},
-                  (f"study {cfg.study} ({cfg.profile}): {outcome.trained} runs trained, {outcome.reused} reused in "
-                   f"{outcome.seconds:.0f}s{failed}",), EXIT_RUNTIME if outcome.failed else 0)
+                  (f"study {cfg.study} ({cfg.profile}): {outcome.trained} runs trained, {outcome.reused} reused"
+                   f"{awaited} in {outcome.seconds:.0f}s{failed}",), EXIT_RUNTIME if outcome.failed else 0)
 
 
 def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
@@ -454,7 +478,7 @@ def run_study(cfg: StudyConfig, dry_run: bool = False) -> Outcome:
           + (" (uncommitted changes: each edit is a new code version)" if version.endswith("-dirty") else ""),
           file=sys.stderr, flush=True)
     state = Study(cfg, runs, {plan.question: plan.title for plan in plans}, done, Outcome(),
-                  Progress(runs, cfg.profile, cfg.workers))
+                  Progress(runs, cfg.profile, cfg.workers), version=version)
     if dry_run:
         state.outcome.listing = dry_run_listing(state, version)
         return state.outcome
@@ -509,11 +533,12 @@ def train_classifiers_first(state: Study) -> None:
 
 
 def run_graph(state: Study, backend: Any) -> None:
-    """Submit each run once the runs it refers to are FINISHED (reusing a finished twin instead), collect each
-    result; a run whose dependency failed is not run. Plan order breaks ties."""
+    """Submit each run once the runs it refers to are FINISHED (reusing a finished twin instead, or awaiting the run
+    of another invocation that claimed it first), collect each result; a run whose dependency failed is not run.
+    Plan order breaks ties."""
     deps, waiting = dependencies(state.runs), list(state.runs)
     finished = set(state.outcome.run_ids)
-    while waiting or backend.running():
+    while waiting or backend.running() or state.awaiting:
         for run in list(waiting):
             if backend.running() >= backend.capacity:
                 break
@@ -525,20 +550,36 @@ def run_graph(state: Study, backend: Any) -> None:
                 if submit(state, run, backend):
                     finished.add(run.name)
         if backend.running():
-            collect(state, backend, finished)
+            collect(state, backend, finished, _poll_seconds() if state.awaiting else None)
+        elif state.awaiting:
+            time.sleep(_poll_seconds())
         elif waiting and not any(deps[r.name] <= finished or deps[r.name] & state.failed for r in waiting):
             for run in waiting:  # references that can never be satisfied (a cycle): refuse rather than wait forever
                 _failed(state, run, "not run: what it refers to never finishes (a reference cycle)")
             waiting.clear()
+        waiting = sorted(waiting + follow_claims(state, finished), key=state.runs.index)
 
 
-def collect(state: Study, backend: Any, finished: set[str]) -> None:
-    """Wait for the next run to end and record it."""
-    from genlab import scheduler
+def _poll_seconds() -> float:
+    """How often runs awaited from other invocations are checked."""
+    from genlab import tracking
 
-    name, result = backend.next_done()
+    return min(2.0, tracking.HEARTBEAT_SECONDS)
+
+
+def collect(state: Study, backend: Any, finished: set[str], timeout: float | None = None) -> None:
+    """Wait for the next run to end (at most ``timeout`` seconds) and record it."""
+    from genlab import scheduler, tracking
+
+    done = backend.next_done(timeout)
+    if done is None:
+        return
+    name, result = done
     run = next(r for r in state.runs if r.name == name)
     queued = time.perf_counter() - state.progress.begun.pop(name, time.perf_counter())
+    if isinstance(result, tracking.Claimed):  # another invocation's run claimed it first: its run made none
+        _await(state, run, result.holder)
+        return
     if isinstance(result, BaseException):
         message = str(result).splitlines()[0] if str(result) else ""
         if isinstance(result, scheduler.WorkerDied):
@@ -553,17 +594,22 @@ def collect(state: Study, backend: Any, finished: set[str]) -> None:
 
 
 def submit(state: Study, run: PlannedRun, backend: Any) -> bool:
-    """Resolve the run's references and either reuse a finished twin (True) or hand it to the backend (False)."""
+    """Resolve the run's references, then reuse a finished twin (True), await the run of another invocation that
+    holds its claim key (False), or hand it to the backend (False) with the key as tag: its run claims it."""
     from genlab import scheduler, tracking
 
     try:
         config = _config(run, resolve(run, state.outcome.run_ids), state.cfg, run.question)
         reuse = find_reusable(state.done, run, config)
-        if reuse:
-            state.outcome.run_ids[run.name] = reuse
-            state.outcome.reused += 1
-            state.progress.end(state.index(run), run, f"reused run {reuse}", 0.0, False)
+        key, experiment = state.claim_key(run, config), getattr(config, "experiment", None)
+        state.keys[run.name] = (key, experiment)
+        holder = None if reuse else tracking.holder_of(key, experiment)
+        if reuse or (holder is not None and holder.status == "FINISHED"):
+            _reused(state, run, reuse or holder.run_id, by_another=not reuse)
             return True
+        if holder is not None:
+            _await(state, run, holder.run_id)
+            return False
         if hasattr(config, "experiment") and config.experiment not in state.described:
             tracking.describe_experiment(config.experiment, experiment_note(run.question, state.titles, state.cfg))
             state.described.add(config.experiment)
@@ -574,8 +620,49 @@ def submit(state: Study, run: PlannedRun, backend: Any) -> bool:
         return False
     state.progress.begin(state.index(run), run)
     threads = 1 if isinstance(backend, scheduler.DaskBackend) else 0
-    backend.submit(scheduler.Task(run.name, run.entry.name, config, state.tags(run), tracking.tracking_uri(), threads))
+    run_tags = {**state.tags(run), tags.CLAIM: key}
+    backend.submit(scheduler.Task(run.name, run.entry.name, config, run_tags, tracking.tracking_uri(), threads))
     return False
+
+
+def _reused(state: Study, run: PlannedRun, run_id: str, by_another: bool = False) -> None:
+    state.outcome.run_ids[run.name] = run_id
+    state.outcome.reused += 1
+    state.outcome.awaited += by_another
+    by = " (trained by another invocation)" if by_another else ""
+    state.progress.end(state.index(run), run, f"reused run {run_id}{by}", 0.0, False)
+
+
+def _await(state: Study, run: PlannedRun, holder: str) -> None:
+    state.awaiting[run.name] = holder
+    state.progress.note(state.index(run), run, f"run {holder} of another invocation claimed it first: waiting for it")
+
+
+def follow_claims(state: Study, finished: set[str]) -> list[PlannedRun]:
+    """Check the runs awaited from other invocations (every few seconds): one that FINISHED is reused; one whose key
+    no run holds any more (its run failed or was stopped, or its heartbeat stopped: marked FAILED now) is returned,
+    to be trained here; one still claimed by a live run stays awaited."""
+    from genlab import tracking
+
+    if not state.awaiting or time.monotonic() - state.polled < _poll_seconds():
+        return []
+    state.polled = time.monotonic()
+    again = []
+    for name, holder in list(state.awaiting.items()):
+        run = next(r for r in state.runs if r.name == name)
+        claim = tracking.holder_of(*state.keys[name])
+        if claim is not None and claim.status == "RUNNING":
+            state.awaiting[name] = claim.run_id
+            continue
+        del state.awaiting[name]
+        if claim is None:
+            state.progress.note(state.index(run), run, f"run {holder} of another invocation did not finish: "
+                                "training it here")
+            again.append(run)
+        else:
+            _reused(state, run, claim.run_id, by_another=True)
+            finished.add(name)
+    return again
 
 
 def _failed(state: Study, run: PlannedRun, outcome: str, seconds: float = 0.0) -> None:

@@ -25,6 +25,8 @@ ARM = "genlab.arm"  # the condition within the question
 REF = "genlab.ref"  # the run's name in its plan
 INVOCATION = "genlab.invocation"  # one id per `genlab study` call: what it may end when its workers are gone
 WORKER = "genlab.worker"  # host:pid of the process that ran the run
+CLAIM = "genlab.claim"  # a study run's key (study, profile, question, ref, code version, config): one run trains it
+HEARTBEAT = "genlab.heartbeat"  # epoch seconds, refreshed while a claimed run lives (genlab.tracking.Heartbeat)
 SUMMARY = "genlab.summary"  # a study parent's one-line outcome
 ONLY = "genlab.only"  # the questions a study invocation was limited to
 

@@ -3,6 +3,9 @@ the registry, and reading runs back. A leaf module: of genlab it imports only th
 
 Run lifecycle: ``start_run`` is a context manager that ends the run FINISHED, KILLED (Ctrl-C / SIGTERM) or
 FAILED (any other error, with the reason as tag ``genlab.failure``) so no run is ever left RUNNING by an error.
+A run tagged ``genlab.claim`` (each run a study makes) is a *claim* on its study key, shared by every process on the
+store: it carries a heartbeat while it lasts, and a new one yields (``Claimed``) to a FINISHED run or an older live
+claim of the same key (see "claims" below), so two studies on one store train each run once.
 ``Run`` logs by run id, so it writes to its own run whether or not that run is this process's active one.
 ``load_trained_run`` is the one check of a run that another run consumes (resume, init_from, probe, sample, ...).
 """
@@ -15,9 +18,12 @@ import logging
 import math
 import os
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -210,26 +216,40 @@ def start_run(experiment: str, run_name: str, params: dict[str, Any], tags: dict
     """Start (or resume, or adopt the one `mlflow run` made) a run; end it FINISHED, KILLED or FAILED.
 
     ``description`` is the run's note in the UI (a ``mlflow.note.content`` in ``tags`` wins: the study's);
-    ``system_metrics`` samples CPU, memory (and GPU) usage every few seconds while the run lasts."""
+    ``system_metrics`` samples CPU, memory (and GPU) usage every few seconds while the run lasts. With a
+    ``genlab.claim`` tag the new run is a claim: it heartbeats until it ends, and raises ``Claimed`` (the run
+    ended KILLED and deleted, before anything is logged) when a FINISHED run or an older live claim holds the key."""
     init_store()
     if system_metrics and not os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"):
         mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
     adopted = resume_run_id or os.environ.get("MLFLOW_RUN_ID")  # resumed, or launched by `mlflow run`: ours
+    claim = "" if adopted else str(tags.get(tagnames.CLAIM) or "")
     if adopted:
         active = mlflow.start_run(run_id=adopted, log_system_metrics=system_metrics)
     else:
         experiment_id = _experiment_id(experiment, tags.get(tagnames.KIND))
+        beat = {tagnames.HEARTBEAT: _now()} if claim else {}  # live from its creation on
         # Tags at creation: a search finds a trial's run by its tags even if the worker dies at once.
         active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id,
-                                  tags={k: str(v) for k, v in tags.items()}, log_system_metrics=system_metrics)
+                                  tags={**{k: str(v) for k, v in tags.items()}, **beat},
+                                  log_system_metrics=system_metrics)
     run = Run(active.info.run_id)
+    # a resumed study run is its key's claim again: it beats too
+    heartbeat = Heartbeat(run.run_id) if claim or (adopted and _claim_of(adopted)) else None
     try:
+        if claim:
+            holder = _holder(claim, [active.info.experiment_id])
+            if holder is not None and holder.run_id != run.run_id:
+                raise Claimed(holder.run_id)
         _describe_new_experiment(active.info.experiment_id, tags.get(tagnames.KIND))
         note = {tagnames.NOTE: description} if description and not resume_run_id else {}
         named = {MLFLOW_RUN_NAME: run_name} if adopted and not resume_run_id else {}  # `mlflow run` gave it a random name
         run.set_tags({**named, **source_tags(), **note, **tags})
         run.log_params(params)
         yield run
+    except Claimed as e:
+        _yield_claim(run, heartbeat, e.holder)
+        raise
     except KeyboardInterrupt:
         _end(run, "KILLED", "interrupted")
         raise
@@ -238,6 +258,9 @@ def start_run(experiment: str, run_name: str, params: dict[str, Any], tags: dict
         raise
     else:
         mlflow.end_run("FINISHED")
+    finally:
+        if heartbeat is not None:
+            heartbeat.stop()
 
 
 def _end(run: Run, status: str, reason: str) -> None:
@@ -281,6 +304,145 @@ def mark_run(run_id: str, status: str, reason: str = "") -> None:
     if reason:
         client.set_tag(run_id, tagnames.FAILURE, reason[:500])
     client.set_terminated(run_id, status)
+
+
+# ---------------------------------------------------------------- claims: each study run trains once per store
+
+def _seconds(variable: str, default: float) -> float:
+    """A positive number of seconds from environment variable ``variable``, else ``default``."""
+    text = os.environ.get(variable, "")
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = -1.0
+    if value > 0:
+        return value
+    print(f"genlab: warning: {variable}={text!r} is not a positive number of seconds; using {default:g}",
+          file=sys.stderr)
+    return default
+
+
+# A claimed run refreshes its heartbeat tag this often; a RUNNING claim whose heartbeat is older than STALE_SECONDS
+# has lost its process (killed, its machine gone) and is taken over. Every machine sharing a store must use the same
+# values, and their clocks must agree to well within STALE_SECONDS (NTP does).
+HEARTBEAT_SECONDS = _seconds("GENLAB_HEARTBEAT_SECONDS", 10.0)
+STALE_SECONDS = _seconds("GENLAB_STALE_SECONDS", 6 * HEARTBEAT_SECONDS)
+
+
+class Claimed(Exception):
+    """``start_run`` made no run: the study key it claims is held by run ``holder`` (a FINISHED run of the key, or
+    an older live claim). The caller waits for that run (``holder_of``) instead of training the same run again."""
+
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
+
+    def __str__(self) -> str:
+        return f"run {self.holder} holds this study run's claim"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One run carrying a claim key: its status, start (ms, as MLflow stores it) and last heartbeat (epoch s)."""
+
+    run_id: str
+    status: str
+    start_time: int
+    heartbeat: float
+
+    def stale(self, now: float, stale_seconds: float) -> bool:
+        return self.status == "RUNNING" and now - self.heartbeat > stale_seconds
+
+
+def claim_holder(claims: Collection[Claim], now: float, stale_seconds: float | None = None,
+                 ) -> tuple[Claim | None, list[Claim]]:
+    """Who holds a key, decided alike by every process that reads the same claims (MLflow has no compare-and-swap:
+    each claimer writes its claim, then reads them all): the newest FINISHED run, else the oldest live RUNNING claim
+    (earliest start, then smallest run id), else None. Second: the stale claims, RUNNING with a stopped heartbeat."""
+    stale_seconds = STALE_SECONDS if stale_seconds is None else stale_seconds
+    stale = [c for c in claims if c.stale(now, stale_seconds)]
+    finished = [c for c in claims if c.status == "FINISHED"]
+    if finished:
+        return max(finished, key=lambda c: (c.start_time, c.run_id)), stale
+    live = [c for c in claims if c.status == "RUNNING" and not c.stale(now, stale_seconds)]
+    return (min(live, key=lambda c: (c.start_time, c.run_id)) if live else None), stale
+
+
+def holder_of(key: str, experiment: str | None = None) -> Claim | None:
+    """The run holding study key ``key`` now (``claim_holder``; among the runs of ``experiment`` if named), after
+    marking each stale claim FAILED with the reason. None: nobody holds it, the caller may train it."""
+    init_store()
+    client = MlflowClient()
+    if experiment is None:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    else:
+        found = client.get_experiment_by_name(experiment)
+        ids = [found.experiment_id] if found is not None else []
+    return _holder(key, ids) if ids else None
+
+
+def _holder(key: str, experiment_ids: list[str]) -> Claim | None:
+    client = MlflowClient()
+    runs = client.search_runs(experiment_ids, filter_string=tagnames.where(tagnames.CLAIM, key), max_results=1000)
+    claims = [Claim(r.info.run_id, r.info.status, r.info.start_time, _heartbeat_of(r.data.tags))
+              for r in runs if tagnames.HEARTBEAT in r.data.tags]  # a claim without one is no start_run's
+    now = time.time()
+    holder, stale = claim_holder(claims, now)
+    for claim in stale:
+        if client.get_run(claim.run_id).info.status == "RUNNING":  # not ended meanwhile
+            mark_run(claim.run_id, "FAILED", f"heartbeat stopped: none for {now - claim.heartbeat:.0f} s (over "
+                     f"{STALE_SECONDS:g} s), its process is gone; another invocation takes the run over")
+    return holder
+
+
+def _heartbeat_of(run_tags: dict[str, str]) -> float:
+    try:
+        return float(run_tags.get(tagnames.HEARTBEAT, 0))
+    except ValueError:
+        return 0.0
+
+
+def _claim_of(run_id: str) -> str:
+    return MlflowClient().get_run(run_id).data.tags.get(tagnames.CLAIM, "")
+
+
+def _now() -> str:
+    return f"{time.time():.1f}"
+
+
+def _yield_claim(run: Run, heartbeat: Heartbeat | None, holder: str) -> None:
+    """End a claim that lost to ``holder`` KILLED and delete it: it trained nothing, and no reader should see it."""
+    if heartbeat is not None:
+        heartbeat.stop()
+    _end(run, "KILLED", f"yielded: run {holder} holds this study run's claim")
+    MlflowClient().delete_run(run.run_id)
+
+
+class Heartbeat:
+    """Sets tag ``genlab.heartbeat`` of a claimed run to the time (epoch seconds) now and every HEARTBEAT_SECONDS,
+    from a daemon thread, until ``stop()`` (start_run stops it when the run ends, however it ends)."""
+
+    def __init__(self, run_id: str, interval: float | None = None) -> None:
+        self.run_id, self.interval = run_id, interval or HEARTBEAT_SECONDS
+        self._client = MlflowClient()  # bound to the store of now: the run lives there
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"genlab-heartbeat-{run_id}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a busy store misses one beat; STALE_SECONDS leaves room for several
+                self._client.set_tag(self.run_id, tagnames.HEARTBEAT, _now())
+            if self._stopped.wait(self.interval):
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=10)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
 
 # ---------------------------------------------------------------- reading runs back
