@@ -359,8 +359,7 @@ def train(cfg: GANConfig, splits: data.Splits, sink: loop.Sink = loop.NullSink()
         if GATE_METRIC in last:
             state.val_history.append(last[GATE_METRIC])
         sink.epoch(epoch, last, state.nets, functools.partial(state.checkpoint, epoch, cfg))
-    # the plateau test reads the evaluations after step 0: a decoder-initialised generator often starts better
-    # than its first GAN updates leave it, a dip the curve then climbs out of
+    # the plateau test reads the evaluations after step 0: step 0 measures the initialisation, not the training
     final = {**last, **(metrics.plateau(state.val_history[1:]) if state.val_history else {})}
     final.update(sink.end(state.nets, final))
     return state.nets, final
