@@ -21,7 +21,7 @@ from . import fake_study
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UI = "http://127.0.0.1:5000"
-UNCONVERGED_GAN, UNMEASURED_VAE = "gan z4 init=random s1", "vae z32 b1.0 s2"
+UNCONVERGED_GAN, UNMEASURED_VAE = "gan z4 init=vae_decoder s1", "vae z32 b1.0 s2"
 QUESTIONS = ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2")
 
 

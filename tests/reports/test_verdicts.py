@@ -619,17 +619,19 @@ def test_convergence_gate_names_the_runs_and_keeps_what_the_rule_said():
     finals = {"vae_decoder": [20, 21, 19], "random": [40, 41, 39], "ae_decoder": [30, 31, 29]}
     runs = gan(finals).assign(**{"metrics.converged": 1.0})
     assert p2q1.QUESTION.verdict(runs, FakeReader()).status == "confirmed"
-    runs.loc[4, "metrics.converged"] = 0.0  # random, seed 1
+    runs.loc[4, "metrics.converged"] = 0.0  # random, seed 1: the equal-budget baseline, not gated
+    assert p2q1.QUESTION.verdict(runs, FakeReader()).status == "confirmed"
+    runs.loc[1, "metrics.converged"] = 0.0  # vae_decoder, seed 1
     runs.loc[7, "metrics.converged"] = math.nan  # ae_decoder, seed 1: made before `converged` was logged
     v = p2q1.QUESTION.verdict(runs, FakeReader())
     assert v.status == "inconclusive_not_converged" and v.numbers["rule_status"] == "confirmed"
-    assert v.numbers["not_converged"] == ["run04", "run07"] and v.numbers["not_measured"] == ["run07"]
+    assert v.numbers["not_converged"] == ["run01", "run07"] and v.numbers["not_measured"] == ["run07"]
     assert v.numbers["claims"] == {"decoder_init": "inconclusive_not_converged",
                                    "normal_latent": "inconclusive_not_converged"}
     assert v.numbers["rule_claims"] == {"decoder_init": "confirmed", "normal_latent": "confirmed"}
     # runs without the metric at all (an old store) are not measured, hence not converged
     old = gan(finals)
-    assert p2q1.QUESTION.verdict(old, FakeReader()).numbers["not_measured"] == ids_of(old)
+    assert p2q1.QUESTION.verdict(old, FakeReader()).numbers["not_measured"] == ids_of(old[V.arm(old) != "random"])
     # a missing verdict stays missing
     assert p2q1.QUESTION.verdict(gan({"vae_decoder": [20, 21, 19]}), FakeReader()).status == "missing"
 
