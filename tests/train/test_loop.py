@@ -76,7 +76,8 @@ def test_the_gan_loop_reports_both_networks_and_resumes(splits):
     nets, final = gan.train(gan_cfg(), splits, sink)
     assert isinstance(nets.generator, gan.Generator) and isinstance(nets.discriminator, gan.Discriminator)
     assert sink.started == 1 and [e for e, _ in sink.epochs] == [1, 2]
-    assert set(sink.checkpoints[0]) == gan.CHECKPOINT_KEYS | {"val_history", "generator_ema"} and sink.checkpoints[0]["epoch"] == 1
+    first = sink.checkpoints[0]
+    assert set(first) == gan.CHECKPOINT_KEYS | {"val_history", "generator_ema"} and first["epoch"] == 1
     resumed_sink = RecordingSink()
     _, resumed = gan.train(gan_cfg(), splits, resumed_sink, resume=sink.checkpoints[0])
     assert resumed_sink.started == 0 and [e for e, _ in resumed_sink.epochs] == [2]
