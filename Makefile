@@ -48,8 +48,13 @@ browser:
 	     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)); } || \
 	  echo "make test: Chromium or ChromeDriver absent and not root: the browser tests will be skipped (apt install chromium chromium-driver)"
 
+# The project's store in the MLflow UI. First the links to open: the UI opens in its GenAI mode unless the address
+# carries workflowType=machine_learning (python -m genlab.ui; the report's views of each question among them).
+# A failure to print them does not keep the UI from starting.
+UI_PORT ?= 5000
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	-@MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/python -m genlab.ui --base http://127.0.0.1:$(UI_PORT)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
 
 # The Optuna search's studies (trials, history, importances, per-epoch values, Pareto front) in optuna-dashboard.
 OPTUNA_STORAGE ?= sqlite:///$(CURDIR)/optuna.db

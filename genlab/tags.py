@@ -38,6 +38,8 @@ SEARCH_PARENT_RUN = "genlab.mlflow_parent_run_id"
 NOTE = "mlflow.note.content"  # the description shown on an experiment's and a run's page
 GIT_COMMIT = "mlflow.source.git.commit"
 EXPERIMENT_KIND = "mlflow.experimentKind"
+# + a key: a view of an experiment's runs page, stored as its UI stores one (genlab/ui.py)
+SHARED_VIEW = "mlflow.sharedViewState."
 
 # run kinds (values of KIND)
 VAE, GAN, PROBE, GRADVAR, SEARCH, CLASSIFIER = "vae", "gan", "probe", "gradvar", "search", "classifier"

@@ -48,7 +48,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy==2.4.6"]  # explicit: inferring them costs seconds per model
 
 
-# The value of tag tagnames.EXPERIMENT_KIND: an experiment without it opens in MLflow's GenAI view (traces, tokens).
+# The value of tag tagnames.EXPERIMENT_KIND: what MLflow files the experiment under (training, not GenAI). MLflow
+# 3.17's UI picks its mode from the address instead: genlab/ui.py.
 MODEL_TRAINING_EXPERIMENT = "custom_model_development"
 SYSTEM_METRICS_INTERVAL_S = 5.0  # MLflow's default of 10 s leaves a short study run without a single sample
 
@@ -109,6 +110,16 @@ def describe_experiment(name: str, description: str) -> str:
     client.set_experiment_tag(experiment_id, tagnames.EXPERIMENT_KIND, MODEL_TRAINING_EXPERIMENT)
     client.set_experiment_tag(experiment_id, tagnames.NOTE, description)
     return experiment_id
+
+
+def set_experiment_tag(experiment_id: str, key: str, value: str) -> None:
+    """One tag of an existing experiment (a view the UI opens: genlab/ui.py)."""
+    MlflowClient().set_experiment_tag(experiment_id, key, value)
+
+
+def list_experiments() -> list[tuple[str, str, dict[str, str]]]:
+    """(id, name, tags) of each active experiment of the store."""
+    return [(e.experiment_id, e.name, dict(e.tags)) for e in MlflowClient().search_experiments()]
 
 
 def code_version() -> str:

@@ -1,12 +1,15 @@
 """``genlab report``: read the study's runs, compute each question's verdict, write the report in French and English
-(Markdown + a self-contained HTML page each) and log it as a run tagged ``genlab.kind=report``.
+(Markdown + a self-contained HTML page each) and log it as a run tagged ``genlab.kind=report``; store each
+question's view of its runs on its experiment, for MLflow's UI (genlab/ui.py), and link to it.
 
-Read top to bottom: config -> validate -> collect (runs, histories, artifacts) -> verdicts -> render -> write -> log.
+Read top to bottom: config -> validate -> collect (runs, histories, artifacts) -> verdicts -> views -> render ->
+write -> log.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import io
 import json
@@ -15,10 +18,11 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genlab import tags
+from genlab import tags, ui
 from genlab.config import ConfigError, check, check_choice
 from genlab.configs import REPORT_PROFILES as PROFILES
 from genlab.configs import ReportConfig
@@ -32,7 +36,6 @@ if TYPE_CHECKING:  # the heavy imports (pandas, scipy) wait until a report is bu
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LANGUAGES = ("fr", "en")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-DEFAULT_UI = "http://127.0.0.1:5000"  # what `make ui` serves
 
 
 def validate(cfg: ReportConfig) -> None:
@@ -50,7 +53,7 @@ def validate(cfg: ReportConfig) -> None:
 def ui_base(cfg: ReportConfig, tracking_uri: str) -> str:
     if cfg.ui_url != "auto":
         return cfg.ui_url.rstrip("/")
-    return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else DEFAULT_UI
+    return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else ui.DEFAULT
 
 
 def redact(uri: str) -> str:
@@ -130,6 +133,45 @@ def compute(collected: dict[str, Any]) -> dict[str, V.Verdict]:
     return out
 
 
+# ---------------------------------------------------------------- the questions' views in the MLflow UI
+
+def share_views(verdicts: dict[str, V.Verdict], run_info: dict[str, tuple[str, str]], study: str, base: str,
+                ) -> dict[str, str]:
+    """Store each answered question's view of its runs on the experiment that holds them (most of them, if they
+    are in several): the runs grouped by arm, seeds averaged, the metrics its rule decides on first; key
+    ``genlab-<study>-<question>-<profile>``, so the report of another profile keeps its own. Returns question ->
+    the view's address."""
+    from genlab import tracking
+    from reports import questions
+
+    now, out = int(time.time() * 1000), {}
+    for q in questions.QUESTIONS:
+        v = verdicts[q.name]
+        run_ids = [r for r in dict.fromkeys(v.run_ids) if r in run_info]
+        if not run_ids or not q.deciding:
+            continue
+        experiment = collections.Counter(run_info[r][0] for r in run_ids).most_common(1)[0][0]
+        key = f"genlab-{study}-{q.name}-{v.profile}"
+        tracking.set_experiment_tag(experiment, ui.view_tag(key), view_of(q, v.profile, study, run_ids, now))
+        out[q.name] = ui.view_url(base, experiment, key)
+    return out
+
+
+def view_of(q: V.Question, profile: str, study: str, run_ids: list[str], now_ms: int) -> str:
+    """The tag value of a question's view: the runs the report read, by id; a view too long for a tag (hundreds
+    of runs) shows the question's finished runs of the profile instead."""
+    question = tags.where(tags.QUESTION, q.name)
+    view = ui.View(f"{q.name.upper()} by arm ({study}, {profile})", f"{q.name.upper()}: the deciding metrics",
+                   tags.ARM, q.deciding, q.curves,
+                   f"{question} AND attributes.run_id IN ({', '.join(repr(r) for r in run_ids)})")
+    try:
+        return ui.envelope(view, now_ms)
+    except ValueError:
+        by_tags = " AND ".join((question, tags.where(tags.STUDY, study), tags.where(tags.PROFILE, profile),
+                                "attributes.status = 'FINISHED'"))
+        return ui.envelope(dataclasses.replace(view, search=by_tags), now_ms)
+
+
 # ---------------------------------------------------------------- rendering
 
 def figures_for(verdicts: dict[str, V.Verdict], labels: dict[str, str], folder: Path) -> dict[str, dict[str, Any]]:
@@ -166,7 +208,7 @@ def fmt_number(x: Any, digits: int, lang: str) -> str:
     return text
 
 
-def environment(lang: str, run_info: dict[str, tuple[str, str]], ui: str) -> Any:
+def environment(lang: str, run_info: dict[str, tuple[str, str]], base: str) -> Any:
     """Jinja environment of one language. Autoescape is on: text that comes from runs (names, tags) is written
     as HTML entities, which Markdown viewers display as text and markdown.to_html keeps escaped."""
     import jinja2
@@ -193,8 +235,7 @@ def environment(lang: str, run_info: dict[str, tuple[str, str]], ui: str) -> Any
         return f"Δ = {num(c.diff, digits)}"
 
     def url(run_id: str) -> str:
-        exp = run_info.get(run_id, ("0", ""))[0]
-        return f"{ui}/#/experiments/{exp}/runs/{run_id}"
+        return ui.run_url(base, run_info.get(run_id, ("0", ""))[0], run_id)
 
     def runs(ids: Any) -> Markup:
         ids = list(dict.fromkeys(ids or []))
@@ -269,7 +310,7 @@ def data_uri(folder: Path) -> Any:
 def run(cfg: ReportConfig, context: Context) -> Result:
     """Build the report in both languages, log it as one run; its lines give each verdict and the files."""
     from genlab import tracking
-    from reports import markdown, pictures
+    from reports import markdown, pictures, questions
 
     validate(cfg)
     uri = tracking.open_existing_store()
@@ -281,9 +322,13 @@ def run(cfg: ReportConfig, context: Context) -> Result:
     runs = collected["runs"]
     run_info = {r["run_id"]: (str(r["experiment_id"]), str(r.get("tags.mlflow.runName") or ""))
                 for _, r in runs.iterrows()} if len(runs) else {}
-    shown = {"study": cfg.study, "profile": cfg.profile, "store": redact(uri), "ui": ui_base(cfg, uri),
-               "ignored": collected["ignored"], "used": collected["used"],
-               "gal": collected["galleries"], "code_versions": code_versions(collected["per_question"])}
+    base = ui_base(cfg, uri)
+    views = share_views(verdicts, run_info, cfg.study, base)
+    shown = {"study": cfg.study, "profile": cfg.profile, "store": redact(uri), "ui": base,
+             "run_link": ui.run_url(base, "<experiment_id>", "<run_id>"), "views": views,
+             "deciding": {q.name: q.deciding for q in questions.QUESTIONS},
+             "ignored": collected["ignored"], "used": collected["used"],
+             "gal": collected["galleries"], "code_versions": code_versions(collected["per_question"])}
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -299,7 +344,8 @@ def run(cfg: ReportConfig, context: Context) -> Result:
             title = next((line[2:] for line in md.splitlines() if line.startswith("# ")), "genlab")
             page = html_page(lang, markdown.inline(title, lambda s: s), markdown.to_html(md, data_uri(folder)))
             (folder / "report.html").write_text(page, encoding="utf-8")
-        (staged / "verdicts.json").write_text(json.dumps(summary(verdicts), indent=2, sort_keys=True), encoding="utf-8")
+        (staged / "verdicts.json").write_text(json.dumps(summary(verdicts, views), indent=2, sort_keys=True),
+                                              encoding="utf-8")
         for name in (*LANGUAGES, "verdicts.json"):
             target = out / name
             if target.is_dir():
@@ -333,11 +379,12 @@ def code_versions(per_question: dict[str, pd.DataFrame]) -> list[str]:
     return sorted(versions)
 
 
-def summary(verdicts: dict[str, V.Verdict]) -> dict[str, Any]:
-    """The machine-readable verdicts (verdicts.json): status, sub-claims, run ids, missing runs."""
+def summary(verdicts: dict[str, V.Verdict], views: dict[str, str]) -> dict[str, Any]:
+    """The machine-readable verdicts (verdicts.json): status, sub-claims, run ids, missing runs, and the address of
+    the question's view in the MLflow UI (absent without runs)."""
     out = {}
     for q, v in verdicts.items():
         claims = v.numbers.get("claims", {})
         out[q] = {"status": v.status, "claims": claims, "profile": v.profile, "run_ids": v.run_ids,
-                  "missing": v.missing}
+                  "missing": v.missing, **({"mlflow_view": views[q]} if q in views else {})}
     return out

@@ -160,6 +160,10 @@ class Question:
     read: Callable[[pd.DataFrame, Reader], dict[str, Any]] = _read_nothing
     galleries: dict[str, GallerySpec] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
+    # the metrics its rule decides on, first in its MLflow view (reports/build.py: share_views); ``curves``: those
+    # of them read over steps (a line per arm), the others by their final value
+    deciding: tuple[str, ...] = ()
+    curves: tuple[str, ...] = ()
 
     def verdict(self, runs: pd.DataFrame, reader: Reader) -> Verdict:
         return self.judge(runs, self.read(runs, reader))

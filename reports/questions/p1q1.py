@@ -175,4 +175,5 @@ GALLERIES = {"p1q1_pictures": GallerySpec(tags.VAE, lambda r: ("arm", r.get("par
                                           lambda r: [("pic_samples", "pictures/samples.png")])}
 
 QUESTION = Question("p1q1", rule, figures, read, GALLERIES, {
-    "kl_collapsed_max": KL_COLLAPSED_MAX, "recon_min_effect": RECON_MIN_EFFECT, "curve_min_effect": CURVE_MIN_EFFECT})
+    "kl_collapsed_max": KL_COLLAPSED_MAX, "recon_min_effect": RECON_MIN_EFFECT, "curve_min_effect": CURVE_MIN_EFFECT},
+    deciding=("test_recon", "test_kl", "test_neg_elbo", CURVE, "grad_variance_ratio_matched"), curves=(CURVE,))

@@ -299,4 +299,7 @@ GALLERIES = {
 QUESTION = Question("p1q2", rule, figures, read, GALLERIES, {
     "reference_beta": REFERENCE_BETA, "min_betas": MIN_BETAS, "smoothness_min_effect": SMOOTHNESS_MIN_EFFECT,
     "mmd_min_effect": MMD_MIN_EFFECT, "fid_min_effect_rel": FID_MIN_EFFECT_REL, "recon_min_effect": RECON_MIN_EFFECT,
-    "neg_elbo_min_effect": NEG_ELBO_MIN_EFFECT, "units_min_effect": UNITS_MIN_EFFECT, **MEASURED_WITH})
+    "neg_elbo_min_effect": NEG_ELBO_MIN_EFFECT, "units_min_effect": UNITS_MIN_EFFECT, **MEASURED_WITH},
+    # the sentences' metrics, in the order of the lab's answer (continuous, holes, detail, balance, units)
+    deciding=("interp_smoothness", "aggregate_posterior_mmd", "fid_proxy", "aggregate_fid_proxy", "test_recon",
+              "test_neg_elbo", "kl_active_units"))

@@ -171,4 +171,5 @@ GALLERIES = {"p1q3_pictures": GallerySpec(  # the sweep's runs; the positive con
     lambda r: [("ae" if beta(r) == AE_BETA else "vae", "pictures/reconstructions.png")])}
 
 QUESTION = Question("p1q3", rule, figures, galleries=GALLERIES, thresholds={
-    "gap_growth_min": GAP_GROWTH_MIN, "recon_worse_min": RECON_WORSE_MIN})
+    "gap_growth_min": GAP_GROWTH_MIN, "recon_worse_min": RECON_WORSE_MIN},
+    deciding=("val_recon", "train_eval_recon", "test_recon"))  # the gap is val - train; test_recon: the shape

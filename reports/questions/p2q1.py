@@ -177,4 +177,5 @@ GALLERIES = {"p2q1_pictures": GallerySpec(
     tags.GAN, lambda r: ("arm", r.get(tags.column(tags.ARM), "")),
     lambda r: [("pic_step0", "pictures/samples_step0.png"), ("pic_final", "pictures/samples.png")])}
 
-QUESTION = Question("p2q1", rule, figures, read, GALLERIES, {"min_effect_rel": MIN_EFFECT_REL})
+QUESTION = Question("p2q1", rule, figures, read, GALLERIES, {"min_effect_rel": MIN_EFFECT_REL},
+                    deciding=(METRIC,), curves=(METRIC,))

@@ -162,4 +162,5 @@ def figures(v: Verdict, labels: dict[str, str]) -> dict[str, Drawn]:
 
 QUESTION = Question("p2q2", rule, figures, thresholds={"accuracy_min_diff": ACCURACY_MIN_DIFF,
                                                        "recon_min_effect": RECON_MIN_EFFECT,
-                                                       "auroc_min_effect": AUROC_MIN_EFFECT})
+                                                       "auroc_min_effect": AUROC_MIN_EFFECT},
+                    deciding=(*(m for metrics in CLAIMS.values() for m in metrics), *REQUIRED))

@@ -258,16 +258,52 @@ def test_text_from_runs_is_escaped(built):
 
 
 def test_every_number_cites_its_runs_with_the_ui_address(built):
+    """In the UI's Model training mode: its query inside the fragment (the UI is hash-routed)."""
     client = MlflowClient(built["uri"])
     for study, s in built["stores"].items():
         md = built["out"][study]["en"]
-        assert f"{UI}/#/experiments/<experiment_id>/runs/<run_id>" in md
+        assert f"`{UI}/#/experiments/<experiment_id>/runs/<run_id>?workflowType=machine_learning`" in md
         for q, ids in s.ids.items():
             for rid in ids:
                 exp = client.get_run(rid).info.experiment_id
-                assert f"({UI}/#/experiments/{exp}/runs/{rid})" in section(md, q)
+                assert f"({UI}/#/experiments/{exp}/runs/{rid}?workflowType=machine_learning)" in section(md, q)
         for rid in s.ignored:
             assert rid not in md
+
+
+def test_each_question_links_to_its_view_stored_on_its_experiment(built):
+    """The view of a question: exactly the runs its verdict read, grouped by arm with seeds averaged, its deciding
+    metrics first (P2Q1: fid_proxy over steps), stored as the UI's "Save view" stores one."""
+    client = MlflowClient(built["uri"])
+    for study, s in (("lab1", built["stores"]["lab1"]), ("quick1", built["stores"]["quick1"])):
+        out = built["out"][study]
+        profile = "quick" if study == "quick1" else "full"
+        for q in QUESTIONS:
+            key = f"genlab-{study}-{q}-{profile}"
+            link = f"{UI}/#/experiments/{s.exp}/runs?workflowType=machine_learning&viewStateShareKey={key}" \
+                   "&compareRunsMode=CHART"
+            assert out["verdicts"][q]["mlflow_view"] == link
+            assert f"]({link})." in section(out["en"], q) and f"]({link})." in section(out["fr"], q)
+            assert f'href="{link.replace("&", "&amp;")}"' in out["en_html"]
+            envelope = json.loads(client.get_experiment(s.exp).tags[f"mlflow.sharedViewState.{key}"])
+            assert envelope["name"] == f"{q.upper()} by arm ({study}, {profile})"
+            state = json.loads(envelope["state"])
+            shown = re.findall(r"'([0-9a-f]{32})'", state["searchFilter"])
+            assert sorted(shown) == sorted(set(out["verdicts"][q]["run_ids"]))
+            assert state["searchFilter"].startswith(f"tags.`genlab.question` = '{q}' AND attributes.run_id IN (")
+            assert state["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "genlab.arm"}]
+            assert state["useGroupedValuesInCharts"] is True
+            assert [c["metricSectionId"] for c in state["compareRunCharts"]] == \
+                   [state["compareRunSections"][0]["uuid"]] * len(state["compareRunCharts"])
+    p2q1 = json.loads(json.loads(client.get_experiment(built["stores"]["lab1"].exp).tags[
+        "mlflow.sharedViewState.genlab-lab1-p2q1-full"])["state"])
+    assert [(c["metricKey"], c["type"]) for c in p2q1["compareRunCharts"]] == [("fid_proxy", "LINE")]
+    assert p2q1["selectedColumns"] == ["metrics.`fid_proxy`"]
+    assert len(re.findall(r"'[0-9a-f]{32}'", p2q1["searchFilter"])) == 12  # its 12 GANs
+    p1q1 = json.loads(json.loads(client.get_experiment(built["stores"]["lab1"].exp).tags[
+        "mlflow.sharedViewState.genlab-lab1-p1q1-full"])["state"])
+    assert [(c["metricKey"], c["type"]) for c in p1q1["compareRunCharts"]][:4] == [
+        ("test_recon", "BAR"), ("test_kl", "BAR"), ("test_neg_elbo", "BAR"), ("val_neg_elbo", "LINE")]
 
 
 def test_report_is_logged_as_a_run(built):
@@ -342,3 +378,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(built, tmp_path, monkey
     assert len(err.splitlines()) == 1 and name in err and "Traceback" not in err
     assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == count
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_view_too_long_for_a_tag_shows_the_questions_finished_runs_of_the_profile():
+    from reports import build
+    from reports.questions import p2q1
+
+    few = json.loads(json.loads(build.view_of(p2q1.QUESTION, "full", "lab1", ["a" * 32] * 3, 0))["state"])
+    assert few["searchFilter"].endswith(f"IN ({', '.join([repr('a' * 32)] * 3)})")
+    many = build.view_of(p2q1.QUESTION, "full", "lab1", [f"{i:032x}" for i in range(600)], 0)
+    assert len(many) <= 20_000
+    assert json.loads(json.loads(many)["state"])["searchFilter"] == (
+        "tags.`genlab.question` = 'p2q1' AND tags.`genlab.study` = 'lab1' AND tags.`genlab.profile` = 'full' "
+        "AND attributes.status = 'FINISHED'")

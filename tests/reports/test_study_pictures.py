@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from ..conftest import ROOT, run_cli, store_in
+from .browser import artifacts_dir, chromium_driver
 
 SYNTHETIC = {"dataset": "synthetic", "limit": 400}
 
@@ -126,23 +125,6 @@ def test_contents_link_to_every_section_and_a_reproduce_box(lab):
 
 # ---------------------------------------------------------------- the report in a real browser
 
-def chromium_driver(tmp_path: Path):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not binary or not driver:
-        pytest.skip("Chromium or ChromeDriver absent: apt install chromium chromium-driver (.ci/run does, as root)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,2000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    from selenium.webdriver.chrome.service import Service
-
-    return webdriver.Chrome(options=options, service=Service(driver))
-
-
 def test_report_in_a_real_browser(lab, tmp_path):
     driver = chromium_driver(tmp_path)
     try:
@@ -161,8 +143,7 @@ def test_report_in_a_real_browser(lab, tmp_path):
         assert not unresolved, f"contents links without a target: {unresolved}"
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
-        artifacts = Path(os.environ.get("GENLAB_TEST_ARTIFACTS", ROOT / "tests" / "artifacts"))
-        artifacts.mkdir(parents=True, exist_ok=True)
+        artifacts = artifacts_dir()
         assert driver.save_screenshot(str(artifacts / "report-en.png"))
         with Image.open(artifacts / "report-en.png") as shot:
             assert shot.width >= 1000 and len(np.unique(np.asarray(shot.convert("L")))) > 10  # something was drawn
