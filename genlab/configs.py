@@ -87,9 +87,9 @@ class GANConfig:
                       "trunk + one logit (must equal the init_from VAE's)", ARCHS)
     epochs: int = param(10, "passes over the training split (integer >= 1)")
     batch_size: int = param(128, "real images per step")
-    lr_g: float = param(2e-4, "Adam learning rate of the generator (> 0)")
-    lr_d: float = param(4e-4, "Adam learning rate of the discriminator (> 0; twice lr_g by default: two time-scale "
-                        "updates, Heusel et al. 2017)")
+    lr_g: float = param(1e-4, "Adam learning rate of the generator (> 0)")
+    lr_d: float = param(4e-4, "Adam learning rate of the discriminator (> 0; four times lr_g by default: two "
+                        "time-scale updates, Heusel et al. 2017, at SAGAN's 1e-4 / 4e-4, Zhang et al. 2019)")
     beta1: float = param(0.5, "Adam's first-moment decay, both networks (in [0, 1); 0.5 as in DCGAN)")
     loss: str = param("hinge", "GAN loss: hinge (Miyato et al. 2018) or ns (non-saturating BCE)", LOSSES)
     spectral_norm: int = param(1, "1: spectral normalisation of every discriminator layer (Miyato et al. 2018); 0: "

@@ -243,7 +243,7 @@ def find_scorer(dataset: str, device: torch.device) -> Any:
 
 
 GATE_METRIC = "fid_proxy"  # the GAN's validation objective (lower is better) for the convergence gate
-GATE_KEYS = ("fid_tail_fall", "fid_tail_fall_upper", "converged")
+GATE_KEYS = ("fid_tail_fall", "fid_tail_fall_lower", "fid_tail_fall_upper", "converged")
 
 
 def evaluate(generator: Generator, cfg: GANConfig, scorer: Any | None) -> dict[str, float]:
