@@ -411,20 +411,24 @@ PLATEAU_MIN_POINTS = 4  # fewer points leave the slope's interval too wide to ca
 # noise: the oscillation is the generator's, not the estimate's), so with 6 tail points even a flat curve's bound
 # sits ~10 % above its estimate, and a 5 % bound is out of reach at any evaluation density a study can pay for.
 PLATEAU_RESOLVES = 0.2
+# The fall across the tail that still counts as a plateau: the smallest difference P2Q1's comparisons count (5 % of
+# an arm's mean fid_proxy). A run whose lower bound clears it is still improving by an amount the comparisons would
+# see; one below it may drift on, but no faster than the comparisons' own resolution per third of its training.
+PLATEAU_TOLERANCE = 0.05
 
 
 def plateau(values: list[float], fraction: float = PLATEAU_FRACTION, resolves: float = PLATEAU_RESOLVES,
-            ) -> dict[str, float]:
+            tolerance: float = PLATEAU_TOLERANCE) -> dict[str, float]:
     """A GAN's convergence on its fid_proxy curve (``values``: one per evaluation after step 0, lower is better).
 
     A least-squares line through the last ``fraction`` of the evaluations (at least PLATEAU_MIN_POINTS); its
     slope times the tail's span, over the tail's mean, is how much the curve still falls across the tail
     (``fid_tail_fall``, positive = still improving), with the one-sided 95 % t bounds ``fid_tail_fall_lower`` and
-    ``fid_tail_fall_upper``. The run ``converged`` when the fall is not significantly positive (lower bound
-    <= 0: no evidence it is still improving; a rising curve has stopped improving as surely as a flat one) and the
-    test had the power to see a real fall (upper bound < ``resolves``). A best-so-far gate (the VAEs') reads noise
-    here: a GAN's fid_proxy wanders up and down from one evaluation to the next, so its best value keeps moving by
-    chance. Too few evaluations: not converged."""
+    ``fid_tail_fall_upper``. The run ``converged`` when the fall is not significantly larger than ``tolerance``
+    (lower bound <= tolerance: no evidence it still improves by more than that; a rising curve has stopped improving
+    as surely as a flat one) and the test had the power to see a real fall (upper bound < ``resolves``). A
+    best-so-far gate (the VAEs') reads noise here: a GAN's fid_proxy wanders up and down from one evaluation to the
+    next, so its best value keeps moving by chance. Too few evaluations: not converged."""
     from scipy import stats
 
     k = max(PLATEAU_MIN_POINTS, math.ceil(fraction * len(values) - 1e-9))
@@ -437,4 +441,4 @@ def plateau(values: list[float], fraction: float = PLATEAU_FRACTION, resolves: f
     half = stats.t.ppf(0.95, k - 2) * fit.stderr * scale
     lower, upper = fall - half, fall + half
     return {"fid_tail_fall": float(fall), "fid_tail_fall_lower": float(lower), "fid_tail_fall_upper": float(upper),
-            "converged": float(lower <= 0 and upper < resolves)}
+            "converged": float(lower <= tolerance and upper < resolves)}

@@ -329,15 +329,20 @@ def test_plateau_calls_a_flat_noisy_tail_converged_and_a_falling_one_not():
 
 
 def test_plateau_flips_at_both_of_its_bounds():
-    # an exact line: the interval is the point; falling by 5/97.5 is still improving, rising is not
+    # an exact line: the interval is the point; falling by 5/97.5 (> the 5 % tolerance) is still improving,
+    # rising is not
     down = [100.0, 99.0, 98.0, 97.0, 96.0, 95.0]
     out = metrics.plateau(down, fraction=1.0)
     assert out["fid_tail_fall"] == pytest.approx(5 / 97.5) == pytest.approx(out["fid_tail_fall_lower"])
     assert out["converged"] == 0.0 and metrics.plateau(down[::-1], fraction=1.0)["converged"] == 1.0
-    # the lower bound: a noisy tail that falls, nudged until its bound crosses 0
+    # the lower bound: a noisy falling tail passes or fails as the tolerance crosses its lower bound
     tail = [100.0, 97.0, 98.0, 94.0, 95.0, 92.0]
-    out = metrics.plateau(tail, fraction=1.0)
-    assert out["fid_tail_fall_lower"] > 0 and out["converged"] == 0.0
+    lower = metrics.plateau(tail, fraction=1.0)["fid_tail_fall_lower"]
+    assert lower > 0
+    assert metrics.plateau(tail, fraction=1.0, tolerance=lower + 1e-6)["converged"] == 1.0
+    assert metrics.plateau(tail, fraction=1.0, tolerance=lower - 1e-6)["converged"] == 0.0
+    # a tail that falls by less than the tolerance, significantly or not, has plateaued
+    assert metrics.plateau([100.0, 99.5, 99.0, 98.5, 98.0, 97.5], fraction=1.0)["converged"] == 1.0
     assert metrics.plateau([100.0, 97.0, 98.0, 94.0, 95.0, 97.0], fraction=1.0)["converged"] == 1.0
     # the power bound: the same flat noisy tail passes or fails as `resolves` crosses its upper bound
     flat = [100.0, 104.0, 97.0, 103.0, 98.0, 101.0]
