@@ -99,6 +99,22 @@ def interp_smoothness(paths: np.ndarray) -> float:
     return float((steps.max(axis=1)[moving] / mean[moving]).mean()) if moving.any() else math.nan
 
 
+def path_length(start: np.ndarray, end: np.ndarray, epsilon: float) -> float:
+    """Perceptual path length (Karras et al. 2019, StyleGAN, section 3): the mean over sampled points of a path of
+    ``||f(t + epsilon) - f(t)||^2 / epsilon^2``, ``start`` and ``end`` (N, F) holding the embeddings f at t and
+    t + epsilon of N points. As in their implementation, the values outside the 1st-99th percentiles are left out
+    before the mean, so that a few points where the decoder changes abruptly do not decide it. Lower: the images
+    change less, or more evenly, along the paths (an uneven change costs more than an even one of the same total,
+    the squared step being convex)."""
+    start, end = np.asarray(start, dtype=np.float64), np.asarray(end, dtype=np.float64)
+    if start.shape != end.shape or start.ndim != 2 or len(start) == 0 or epsilon <= 0:
+        raise ValueError(f"path_length needs two (N, F) arrays of one shape and epsilon > 0, got {start.shape}, "
+                         f"{end.shape}, {epsilon}")
+    d = ((end - start) ** 2).sum(axis=1) / epsilon ** 2
+    low, high = np.percentile(d, [1, 99])
+    return float(d[(d >= low) & (d <= high)].mean())
+
+
 # ---------------------------------------------------------------- sample quality (in a classifier's feature space)
 #
 # Libraries first: torchmetrics' FID takes eigvals(S1 @ S2), which drifts (and goes complex) when a covariance is

@@ -121,7 +121,8 @@ class Verdict:
 
 
 STATUSES = ("confirmed", "not_confirmed", "no_significant_difference", "inconclusive_underpowered",
-            "inconclusive_not_converged", "inconclusive_architecture", "inconclusive_control", "missing")
+            "inconclusive_not_converged", "inconclusive_architecture", "inconclusive_control", "inconclusive_measure",
+            "missing")
 
 
 class Reader(Protocol):

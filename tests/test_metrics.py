@@ -349,3 +349,20 @@ def test_plateau_flips_at_both_of_its_bounds():
     upper = metrics.plateau(flat, fraction=1.0)["fid_tail_fall_upper"]
     assert metrics.plateau(flat, fraction=1.0, resolves=upper + 1e-6)["converged"] == 1.0
     assert metrics.plateau(flat, fraction=1.0, resolves=upper - 1e-6)["converged"] == 0.0
+
+
+def test_path_length_is_the_trimmed_mean_squared_step_over_epsilon_squared():
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(200, 3))
+    step = np.zeros((200, 3))
+    step[:, 0] = 1e-3 * np.linspace(1, 2, 200)  # squared steps from 1e-6 to 4e-6
+    out = metrics.path_length(start, start + step, 1e-3)
+    d = np.linspace(1, 2, 200) ** 2
+    assert out == pytest.approx(d[2:-2].mean(), rel=1e-6)  # the 1st-99th percentiles keep all but 2 at each end
+    # one abrupt jump does not decide it; doubling every step quadruples it
+    jumped = step.copy()
+    jumped[0, 0] = 1.0
+    assert metrics.path_length(start, start + jumped, 1e-3) == pytest.approx(out, rel=1e-2)
+    assert metrics.path_length(start, start + 2 * step, 1e-3) == pytest.approx(4 * out, rel=1e-6)
+    with pytest.raises(ValueError):
+        metrics.path_length(start, start[:10], 1e-3)

@@ -375,8 +375,8 @@ def _log_sample_quality(run, model: VAE, splits: data.Splits, cfg: VAEConfig, de
     """Score ``eval_samples`` prior samples (``fid_proxy``, ...) and as many test reconstructions
     (``recon_fid_proxy``, ...) with the data set's feature classifier, plus ``aggregate_fid_proxy`` (the same
     test images decoded from one posterior draw each: samples of the aggregate posterior, so fid_proxy -
-    aggregate_fid_proxy is what the prior's draws lose by landing where no image's code lies) and
-    ``interp_smoothness``; log them, ``eval_seconds`` and the param ``fid_classifier``. ``eval_seconds`` leaves
+    aggregate_fid_proxy is what the prior's draws lose by landing where no image's code lies) and the
+    interpolation measures; log them, ``eval_seconds`` and the param ``fid_classifier``. ``eval_seconds`` leaves
     out a one-time classifier training."""
     from genlab.train.classifier import get_scorer
 
@@ -398,30 +398,45 @@ def _log_sample_quality(run, model: VAE, splits: data.Splits, cfg: VAEConfig, de
     model.train()
     quality = {**scorer.score(torch.cat(samples)), **scorer.score(torch.cat(recons), prefix="recon_"),
                "aggregate_fid_proxy": scorer.fid_proxy(torch.cat(aggregate)),
-               "interp_smoothness": interpolation_smoothness(model, splits.test_x, scorer, device)}
+               **interpolation_measures(model, splits.test_x, scorer, device)}
     quality["eval_seconds"] = time.perf_counter() - t0
     run.log_metrics(quality, step=cfg.epochs)
     return quality
 
 
-# interp_smoothness: lines between the z_mean of random pairs of test images, the same pairs for every run of a data
-# set (a fixed seed: runs then differ only by their model). 32 x 16 decoded images cost a fraction of a second.
+# The interpolation measures: lines between the z_mean of random pairs of test images, the same pairs for every run
+# of a data set (a fixed seed: runs then differ only by their model). interp_smoothness, ours, on INTERP_STEPS evenly
+# spaced points of each line; the perceptual path length (Karras et al. 2019), established, on PPL_POINTS random
+# points t of each line and their neighbours t + PPL_EPSILON (their epsilon: small enough to read the derivative,
+# large enough for float32). A thousand decoded images cost a fraction of a second.
 INTERP_PAIRS, INTERP_STEPS, INTERP_SEED = 32, 16, SAMPLE_SEED + 7
+PPL_POINTS, PPL_EPSILON = 16, 1e-4
 
 
-def interpolation_smoothness(model: VAE, x: torch.Tensor, scorer: Scorer, device: torch.device) -> float:
-    """metrics.interp_smoothness of INTERP_PAIRS straight lines, INTERP_STEPS evenly spaced points each (ends
-    included), between the codes (z_mean) of pairs of distinct uint8 images ``x`` (the test split); each point
-    decoded (the decoder's mean) and embedded by the scorer's feature classifier. 1: the images change evenly
-    along the lines; larger: most of the change happens in a few steps (a jump between regions of the space)."""
+def interpolation_measures(model: VAE, x: torch.Tensor, scorer: Scorer, device: torch.device) -> dict[str, float]:
+    """Along INTERP_PAIRS straight lines between the codes (z_mean) of pairs of distinct uint8 images ``x`` (the
+    test split), each point decoded (the decoder's mean): ``interp_smoothness`` (metrics.interp_smoothness of
+    INTERP_STEPS evenly spaced points, ends included, embedded by the scorer's feature classifier: 1 when the
+    images change evenly, larger when most of the change happens in a few steps), ``interp_path_length`` and
+    ``interp_path_length_pixels`` (metrics.path_length in the classifier's features and in grey values, t measured
+    along each line from 0 to 1)."""
     pairs = min(INTERP_PAIRS, len(x) // 2)
     if pairs == 0:
-        raise ValueError(f"interp_smoothness needs at least 2 images, got {len(x)}")
+        raise ValueError(f"the interpolation measures need at least 2 images, got {len(x)}")
     chosen = np.random.default_rng(INTERP_SEED).choice(len(x), size=2 * pairs, replace=False)
     z = encode_means(model.encoder, x[torch.from_numpy(chosen)], device)[0]
-    images = pictures.decode(model.decoder, pictures.lines(z[:pairs], z[pairs:], INTERP_STEPS))
+    z_from, z_to = z[:pairs], z[pairs:]
+    images = pictures.decode(model.decoder, pictures.lines(z_from, z_to, INTERP_STEPS))
     features, _ = scorer.features(images)
-    return metrics.interp_smoothness(features.reshape(pairs, INTERP_STEPS, -1))
+    t = torch.from_numpy(np.random.default_rng(INTERP_SEED + 1).uniform(0, 1 - PPL_EPSILON, (pairs, PPL_POINTS, 1)))
+    t = t.to(z.dtype)
+    at = [(z_from.unsqueeze(1) + s * (z_to - z_from).unsqueeze(1)).reshape(-1, z.shape[1]) for s in (t, t + PPL_EPSILON)]
+    ends = [pictures.decode(model.decoder, a) for a in at]
+    embedded = [scorer.features(e)[0] for e in ends]
+    return {"interp_smoothness": metrics.interp_smoothness(features.reshape(pairs, INTERP_STEPS, -1)),
+            "interp_path_length": metrics.path_length(*embedded, PPL_EPSILON),
+            "interp_path_length_pixels": metrics.path_length(*(e.reshape(len(e), -1).numpy() for e in ends),
+                                                             PPL_EPSILON)}
 
 
 PROBE_TRAIN_IMAGES = 5000  # the linear probe of z_mean is fitted on at most this many training images

@@ -2,8 +2,8 @@
 
 Runs: VAEs at one latent_dim with beta swept, with what each logs at its end on the test split (genlab/train/vae.py):
 reconstruction, KL and neg-ELBO (nats/image), ``kl_active_units``, ``aggregate_posterior_mmd``,
-``latent_probe_accuracy`` and, scored by the feature classifier, ``interp_smoothness``, ``fid_proxy`` (prior samples)
-and ``aggregate_fid_proxy`` (aggregate-posterior samples); their KL per latent dimension (artifact
+``latent_probe_accuracy`` and, scored by the feature classifier, ``interp_smoothness``, ``interp_path_length``,
+``fid_proxy`` (prior samples) and ``aggregate_fid_proxy`` (aggregate-posterior samples); their KL per latent dimension (artifact
 ``kl_per_dim.json``); latent_dim=2 VAEs for the latent scatter (artifact ``latent_scatter.png``) and the manifold
 picture; the same sweep with the conv VAE (arms ``conv beta=<b>``). Text: templates/<lang>/questions/p1q2.md.j2.
 """
@@ -39,6 +39,7 @@ REFERENCE_BETA = 1.0  # the VAE proper: each sentence compares one end of the sw
 MIN_BETAS = 3  # an interior minimum needs a beta between the two ends
 # The minimum effects, one per measured quantity.
 SMOOTHNESS_MIN_EFFECT = 0.1  # interp_smoothness (largest / mean step, 1 = even): a tenth of an even line's value
+PATH_LENGTH_MIN_EFFECT_REL = 0.1  # interp_path_length: a tenth of the smallest beta's mean, as for interp_smoothness
 # aggregate_posterior_mmd (MMD^2, at most 2): about what a code cloud 25 % wider than N(0, I) scores, and ~100 times
 # the spread of the estimate between two samples of the prior itself (2,000 codes, vae.MMD_IMAGES)
 MMD_MIN_EFFECT = 0.01
@@ -47,15 +48,20 @@ RECON_MIN_EFFECT = 5.0  # nats/image of test reconstruction (as P1Q1): the detai
 NEG_ELBO_MIN_EFFECT = 5.0  # nats/image of test neg-ELBO between an end of the sweep and the best beta
 UNITS_MIN_EFFECT = 0.5  # kl_active_units, beta = 1 minus the largest beta
 
-# How the runs measured them, quoted by the text: metrics.KL_ACTIVE_THRESHOLD, vae.MMD_IMAGES, vae.INTERP_PAIRS and
-# vae.INTERP_STEPS (copied, not imported: the report reads a store without loading torch; tests/train/test_vae.py
-# checks that they agree)
-MEASURED_WITH = {"kl_active_threshold": 0.01, "mmd_images": 2000, "interp_pairs": 32, "interp_steps": 16}
+# How the runs measured them, quoted by the text: metrics.KL_ACTIVE_THRESHOLD, vae.MMD_IMAGES, vae.INTERP_PAIRS,
+# vae.INTERP_STEPS, vae.PPL_POINTS and vae.PPL_EPSILON (copied, not imported: the report reads a store without
+# loading torch; tests/train/test_vae.py checks that they agree)
+MEASURED_WITH = {"kl_active_threshold": 0.01, "mmd_images": 2000, "interp_pairs": 32, "interp_steps": 16,
+                 "ppl_points": 16, "ppl_epsilon": 1e-4}
 CLAIMS = ("continuous", "holes", "detail", "balance", "units")  # the lab's sentences, in the order of its answer
+# A sentence measured twice, by our measure and an established one, holds or fails only when both agree:
+# sentence -> (ours, established), parts of its plan
+TWO_MEASURES = {"continuous": ("smoothness", "path_length")}
 BALANCED = ("test_neg_elbo", "fid_proxy")  # the quantities whose minimum over beta must lie inside the sweep
 HOLE_GAP = "_hole_gap"  # fid_proxy - aggregate_fid_proxy of each run: what prior draws lose to the holes
-METRICS = ("test_recon", "test_kl", "test_neg_elbo", "kl_active_units", "interp_smoothness", "aggregate_posterior_mmd",
-           "fid_proxy", "aggregate_fid_proxy", HOLE_GAP, "latent_probe_accuracy")
+METRICS = ("test_recon", "test_kl", "test_neg_elbo", "kl_active_units", "interp_smoothness", "interp_path_length",
+           "interp_path_length_pixels", "aggregate_posterior_mmd", "fid_proxy", "aggregate_fid_proxy", HOLE_GAP,
+           "latent_probe_accuracy")
 REQUIRED = ("test_recon", "test_kl", "test_neg_elbo")  # the others: a sentence without its metric is missing
 SCATTER_DIM = 2  # latent_dim of the VAEs whose test codes are drawn as a scatter
 CHECK_PREFIX = "conv "  # arms "conv beta=<b>": the same sweep with the conv VAE, to check the architecture's role
@@ -82,7 +88,9 @@ def rule(runs: pd.DataFrame, kl_per_dim: pd.DataFrame, scatters: dict[str, bytes
     the comparisons Holm-corrected together:
 
     - continuous (the KL term keeps the space continuous: nearby codes decode to similar images):
-      ``interp_smoothness`` lower at beta = 1 than at the smallest beta (0: the plain autoencoder);
+      ``interp_smoothness`` (ours) and ``interp_path_length`` (the perceptual path length, established) each lower
+      at beta = 1 than at the smallest beta (0: the plain autoencoder); the sentence holds or fails only when
+      both say so, and reads inconclusive_measure when they disagree (see _agreed);
     - holes (too little of it scatters the codes, and prior draws land in the holes between them):
       ``aggregate_posterior_mmd`` and the gap ``fid_proxy - aggregate_fid_proxy`` both larger at the smallest
       beta than at beta = 1;
@@ -140,7 +148,8 @@ def _status(claims: dict[str, str]) -> str:
     """The lab's answer holds when all its sentences do; one contradicted sentence contradicts it; an unmeasured
     one leaves it without a verdict; otherwise the weakest status of a sentence."""
     found = set(claims.values())
-    for status in ("not_confirmed", "missing", "inconclusive_underpowered", "no_significant_difference"):
+    for status in ("not_confirmed", "missing", "inconclusive_measure", "inconclusive_underpowered",
+                   "no_significant_difference"):
         if status in found:
             return status
     return "confirmed"
@@ -159,8 +168,8 @@ def _joint(parts: dict[str, Comparison]) -> str:
 
 
 # the metrics the sentences need beyond REQUIRED: a run without one is named, the sentences it feeds are missing
-SENTENCE_METRICS = ("kl_active_units", "interp_smoothness", "aggregate_posterior_mmd", "fid_proxy",
-                    "aggregate_fid_proxy")
+SENTENCE_METRICS = ("kl_active_units", "interp_smoothness", "interp_path_length", "aggregate_posterior_mmd",
+                    "fid_proxy", "aggregate_fid_proxy")
 
 
 def _record_absent(runs: pd.DataFrame, missing: list[dict]) -> None:
@@ -192,7 +201,9 @@ def _plan(runs: pd.DataFrame, betas: list[float], best: dict[str, float | None],
     effects = {"test_neg_elbo": NEG_ELBO_MIN_EFFECT,
                "fid_proxy": FID_MIN_EFFECT_REL * mean(best_runs["fid_proxy"], "fid_proxy")}
     return {
-        "continuous": {"smoothness": (low, ref, "interp_smoothness", SMOOTHNESS_MIN_EFFECT)},
+        "continuous": {"smoothness": (low, ref, "interp_smoothness", SMOOTHNESS_MIN_EFFECT),
+                       "path_length": (low, ref, "interp_path_length",
+                                       PATH_LENGTH_MIN_EFFECT_REL * mean(low, "interp_path_length"))},
         "holes": {"mmd": (low, ref, "aggregate_posterior_mmd", MMD_MIN_EFFECT),
                   "fid_gap": (low, ref, HOLE_GAP, FID_MIN_EFFECT_REL * mean(ref, "fid_proxy"))},
         "detail": {"recon": (high, ref, "test_recon", RECON_MIN_EFFECT)},
@@ -232,8 +243,20 @@ def _sentences(runs: pd.DataFrame, betas: list[float], rows: list[dict[str, Any]
     held = holm_claims(tested)
     numbers["tests"] = {s: {key.split(".", 1)[1]: c for key, c in held.items() if key.split(".", 1)[0] == s}
                         for s in CLAIMS if s not in claims}
-    numbers["claims"] = {s: claims.get(s) or _joint(numbers["tests"][s]) for s in CLAIMS}
+    numbers["measure_claims"] = {s: {p: _joint({p: numbers["tests"][s][p]}) for p in TWO_MEASURES[s]}
+                                 for s in TWO_MEASURES if s in numbers["tests"]}
+    numbers["claims"] = {s: claims.get(s) or (_agreed(numbers["measure_claims"][s]) if s in TWO_MEASURES
+                                              else _joint(numbers["tests"][s])) for s in CLAIMS}
     return numbers
+
+
+def _agreed(by_measure: dict[str, str]) -> str:
+    """A sentence measured twice: its status when both measures give the same; inconclusive_underpowered when
+    either could not have seen its effect; else inconclusive_measure (one holds where the other does not)."""
+    found = set(by_measure.values())
+    if len(found) == 1:
+        return found.pop()
+    return "inconclusive_underpowered" if "inconclusive_underpowered" in found else "inconclusive_measure"
 
 
 def _conv_check(check: pd.DataFrame, status: str) -> dict[str, Any] | None:
@@ -258,7 +281,8 @@ def figures(v: Verdict, labels: dict[str, str]) -> dict[str, Drawn]:
     from reports import figures as F
 
     kl = v.frames.get("kl_per_dim", pd.DataFrame())
-    measures = ("interp_smoothness", "aggregate_posterior_mmd", "test_neg_elbo", "fid_proxy", "aggregate_fid_proxy")
+    measures = ("interp_smoothness", "interp_path_length", "aggregate_posterior_mmd", "test_neg_elbo", "fid_proxy",
+                "aggregate_fid_proxy")
     drawn: dict[str, Drawn] = {
         "p1q2_sweep": (F.sweep(v.data, "beta", ("test_kl", "test_recon", "kl_active_units", "latent_probe_accuracy"),
                                labels, log_x="symlog"), F.run_ids(v.data)),
@@ -298,8 +322,9 @@ GALLERIES = {
 
 QUESTION = Question("p1q2", rule, figures, read, GALLERIES, {
     "reference_beta": REFERENCE_BETA, "min_betas": MIN_BETAS, "smoothness_min_effect": SMOOTHNESS_MIN_EFFECT,
-    "mmd_min_effect": MMD_MIN_EFFECT, "fid_min_effect_rel": FID_MIN_EFFECT_REL, "recon_min_effect": RECON_MIN_EFFECT,
+    "path_length_min_effect_rel": PATH_LENGTH_MIN_EFFECT_REL, "mmd_min_effect": MMD_MIN_EFFECT,
+    "fid_min_effect_rel": FID_MIN_EFFECT_REL, "recon_min_effect": RECON_MIN_EFFECT,
     "neg_elbo_min_effect": NEG_ELBO_MIN_EFFECT, "units_min_effect": UNITS_MIN_EFFECT, **MEASURED_WITH},
     # the sentences' metrics, in the order of the lab's answer (continuous, holes, detail, balance, units)
-    deciding=("interp_smoothness", "aggregate_posterior_mmd", "fid_proxy", "aggregate_fid_proxy", "test_recon",
-              "test_neg_elbo", "kl_active_units"))
+    deciding=("interp_smoothness", "interp_path_length", "aggregate_posterior_mmd", "fid_proxy", "aggregate_fid_proxy",
+              "test_recon", "test_neg_elbo", "kl_active_units"))

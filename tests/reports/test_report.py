@@ -88,7 +88,8 @@ def test_confirmed_data_gives_confirmed_verdicts_and_the_numbers(built):
     for sentence in ("Continuity", "Holes", "Detail", "Balance", "Active units"):
         assert re.search(rf"> - \*\*{sentence}\*\* \([^)]*\): holds\.", s), sentence
     assert "Among the β inside the sweep, test neg-ELBO is lowest at β = 0.5" in s and "at β = 1 against" in s
-    assert "`interp_smoothness` 2.00 ± 0.50 (n=3) at β = 0 against 1.30 ± 0.50 (n=3) at β = 1, Δ = 0.70" in s
+    assert "`interp_smoothness` (ours) 2.00 ± 0.50 (n=3) at β = 0 against 1.30 ± 0.50 (n=3) at β = 1, Δ = 0.70" in s
+    assert re.search(r"`interp_path_length` \(established\) 60\.0 [^:]* at β = 0 against 40\.0 [^:]* at β = 1, Δ = 20\.0", s)
     assert "**Architecture check.**" in s and "It agrees with the sweep above" in s
     assert "continuity: holds; holes: holds; detail: holds; balance: holds; active units: holds" in s
     assert "Il concorde avec le balayage" in section(fr, "p1q2")

@@ -3,6 +3,7 @@
 import contextlib
 import math
 
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -147,18 +148,37 @@ class ShadeDecoder(torch.nn.Module):
         return torch.logit(0.5 + self.slope * z[:, :1]).expand(-1, 784).reshape(-1, 1, 28, 28)
 
 
-def test_interpolation_smoothness_of_an_even_decoder_is_one():
+def test_interpolation_measures_of_a_linear_decoder():
     x = data.load("synthetic", limit=200).test_x
     torch.manual_seed(0)
     model = vae.VAE(4, "mlp")
     model.decoder = ShadeDecoder()
-    assert vae.interpolation_smoothness(model, x, PixelScorer(), torch.device("cpu")) == pytest.approx(1.0, abs=1e-4)
+    out = vae.interpolation_measures(model, x, PixelScorer(), torch.device("cpu"))
+    assert out["interp_smoothness"] == pytest.approx(1.0, abs=1e-4)
+    # every image changes by dz0 per grey value along its line: a squared step of 784 dz0^2 at every point
+    chosen = np.random.default_rng(vae.INTERP_SEED).choice(len(x), size=2 * vae.INTERP_PAIRS, replace=False)
+    z = vae.encode_means(model.encoder, x[torch.from_numpy(chosen)], torch.device("cpu"))[0].numpy()
+    per_line = 784 * (z[vae.INTERP_PAIRS:, 0] - z[:vae.INTERP_PAIRS, 0]).astype(np.float64) ** 2
+    d = np.repeat(per_line, vae.PPL_POINTS)
+    low, high = np.percentile(d, [1, 99])
+    expected = d[(d >= low) & (d <= high)].mean()
+    # within 10 %: the points of a line tie up to float32 rounding, so the 1st-99th percentile trim keeps an
+    # arbitrary share of the extreme lines' copies (metrics.path_length itself is tested exactly)
+    assert out["interp_path_length_pixels"] == pytest.approx(expected, rel=0.1)
+    assert out["interp_path_length"] == pytest.approx(out["interp_path_length_pixels"], rel=1e-6)  # pixel features
+    # a decoder 1.5 times as steep: 2.25 times the path length, the same evenness
+    with torch.no_grad():
+        model.decoder.slope.mul_(1.5)
+    steeper = vae.interpolation_measures(model, x, PixelScorer(), torch.device("cpu"))
+    assert steeper["interp_path_length_pixels"] == pytest.approx(2.25 * out["interp_path_length_pixels"], rel=0.1)
+    assert steeper["interp_smoothness"] == pytest.approx(1.0, abs=1e-4)
     # the report quotes these settings without importing torch: they must be the ones the runs use
     from genlab import metrics
     from reports.questions import p1q2
 
     assert p1q2.MEASURED_WITH == {"kl_active_threshold": metrics.KL_ACTIVE_THRESHOLD, "mmd_images": vae.MMD_IMAGES,
-                                  "interp_pairs": vae.INTERP_PAIRS, "interp_steps": vae.INTERP_STEPS}
+                                  "interp_pairs": vae.INTERP_PAIRS, "interp_steps": vae.INTERP_STEPS,
+                                  "ppl_points": vae.PPL_POINTS, "ppl_epsilon": vae.PPL_EPSILON}
 
 
 def test_evaluate_is_deterministic():
