@@ -29,8 +29,7 @@ import numpy as np
 import torch
 
 from genlab import data, entries, files, losses, tags
-from genlab.config import ConfigError, check, check_choice, check_int, resolve_device
-from genlab.configs import BENCH_PROFILES as PROFILES
+from genlab.config import ConfigError, check, check_declared, resolve_device
 from genlab.configs import BenchConfig
 from genlab.models.vae import VAE
 from genlab.train import loop, vae
@@ -52,13 +51,8 @@ MIN_BATCHES = 4  # per timed epoch, whatever the speed estimate says
 
 def validate(cfg: BenchConfig) -> None:
     """Raise ConfigError (one line) for any invalid value; called before any data is read or run created."""
-    check_choice("profile", cfg.profile, PROFILES)
-    check_choice("dataset", cfg.dataset, data.DATASETS)
-    check_int("batch_size", cfg.batch_size, 1)
-    check_int("repeats", cfg.repeats, 0)
-    check_choice("device", cfg.device, ("auto", "cpu", "cuda"))
+    check_declared(cfg)
     check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
-    check_int("seed", cfg.seed, 0)
     out = Path(cfg.output_dir)
     check(out.is_dir(), "output_dir", cfg.output_dir, "an existing folder")
     check(os.access(out, os.W_OK | os.X_OK), "output_dir", cfg.output_dir, "a writable folder")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import torch
+
+from genlab.configs import BOUNDS
 
 
 class ConfigError(ValueError):
@@ -31,6 +34,36 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     check(value in choices, name, value, f"one of {', '.join(choices)}")
 
 
+def check_declared(cfg: Any) -> None:
+    """What each field of a config dataclass declares it allows (configs.param): its choices (of the same type:
+    1 is not "1", True is not 1) and its bounds, field by field; every entry point's validate() starts here and
+    adds only what a declaration cannot say (one field against another, a pattern, a path)."""
+    for f in dataclasses.fields(cfg):
+        meta, value = f.metadata, getattr(cfg, f.name)
+        if meta.get("choices"):
+            same_type = all(type(c) is type(value) for c in meta["choices"])
+            check(same_type and value in meta["choices"], f.name, value,
+                  f"one of {', '.join(map(str, meta['choices']))}")
+        bounds = {k: meta[k] for k in BOUNDS if k in meta}
+        if bounds:
+            check(_within(value, f.type, bounds), f.name, value, _allowed(f.type, bounds))
+
+
+def _within(value: Any, kind: str, bounds: dict[str, float]) -> bool:
+    number = isinstance(value, int) if kind == "int" else isinstance(value, (int, float)) and math.isfinite(value)
+    if isinstance(value, bool) or not number:
+        return False
+    return (value >= bounds.get("at_least", -math.inf) and value > bounds.get("above", -math.inf)
+            and value < bounds.get("below", math.inf) and value <= bounds.get("at_most", math.inf))
+
+
+def _allowed(kind: str, bounds: dict[str, float]) -> str:
+    """``an integer >= 1``, ``a finite number > 0``, ``a finite number >= 0 and < 1``, ..."""
+    signs = {"at_least": ">=", "above": ">", "below": "<", "at_most": "<="}
+    noun = "an integer" if kind == "int" else "a finite number"
+    return f"{noun} " + " and ".join(f"{signs[k]} {bounds[k]:g}" for k in BOUNDS if k in bounds)
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -41,8 +74,6 @@ def resolve_device(device: str) -> torch.device:
 
 def config_from_params(config_class: type, params: dict[str, str]) -> Any:
     """Rebuild a config dataclass from a run's logged params (strings); fields absent there keep their default."""
-    import dataclasses
-
     casts = {"int": int, "float": float, "str": str}
     return config_class(**{f.name: casts[f.type](params[f.name])
                            for f in dataclasses.fields(config_class) if f.name in params})

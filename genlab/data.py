@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genlab.configs import DATASETS  # the CLI lists them without importing torch
+from genlab.configs import DATASETS, PROJECT_ROOT  # the CLI lists them without importing torch
 
 VAL_SIZE = 5000  # held-out slice of the train split for the real data sets
 IMAGE_SHAPE = (28, 28)
@@ -46,7 +46,6 @@ MIRRORS = {
 }
 DEBIAN_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
 DEBIAN_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist", "mnist": "dataset-mnist"}
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 CLASS_NAMES = {
     "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

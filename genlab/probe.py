@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from genlab import data, losses, metrics, tags
-from genlab.config import ConfigError, check, check_choice, check_int, resolve_device
+from genlab.config import ConfigError, check, check_declared, resolve_device
 from genlab.configs import RUN_ID, ProbeConfig
 from genlab.entries import Context, Result
 from genlab.models.gan import Discriminator, FittedGenerator, Generator, LatentFit
@@ -49,11 +49,7 @@ def validate(cfg: ProbeConfig) -> None:
     """Raise ConfigError (one line) for any invalid value; called before any run is created."""
     check(bool(RUN_ID.match(cfg.vae_run)), "vae_run", cfg.vae_run, "a VAE run id (32 hex digits)")
     check(bool(RUN_ID.match(cfg.gan_run)), "gan_run", cfg.gan_run, "a GAN run id (32 hex digits)")
-    check_choice("dataset", cfg.dataset, data.DATASETS)
-    check_int("limit", cfg.limit, 0)
-    check_int("seed", cfg.seed, 0)
-    check_int("max_iter", cfg.max_iter, 1)
-    check_choice("device", cfg.device, ("auto", "cpu", "cuda"))
+    check_declared(cfg)
     check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
 
 

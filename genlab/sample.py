@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from genlab import files, tags
-from genlab.config import ConfigError, check, check_choice, check_int
-from genlab.configs import DEVICES, MODEL_URI, RUN_ID, SampleConfig
+from genlab.config import ConfigError, check, check_declared
+from genlab.configs import MODEL_URI, RUN_ID, SampleConfig
 from genlab.entries import Context, Result
 
 LOGGED_MODEL = {tags.VAE: "decoder", tags.GAN: "generator"}  # the decoder each kind of run logs
@@ -27,12 +27,9 @@ def validate(cfg: SampleConfig) -> None:
         check(bool(RUN_ID.match(cfg.run)), "run", cfg.run, "a 32-character run id")
     else:
         check(bool(MODEL_URI.match(cfg.model)), "model", cfg.model, "models:/NAME@ALIAS or models:/NAME/VERSION")
-    check(isinstance(cfg.n, int) and 1 <= cfg.n <= MAX_IMAGES, "n", cfg.n, f"an integer from 1 to {MAX_IMAGES}")
-    check_int("nrow", cfg.nrow, 1)
-    check_int("seed", cfg.seed, 0)
+    check_declared(cfg)
     check(isinstance(cfg.interpolate, int) and (cfg.interpolate == 0 or 2 <= cfg.interpolate <= 64),
           "interpolate", cfg.interpolate, "0 (no interpolation) or an integer from 2 to 64")
-    check_choice("device", cfg.device, DEVICES)
     out = Path(cfg.out)
     check(out.suffix.lower() == ".png", "out", cfg.out, "a path ending in .png")
     parent = out.parent if str(out.parent) else Path(".")

@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from genlab import data, tags
-from genlab.config import ConfigError, check, check_choice, check_int, check_positive
-from genlab.configs import OBJECTIVES, SAMPLERS, SearchConfig
+from genlab.config import ConfigError, check, check_declared
+from genlab.configs import PROJECT_ROOT, SearchConfig, redacted
 from genlab.entries import Context, Result
 from genlab.train import loop, vae
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # What Optuna calls each objective value (dashboard, trials.csv, plots), in the order objective_values() returns.
 METRIC_NAMES = {"neg_elbo": ["val_neg_elbo"], "fid": ["fid_proxy"], "pareto": ["val_recon", "fid_proxy"]}
 AXIS_LABELS = {"val_neg_elbo": "val_neg_elbo (nats/image)", "val_recon": "val_recon (nats/image)",
@@ -60,34 +59,22 @@ def storage_url(storage: str) -> str:
     return re.sub(r"^postgresql://", "postgresql+psycopg://", storage)
 
 
-def redacted(storage: str) -> str:
-    """The storage URL without its password (safe to log or print)."""
-    return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", storage)
-
-
 def validate(cfg: SearchConfig) -> None:
     """Raise ConfigError (one line) for any invalid value; nothing is created before this passes."""
     check(bool(re.fullmatch(r"[A-Za-z0-9._-]+", cfg.study_name)), "study_name", cfg.study_name,
           "a non-empty name of letters, digits, '.', '_' or '-'")
+    check_declared(cfg)
     _validate_storage(cfg.storage)
-    check_int("n_trials", cfg.n_trials, 1)
-    check_choice("objective", cfg.objective, OBJECTIVES)
     try:
         dims = latent_dims(cfg)
     except ValueError:
         dims = []
     check(bool(dims) and all(d >= 1 for d in dims) and len(set(dims)) == len(dims), "latent_dims", cfg.latent_dims,
           "a comma list of distinct integers >= 1, e.g. 2,4,8,16,32,64")
-    check_positive("beta_min", cfg.beta_min)
-    check_positive("beta_max", cfg.beta_max)
     check(cfg.beta_min <= cfg.beta_max, "beta_min", cfg.beta_min, f"<= beta_max ({cfg.beta_max})")
-    check_choice("sampler", cfg.sampler, SAMPLERS)
     if cfg.sampler == "grid":
         size = len(dims) * len(grid_betas(cfg))
         check(cfg.n_trials <= size, "n_trials", cfg.n_trials, f"<= the {size} points of the grid for sampler grid")
-    check_int("workers", cfg.workers, 1)
-    check_positive("timeout", cfg.timeout, allow_zero=True)
-    check_int("heartbeat_seconds", cfg.heartbeat_seconds, 1)
     vae.validate(trial_config(cfg, dims[0], cfg.beta_min))  # dataset, epochs, limit, eval_samples, seed, experiment
     check(cfg.objective == "neg_elbo" or cfg.eval_samples > 0, "eval_samples", cfg.eval_samples,
           f"> 0 for objective {cfg.objective} (it minimises fid_proxy)")

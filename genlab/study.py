@@ -36,12 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from genlab import tags
-from genlab.config import ConfigError, check, check_choice
+from genlab.config import ConfigError, check, check_choice, check_declared
+from genlab.configs import PROJECT_ROOT, StudyConfig
 from genlab.configs import STUDY_PROFILES as PROFILES
-from genlab.configs import StudyConfig
 from genlab.entries import BY_NAME, ENTRIES, EXIT_RUNTIME, Context, Entry, Result
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PLANS = PROJECT_ROOT / "experiments"
 
 RUNNER_PARAMS = ("experiment",)  # set by the study (``<study>-<question>``) unless a plan sets it
@@ -389,11 +388,9 @@ def validate(cfg: StudyConfig) -> None:
     """ConfigError (one line) for the execution options, before any plan is read or cluster started."""
     from genlab import tracking
 
-    check(isinstance(cfg.workers, int) and cfg.workers >= 1, "workers", cfg.workers, "an integer >= 1")
+    check_declared(cfg)
     check(cfg.cluster == "" or bool(re.fullmatch(r"(tcp://|tls://)?[A-Za-z0-9_.\-\[\]:]+:\d+", cfg.cluster)),
           "cluster", cfg.cluster, "a Dask scheduler address such as tcp://10.0.0.5:8786")
-    check(isinstance(cfg.gpus_per_run, (int, float)) and 0 <= cfg.gpus_per_run <= 1, "gpus_per_run",
-          cfg.gpus_per_run, "a fraction of a GPU from 0 to 1")
     if cfg.cluster and tracking.tracking_uri().startswith(("sqlite:", "file:")) or (
             cfg.cluster and "://" not in tracking.tracking_uri()):
         raise ConfigError("--cluster needs a tracking store that every worker reaches: set MLFLOW_TRACKING_URI to an "

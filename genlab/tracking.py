@@ -29,6 +29,7 @@ from typing import Any
 
 # ``tags`` is a parameter of several functions here: the module goes by another name.
 from genlab import tags as tagnames
+from genlab.configs import PROJECT_ROOT
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
@@ -44,7 +45,6 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_RUN_NAME  # 
 for _name in ("mlflow.store.db.utils", "alembic.runtime.migration", "mlflow.system_metrics.system_metrics_monitor"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy==2.4.6"]  # explicit: inferring them costs seconds per model
 
 

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genlab import tags, ui
-from genlab.config import ConfigError, check, check_choice
-from genlab.configs import REPORT_PROFILES as PROFILES
-from genlab.configs import ReportConfig
+from genlab.config import ConfigError, check, check_declared
+from genlab.configs import ReportConfig, redacted
 from genlab.entries import Context, Result
 
 if TYPE_CHECKING:  # the heavy imports (pandas, scipy) wait until a report is built: `genlab --help` stays fast
@@ -40,8 +39,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def validate(cfg: ReportConfig) -> None:
     """ConfigError (one line) before anything is read or written."""
+    check_declared(cfg)
     check(bool(re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.study)), "study", cfg.study, "a name of letters, digits, _ . -")
-    check_choice("profile", cfg.profile, PROFILES)
     check(cfg.ui_url == "auto" or bool(re.fullmatch(r"https?://[^\s\"'<>]+", cfg.ui_url)), "ui_url", cfg.ui_url,
           "auto or an http(s):// address")
     check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
@@ -54,11 +53,6 @@ def ui_base(cfg: ReportConfig, tracking_uri: str) -> str:
     if cfg.ui_url != "auto":
         return cfg.ui_url.rstrip("/")
     return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else ui.DEFAULT
-
-
-def redact(uri: str) -> str:
-    """The store address without credentials (it is printed in the report)."""
-    return re.sub(r"//[^/@\s]+@", "//***@", uri)
 
 
 # ---------------------------------------------------------------- collecting what the runs hold
@@ -316,7 +310,7 @@ def run(cfg: ReportConfig, context: Context) -> Result:
     uri = tracking.open_existing_store()
     collected = collect(cfg.study, cfg.profile)
     if not len(collected["runs"]):  # nothing to answer from: a report of five empty sections helps nobody
-        raise ConfigError(f"no runs of study '{cfg.study}' in {redact(uri)}: run `genlab study --study {cfg.study} "
+        raise ConfigError(f"no runs of study '{cfg.study}' in {redacted(uri)}: run `genlab study --study {cfg.study} "
                           "--profile quick` (or `make study`) first, or set MLFLOW_TRACKING_URI to the store that has them")
     verdicts = compute(collected)
     runs = collected["runs"]
@@ -324,7 +318,7 @@ def run(cfg: ReportConfig, context: Context) -> Result:
                 for _, r in runs.iterrows()} if len(runs) else {}
     base = ui_base(cfg, uri)
     views = share_views(verdicts, run_info, cfg.study, base)
-    shown = {"study": cfg.study, "profile": cfg.profile, "store": redact(uri), "ui": base,
+    shown = {"study": cfg.study, "profile": cfg.profile, "store": redacted(uri), "ui": base,
              "run_link": ui.run_url(base, "<experiment_id>", "<run_id>"), "views": views,
              "deciding": {q.name: q.deciding for q in questions.QUESTIONS},
              "ignored": collected["ignored"], "used": collected["used"],

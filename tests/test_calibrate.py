@@ -74,3 +74,12 @@ def test_calibrate_bad_input_is_one_line_and_creates_no_run(store, capsys):
         assert len(err.strip().splitlines()) == 1 and name in err and "Traceback" not in err, args
     client = MlflowClient()
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_the_declared_minimum_of_samples_is_the_fid_minimum():
+    import dataclasses
+
+    from genlab import configs, quality
+
+    samples = {f.name: f for f in dataclasses.fields(configs.CalibrationConfig)}["samples"]
+    assert samples.metadata["at_least"] == quality.MIN_SAMPLES

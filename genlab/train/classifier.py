@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from genlab import data, quality, tags
-from genlab.config import check, check_choice, check_int, check_positive, resolve_device
+from genlab.config import check, check_declared, resolve_device
 from genlab.configs import ClassifierConfig
 from genlab.entries import Context, Result
 from genlab.models.classifier import Classifier
@@ -41,13 +41,7 @@ ARCH_VERSION = 1  # bump when models/classifier.py changes: a new key, so old cl
 
 def validate(cfg: ClassifierConfig) -> None:
     """Raise ConfigError (one line) for any invalid value; called before any run is created."""
-    check_choice("dataset", cfg.dataset, data.DATASETS)
-    check_int("epochs", cfg.epochs, 1)
-    check_int("batch_size", cfg.batch_size, 1)
-    check_positive("lr", cfg.lr)
-    check_int("limit", cfg.limit, 0)
-    check_int("seed", cfg.seed, 0)
-    check_choice("device", cfg.device, ("auto", "cpu", "cuda"))
+    check_declared(cfg)
     check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
 
 

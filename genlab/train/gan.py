@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from genlab import config, data, losses, metrics, pictures, tags
-from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
-from genlab.configs import INIT_DISCRIMINATORS, LOSSES, MODEL_URI, RUN_ID, GANConfig
+from genlab.config import ConfigError, check, check_declared, resolve_device
+from genlab.configs import MODEL_URI, RUN_ID, GANConfig
 from genlab.entries import Context, EpochCallback, Result
 from genlab.models.gan import Discriminator, FittedGenerator, Generator, LatentFit, generate
-from genlab.models.vae import ARCHS, Encoder, param_count
+from genlab.models.vae import Encoder, param_count
 from genlab.pictures import N_GRID, SAMPLE_SEED
 from genlab.train import loop
 from genlab.train.vae import MIN_EVAL_SAMPLES, encode_means
@@ -42,35 +42,16 @@ LATENT_FITS = {f.name: f for f in dataclasses.fields(GANConfig)}["latent_fit"].m
 
 def validate(cfg: GANConfig) -> None:
     """Raise ConfigError (one line) for any invalid value; called before any run is created."""
-    check_choice("dataset", cfg.dataset, data.DATASETS)
-    check_int("latent_dim", cfg.latent_dim, 1)
-    check_choice("arch", cfg.arch, ARCHS)
-    check_int("epochs", cfg.epochs, 1)
-    check_int("batch_size", cfg.batch_size, 1)
-    check_positive("lr_g", cfg.lr_g)
-    check_positive("lr_d", cfg.lr_d)
-    check(isinstance(cfg.beta1, (int, float)) and 0 <= cfg.beta1 < 1, "beta1", cfg.beta1, "a number in [0, 1)")
-    check_choice("loss", cfg.loss, LOSSES)
-    check(cfg.spectral_norm in (0, 1) and type(cfg.spectral_norm) is int, "spectral_norm", cfg.spectral_norm, "0 or 1")
-    check(isinstance(cfg.ema_decay, (int, float)) and 0 <= cfg.ema_decay < 1, "ema_decay", cfg.ema_decay,
-          "a number in [0, 1)")
+    check_declared(cfg)
     check(cfg.init_from == "none" or bool(RUN_ID.match(cfg.init_from) or MODEL_URI.match(cfg.init_from)),
           "init_from", cfg.init_from, "none, a VAE run id (32 hex digits), models:/NAME/VERSION or models:/NAME@ALIAS")
-    check_choice("init_discriminator", cfg.init_discriminator, INIT_DISCRIMINATORS)
     check(cfg.init_discriminator == "none" or cfg.init_from != "none", "init_discriminator", cfg.init_discriminator,
           "none when init_from is none (the encoder comes from the init_from VAE)")
-    check_choice("latent_fit", cfg.latent_fit, LATENT_FITS)
     check(cfg.latent_fit == "none" or cfg.init_from != "none", "latent_fit", cfg.latent_fit,
           "none when init_from is none (the codes come from the init_from run's encoder)")
-    check_int("eval_every", cfg.eval_every, 1)
     check(isinstance(cfg.eval_samples, int) and (cfg.eval_samples == 0 or cfg.eval_samples >= MIN_EVAL_SAMPLES),
           "eval_samples", cfg.eval_samples, f"0 (skip) or an integer >= {MIN_EVAL_SAMPLES}")
-    check_int("limit", cfg.limit, 0)
-    check_int("seed", cfg.seed, 0)
-    check_choice("device", cfg.device, ("auto", "cpu", "cuda"))
     check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
-    check(type(cfg.system_metrics) is int and cfg.system_metrics in (0, 1), "system_metrics", cfg.system_metrics,
-          "0 or 1")
 
 
 def init_label(cfg: GANConfig, init: InitSource | None) -> str:

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from genlab import data, losses, tags
-from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
+from genlab.config import ConfigError, check, check_declared, check_int, resolve_device
 from genlab.configs import GradVarConfig
 from genlab.entries import Context, Result
-from genlab.models.vae import ARCHS, VAE, reparameterize, sample_without_trick
+from genlab.models.vae import VAE, reparameterize, sample_without_trick
 
 BASELINE_DRAWS = 16  # noise draws per image behind the score-function baseline b(x)
 MATCHED_SAMPLES = 1 + BASELINE_DRAWS  # decoder passes per image of the per-image-baseline score estimator
@@ -45,19 +45,10 @@ RATIOS = {"no_baseline": ("score_no_baseline", "reparam"), "running_mean": ("sco
 
 def validate(cfg: GradVarConfig) -> None:
     """Raise ConfigError (one line) for any invalid value; called before any run is created."""
-    check_choice("dataset", cfg.dataset, data.DATASETS)
-    check_int("latent_dim", cfg.latent_dim, 1)
-    check_positive("beta", cfg.beta, allow_zero=True)
-    check_choice("arch", cfg.arch, ARCHS)
+    check_declared(cfg)
     check(bool(cfg.vae_run.strip()), "vae_run", cfg.vae_run, "'none' or a VAE run id")
-    check_int("epochs", cfg.epochs, 0)
     check(cfg.vae_run == "none" or cfg.epochs == 0, "epochs", cfg.epochs, "0 when vae_run is given")
-    check_int("limit", cfg.limit, 0)
-    check_int("n_batches", cfg.n_batches, 1)
-    check_int("n_samples", cfg.n_samples, 2 * cfg.n_batches)
-    check_int("batch_size", cfg.batch_size, 1)
-    check_int("seed", cfg.seed, 0)
-    check_choice("device", cfg.device, ("auto", "cpu", "cuda"))
+    check_int("n_samples", cfg.n_samples, 2 * cfg.n_batches)  # at least 2 draws per block of each batch
     check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
 
 

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from genlab import config, data, images, losses, metrics, pictures, tags
-from genlab.config import ConfigError, check, check_choice, check_int, check_positive, resolve_device
-from genlab.configs import DTYPES, ESTIMATORS, LR_SCHEDULES, VAEConfig
+from genlab.config import ConfigError, check, check_declared, resolve_device
+from genlab.configs import VAEConfig
 from genlab.entries import Context, EpochCallback, Result
-from genlab.models.vae import ARCHS, VAE, Encoder, param_count, reparameterize
+from genlab.models.vae import VAE, Encoder, param_count, reparameterize
 from genlab.pictures import N_GRID, SAMPLE_SEED
 from genlab.quality import MIN_SAMPLES as MIN_EVAL_SAMPLES
 from genlab.quality import Scorer
@@ -31,27 +31,10 @@ from genlab.train import loop
 
 def validate(cfg: VAEConfig) -> None:
     """Raise ConfigError (one line) for any invalid value; called before any run is created."""
-    check_choice("dataset", cfg.dataset, data.DATASETS)
-    check_int("latent_dim", cfg.latent_dim, 1)
-    check_positive("beta", cfg.beta, allow_zero=True)
-    check_choice("arch", cfg.arch, ARCHS)
-    check_int("epochs", cfg.epochs, 1)
-    check_int("batch_size", cfg.batch_size, 1)
-    check_positive("lr", cfg.lr)
-    check_choice("lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
-    check_int("kl_warmup_epochs", cfg.kl_warmup_epochs, 0)
-    check_choice("estimator", cfg.estimator, ESTIMATORS)
-    check_choice("dtype", cfg.dtype, DTYPES)
-    check_int("limit", cfg.limit, 0)
-    check_int("seed", cfg.seed, 0)
-    check_int("nll_k", cfg.nll_k, 1)
-    check_int("nll_images", cfg.nll_images, 0)
-    check_choice("device", cfg.device, ("auto", "cpu", "cuda"))
+    check_declared(cfg)
     check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
     check(isinstance(cfg.eval_samples, int) and (cfg.eval_samples == 0 or cfg.eval_samples >= MIN_EVAL_SAMPLES),
           "eval_samples", cfg.eval_samples, f"0 (skip) or an integer >= {MIN_EVAL_SAMPLES}")
-    check(type(cfg.system_metrics) is int and cfg.system_metrics in (0, 1), "system_metrics", cfg.system_metrics,
-          "0 or 1")
 
 
 def learning_rate(base: float, step: int, total_steps: int) -> float:
