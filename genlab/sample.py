@@ -16,7 +16,6 @@ from genlab.configs import MODEL_URI, RUN_ID, SampleConfig
 from genlab.entries import Context, Result
 
 LOGGED_MODEL = {tags.VAE: "decoder", tags.GAN: "generator"}  # the decoder each kind of run logs
-MAX_IMAGES = 10000
 INTERPOLATION_ROWS = 8
 
 

@@ -37,7 +37,6 @@ from genlab.train.vae import MIN_EVAL_SAMPLES, encode_means
 
 EVAL_SEED = 4321  # the fixed noise behind every evaluation (independent of the run seed, like SAMPLE_SEED)
 DIVERSITY_SAMPLES = 500  # images behind sample_diversity (500*499/2 pairs)
-LATENT_FITS = {f.name: f for f in dataclasses.fields(GANConfig)}["latent_fit"].metadata["choices"]
 
 
 def validate(cfg: GANConfig) -> None:
