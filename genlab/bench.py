@@ -30,8 +30,9 @@ import torch
 
 from genlab import data, entries, files, losses, tags
 from genlab.config import ConfigError, check, check_declared, resolve_device
-from genlab.configs import BenchConfig
+from genlab.configs import BenchConfig, ClassifierConfig, GANConfig, VAEConfig
 from genlab.models.vae import VAE
+from genlab.runs import vae as vae_entry
 from genlab.train import loop, vae
 
 # Timed epochs are sized from a warm-up estimate of this machine's training speed, so the whole bench fits its
@@ -118,12 +119,12 @@ class Context:
                                    val_x=s.val_x[:n_eval], val_y=s.val_y[:n_eval],
                                    test_x=s.test_x[:n_eval], test_y=s.test_y[:n_eval])
 
-    def vae_config(self, n_images: int, **kw) -> vae.VAEConfig:
+    def vae_config(self, n_images: int, **kw) -> VAEConfig:
         """One epoch of genlab's VAE loop; no sample-quality scoring (timed on its own by measure_fid, and it would
         need the store's classifier and a full test split)."""
-        return vae.VAEConfig(dataset=self.cfg.dataset, epochs=1, batch_size=self.cfg.batch_size, limit=n_images,
-                             seed=self.cfg.seed, device=str(self.device), experiment=self.cfg.experiment,
-                             eval_samples=0, nll_images=0, **kw)
+        return VAEConfig(dataset=self.cfg.dataset, epochs=1, batch_size=self.cfg.batch_size, limit=n_images,
+                         seed=self.cfg.seed, device=str(self.device), experiment=self.cfg.experiment,
+                         eval_samples=0, nll_images=0, **kw)
 
 
 # ---------------------------------------------------------------- timing helpers
@@ -412,12 +413,12 @@ def measure_tracking(ctx: Context) -> list[Measure]:
         return time.perf_counter() - t0
 
     def tracked() -> float:
-        with _own_runs(), tracking.start_run(cfg.experiment, "bench tracking trial", vae.params_of(cfg),
+        with _own_runs(), tracking.start_run(cfg.experiment, "bench tracking trial", vae_entry.params_of(cfg),
                                              {tags.KIND: tags.BENCH_TRIAL}) as run:
             timed = _TimedRun(run)
             t0 = time.perf_counter()
             with _quiet():
-                sink = vae.TrackedVAESink(timed, cfg, splits, resolve_device(cfg.device), log_models=False)
+                sink = vae_entry.TrackedVAESink(timed, cfg, splits, resolve_device(cfg.device), log_models=False)
                 finals["tracked"].append(vae.train(cfg, splits, sink)[1])
             seconds = time.perf_counter() - t0
         in_calls.append(timed.seconds)
@@ -456,9 +457,9 @@ def measure_fid(ctx: Context) -> list[Measure]:
     (the cost does not depend on the weights), so the bench never trains a classifier."""
     from genlab import metrics, quality
     from genlab.models.classifier import Classifier
-    from genlab.train import classifier
+    from genlab.runs import classifier
 
-    run_id = classifier.find_classifier(classifier.ClassifierConfig(dataset=ctx.cfg.dataset))
+    run_id = classifier.find_classifier(ClassifierConfig(dataset=ctx.cfg.dataset))
     if run_id is not None:
         model = classifier.load_classifier(run_id, ctx.device)
     else:
@@ -494,8 +495,8 @@ def gan_train_rate(ctx: Context, n_images: int) -> float:
     """Images/s of one untracked epoch of genlab's GAN loop (random init, no sample-quality evaluation)."""
     from genlab.train import gan
 
-    cfg = gan.GANConfig(dataset=ctx.cfg.dataset, epochs=1, batch_size=ctx.cfg.batch_size, limit=n_images,
-                        eval_samples=0, seed=ctx.cfg.seed, device=str(ctx.device), experiment=ctx.cfg.experiment)
+    cfg = GANConfig(dataset=ctx.cfg.dataset, epochs=1, batch_size=ctx.cfg.batch_size, limit=n_images,
+                    eval_samples=0, seed=ctx.cfg.seed, device=str(ctx.device), experiment=ctx.cfg.experiment)
     with _quiet():
         return gan.train(cfg, ctx.train_splits(n_images), loop.NullSink())[1]["images_per_second"]
 

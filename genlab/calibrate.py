@@ -106,7 +106,7 @@ def format_table(rows: list[dict]) -> str:
 def run(cfg: CalibrationConfig, context: Context) -> Result:
     """Validate, load data and the scorer (training the classifier once if the store has none), then one run."""
     from genlab import tracking
-    from genlab.train.classifier import get_scorer
+    from genlab.runs.classifier import get_scorer
 
     validate(cfg)
     device = resolve_device(cfg.device)

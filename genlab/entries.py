@@ -108,9 +108,9 @@ RESUME = Flag("--resume", "resume_run_id", "continue this run from its last chec
               metavar="RUN_ID")
 
 ENTRIES: tuple[Entry, ...] = (
-    Entry("train_vae", "train-vae", tags.VAE, configs.VAEConfig, "train.vae",
+    Entry("train_vae", "train-vae", tags.VAE, configs.VAEConfig, "runs.vae",
           "train a VAE as one MLflow run", flags=(RESUME,)),
-    Entry("train_gan", "train-gan", tags.GAN, configs.GANConfig, "train.gan",
+    Entry("train_gan", "train-gan", tags.GAN, configs.GANConfig, "runs.gan",
           "train a DCGAN (generator = the VAE decoder) as one MLflow run", flags=(RESUME,)),
     Entry("probe", "probe", tags.PROBE, configs.ProbeConfig, "probe",
           "encoder vs discriminator: linear probes, output semantics (one run)"),
@@ -122,8 +122,8 @@ ENTRIES: tuple[Entry, ...] = (
                       "--workers N, or by hand on another machine with a distinct INDEX: it seeds the sampler)",
                       metavar="INDEX", type=int),)),
     Entry("train_classifier", "train-classifier", tags.CLASSIFIER, configs.ClassifierConfig,
-          "train.classifier", "train the feature classifier of the sample-quality metrics"),
-    Entry("gradvar", "gradvar", tags.GRADVAR, configs.GradVarConfig, "train.gradvar",
+          "runs.classifier", "train the feature classifier of the sample-quality metrics"),
+    Entry("gradvar", "gradvar", tags.GRADVAR, configs.GradVarConfig, "runs.gradvar",
           "P1Q1: gradient variance of the reparameterisation vs score-function estimator at fixed VAE parameters "
           "(one MLflow run)"),
     Entry("study", "study", tags.STUDY_RUN, configs.StudyConfig, "study",

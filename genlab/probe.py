@@ -36,12 +36,14 @@ import time
 import numpy as np
 import torch
 
-from genlab import data, losses, metrics, tags
+from genlab import data, linear_probes, losses, tags
 from genlab.config import ConfigError, check, check_declared, resolve_device
 from genlab.configs import RUN_ID, ProbeConfig
 from genlab.entries import Context, Result
 from genlab.models.gan import Discriminator, FittedGenerator, Generator, LatentFit
 from genlab.models.vae import VAE, Encoder, param_count
+from genlab.runs import gan as gan_entry
+from genlab.runs import last_checkpoint
 from genlab.train import gan, vae
 
 
@@ -64,7 +66,7 @@ def load_networks(cfg: ProbeConfig) -> tuple[VAE, Generator, Discriminator, dict
         run_id = getattr(cfg, param)
         try:
             run = tracking.load_trained_run(run_id, kind)
-            path = tracking.download_artifact(run_id, "checkpoint/last.pt")
+            path = last_checkpoint(run_id)
         except tracking.TrackingError as e:
             raise ConfigError(f"{param}: {e}") from None
         nets[kind] = (run.data.params, path)
@@ -73,7 +75,7 @@ def load_networks(cfg: ProbeConfig) -> tuple[VAE, Generator, Discriminator, dict
     model = VAE(int(vae_params["latent_dim"]), vae_params["arch"])
     model.load_state_dict(vae.load_checkpoint(vae_path)["model"])
     gan_params, gan_path = nets[tags.GAN]
-    state, gan_cfg = gan.load_checkpoint(gan_path), gan.config_from_params(gan_params)
+    state, gan_cfg = gan.load_checkpoint(gan_path), gan_entry.config_from_params(gan_params)
     generator = Generator(gan_cfg.latent_dim, gan_cfg.arch)
     discriminator = Discriminator(gan_cfg.arch, spectral_norm=bool(gan_cfg.spectral_norm))
     # the generator its run evaluated and logged: the moving average of its weights when it kept one
@@ -176,7 +178,7 @@ def _realfake_auroc(f: dict[str, np.ndarray], cfg: ProbeConfig) -> float:
         real, generated = f["real"][rows], f["generated"][rows]
         return np.concatenate([real, generated]), np.r_[np.ones(len(real)), np.zeros(len(generated))]
 
-    return metrics.linear_probe_auroc(*part(slice(None, half)), *part(slice(half, None)), max_iter=cfg.max_iter,
+    return linear_probes.linear_probe_auroc(*part(slice(None, half)), *part(slice(half, None)), max_iter=cfg.max_iter,
                                       seed=cfg.seed)
 
 
@@ -189,7 +191,7 @@ def _realfake_centroid_auroc(f: dict[str, np.ndarray]) -> float:
     half = len(f["real"]) // 2
     direction = f["real"][:half].mean(0) - f["generated"][:half].mean(0)
     scores = np.concatenate([f["real"][half:], f["generated"][half:]]).astype(np.float64) @ direction
-    return metrics.auroc(scores, np.r_[np.ones(len(f["real"]) - half), np.zeros(len(f["generated"]) - half)])
+    return linear_probes.auroc(scores, np.r_[np.ones(len(f["real"]) - half), np.zeros(len(f["generated"]) - half)])
 
 
 CLASS_PROBES = {  # representation -> its class-probe metric
@@ -210,21 +212,21 @@ def _scores(cfg: ProbeConfig, features: dict[str, dict[str, np.ndarray]], labels
     reconstruction, the real/fake probes and the trunks' CKA, trained and untrained."""
     def probe(train: np.ndarray, test: np.ndarray) -> float:
         # float32 features as they come, and a fixed budget on purpose: an unconverged probe is part of the result
-        return metrics.linear_probe_accuracy(train, labels["train"], test, labels["test"], max_iter=cfg.max_iter,
+        return linear_probes.linear_probe_accuracy(train, labels["train"], test, labels["test"], max_iter=cfg.max_iter,
                                              seed=cfg.seed, cast_float64=False, quiet_unconverged=True)
 
     result = {name: probe(features[rep]["train"], features[rep]["test"]) for rep, name in CLASS_PROBES.items()}
     for rep, name in (("encoder_trunk", "encoder_trunk_pca_probe_accuracy"),
                       ("discriminator", "discriminator_pca_probe_accuracy")):
-        result[name] = probe(*metrics.pca_project(features[rep]["train"], features[rep]["test"], latent_dim))
+        result[name] = probe(*linear_probes.pca_project(features[rep]["train"], features[rep]["test"], latent_dim))
     for rep, name in READOUTS.items():
         f = features[rep]
-        result[f"{name}_recon_from_features"] = metrics.linear_recon_nats(f["train"], pixels["train"], f["test"],
+        result[f"{name}_recon_from_features"] = linear_probes.linear_recon_nats(f["train"], pixels["train"], f["test"],
                                                                           pixels["test"], RECON_RIDGE)
         result[f"{name}_realfake_auroc"] = _realfake_auroc(f, cfg)
         result[f"{name}_realfake_centroid_auroc"] = _realfake_centroid_auroc(f)
-    result["trunk_cka"] = metrics.linear_cka(features["encoder_trunk"]["test"], features["discriminator"]["test"])
-    result["trunk_cka_init"] = metrics.linear_cka(features["untrained_encoder_trunk"]["test"],
+    result["trunk_cka"] = linear_probes.linear_cka(features["encoder_trunk"]["test"], features["discriminator"]["test"])
+    result["trunk_cka_init"] = linear_probes.linear_cka(features["untrained_encoder_trunk"]["test"],
                                                   features["untrained_discriminator"]["test"])
     return result
 
@@ -248,7 +250,7 @@ def measure(cfg: ProbeConfig, model: VAE, generator: Generator, discriminator: D
     d, half = features["discriminator"], len(picks[0]) // 2
     held_out = torch.from_numpy(np.concatenate([d["real"][half:], d["generated"][half:]]))
     logits = _apply(discriminator.head, held_out, device).squeeze(1).numpy()
-    result["discriminator_output_auroc"] = metrics.auroc(
+    result["discriminator_output_auroc"] = linear_probes.auroc(
         logits, np.r_[np.ones(len(d["real"]) - half), np.zeros(len(d["generated"]) - half)])
     result["realfake_images_per_half"] = half  # real images fitting the real/fake probes, as many generated
     result.update({"encoder_param_count": param_count(model.encoder),

@@ -1,7 +1,7 @@
 """Optuna search over the latent size and the KL weight (latent_dim x beta) around the VAE training loop.
 
 One study = one MLflow parent run (experiment ``genlab-search``, tag ``optuna.study_name``); one trial = one call
-of ``genlab.train.vae.run`` = one child run. The study lives in an Optuna RDB storage (SQLite by default,
+of ``genlab.runs.vae.run`` = one child run. The study lives in an Optuna RDB storage (SQLite by default,
 PostgreSQL to spread workers over machines), so a search can be killed and resumed: ``n_trials`` is the number
 of COMPLETE + PRUNED trials wanted in the study, not "this many more".
 
@@ -28,8 +28,10 @@ from typing import Any
 
 from genlab import data, tags
 from genlab.config import ConfigError, check, check_declared
-from genlab.configs import PROJECT_ROOT, SearchConfig, redacted
+from genlab.configs import PROJECT_ROOT, SearchConfig, VAEConfig, redacted
 from genlab.entries import Context, Result
+from genlab.runs import last_checkpoint
+from genlab.runs import vae as vae_entry
 from genlab.train import loop, vae
 
 # What Optuna calls each objective value (dashboard, trials.csv, plots), in the order objective_values() returns.
@@ -75,7 +77,7 @@ def validate(cfg: SearchConfig) -> None:
     if cfg.sampler == "grid":
         size = len(dims) * len(grid_betas(cfg))
         check(cfg.n_trials <= size, "n_trials", cfg.n_trials, f"<= the {size} points of the grid for sampler grid")
-    vae.validate(trial_config(cfg, dims[0], cfg.beta_min))  # dataset, epochs, limit, eval_samples, seed, experiment
+    vae_entry.validate(trial_config(cfg, dims[0], cfg.beta_min))  # dataset, epochs, limit, eval_samples, seed, experiment
     check(cfg.objective == "neg_elbo" or cfg.eval_samples > 0, "eval_samples", cfg.eval_samples,
           f"> 0 for objective {cfg.objective} (it minimises fid_proxy)")
 
@@ -101,15 +103,15 @@ def _validate_storage(storage: str) -> None:
 def check_data(cfg: SearchConfig) -> data.Splits:
     """The data set exists and is large enough for the trials' batches (DataError / ConfigError otherwise)."""
     splits = data.load(cfg.dataset, cfg.limit)
-    vae.check_data(trial_config(cfg, latent_dims(cfg)[0], cfg.beta_min), splits)
+    vae_entry.check_data(trial_config(cfg, latent_dims(cfg)[0], cfg.beta_min), splits)
     return splits
 
 
-def trial_config(cfg: SearchConfig, latent_dim: int, beta: float) -> vae.VAEConfig:
+def trial_config(cfg: SearchConfig, latent_dim: int, beta: float) -> VAEConfig:
     """The train-vae configuration of one trial: the lab's defaults plus the searched values."""
-    return vae.VAEConfig(dataset=cfg.dataset, latent_dim=latent_dim, beta=beta, epochs=cfg.epochs, limit=cfg.limit,
-                         eval_samples=cfg.eval_samples, seed=cfg.seed, experiment=cfg.experiment,
-                         nll_images=0)  # the search ranks on val_neg_elbo; the bound would only cost time
+    return VAEConfig(dataset=cfg.dataset, latent_dim=latent_dim, beta=beta, epochs=cfg.epochs, limit=cfg.limit,
+                     eval_samples=cfg.eval_samples, seed=cfg.seed, experiment=cfg.experiment,
+                     nll_images=0)  # the search ranks on val_neg_elbo; the bound would only cost time
 
 
 def grid_betas(cfg: SearchConfig) -> list[float]:
@@ -172,13 +174,10 @@ def _stale_trial_callback(cfg: SearchConfig):
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
     def on_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        from genlab import tracking
-
         reason = f"worker died: no heartbeat for {3 * cfg.heartbeat_seconds} s"
-        run_id = trial.user_attrs.get(RUN_ID_ATTR) or tracking.find_trial_run(cfg.experiment, cfg.study_name,
-                                                                                trial.number)
+        run_id = trial_run_id(cfg, trial)
         if run_id:
-            tracking.tag_trial_run(run_id, trial.number, "FAIL", reason)
+            record_outcome(run_id, trial.number, "FAIL", reason)
         print(f"trial {trial.number} FAIL: {reason}; queued again", file=sys.stderr, flush=True)
         trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != RUN_ID_ATTR}  # the copy gets its own
         retry(study, trial)
@@ -274,7 +273,7 @@ def objective(trial, cfg: SearchConfig, parent_run_id: str, splits: data.Splits 
         raise SurplusTrial(f"trial {trial.number} is surplus")
     latent_dim = trial.suggest_categorical("latent_dim", latent_dims(cfg))
     beta = trial.suggest_float("beta", cfg.beta_min, cfg.beta_max, log=True)
-    trial_tags = {"optuna.study_name": cfg.study_name, "optuna.trial_number": trial.number, "optuna.state": "RUNNING"}
+    trial_tags = {tags.OPTUNA_STUDY: cfg.study_name, tags.OPTUNA_TRIAL: trial.number, tags.OPTUNA_STATE: "RUNNING"}
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         if epoch == 1 or RUN_ID_ATTR not in trial.user_attrs:
@@ -287,7 +286,7 @@ def objective(trial, cfg: SearchConfig, parent_run_id: str, splits: data.Splits 
 
     try:
         shared = {(cfg.dataset, cfg.limit): splits} if splits is not None else {}
-        trial_run = vae.run(trial_config(cfg, latent_dim, beta), Context(
+        trial_run = vae_entry.run(trial_config(cfg, latent_dim, beta), Context(
             tags=trial_tags, parent_run_id=parent_run_id, splits=shared, on_epoch=on_epoch, log_models=False))
         values = objective_values(cfg, dict(trial_run.metrics))
     except optuna.TrialPruned as e:
@@ -311,15 +310,38 @@ def objective_values(cfg: SearchConfig, final: dict[str, float]) -> float | tupl
     return final["fid_proxy"] if cfg.objective == "fid" else (final["val_recon"], final["fid_proxy"])
 
 
-def _end_trial_run(trial, cfg: SearchConfig, state: str, reason: str = "") -> None:
+def trial_run_id(cfg: SearchConfig, trial) -> str | None:
+    """The MLflow run of a trial: noted on the trial after its first epoch, else found by its tags (set when the
+    run starts, so a worker that died in its first epoch leaves a run that is found); None before it started."""
     from genlab import tracking
 
-    run_id = trial.user_attrs.get(RUN_ID_ATTR) or tracking.find_trial_run(cfg.experiment, cfg.study_name,
-                                                                            trial.number)
+    return trial.user_attrs.get(RUN_ID_ATTR) or tracking.find_run(
+        cfg.experiment, {tags.OPTUNA_STUDY: cfg.study_name, tags.OPTUNA_TRIAL: str(trial.number)})
+
+
+def record_outcome(run_id: str, trial_number: int, state: str, reason: str = "") -> None:
+    """A trial's Optuna outcome on its run: tags ``optuna.trial_number``, ``optuna.state`` (COMPLETE | PRUNED |
+    FAIL) and ``optuna.reason``. A PRUNED run ends FINISHED (stopping early is its normal end); a FAIL run still
+    RUNNING (its worker died) ends FAILED; KILLED and FAILED runs stay so."""
+    from genlab import tracking
+
+    outcome = {tags.OPTUNA_TRIAL: str(trial_number), tags.OPTUNA_STATE: state}
+    if reason:
+        outcome[tags.OPTUNA_REASON] = reason.splitlines()[0][:500]
+    tracking.Run(run_id).set_tags(outcome)
+    status = tracking.run_status(run_id)
+    if state == "PRUNED" and status != "FINISHED":
+        tracking.mark_run(run_id, "FINISHED")
+    elif state == "FAIL" and status == "RUNNING":
+        tracking.mark_run(run_id, "FAILED", reason)
+
+
+def _end_trial_run(trial, cfg: SearchConfig, state: str, reason: str = "") -> None:
+    run_id = trial_run_id(cfg, trial)
     if run_id is None:  # failed before its run started (nothing to mark)
         return
     trial.set_user_attr(RUN_ID_ATTR, run_id)
-    tracking.tag_trial_run(run_id, trial.number, state, reason)
+    record_outcome(run_id, trial.number, state, reason)
     print(f"trial {trial.number} {state} (latent_dim {trial.params['latent_dim']}, beta {trial.params['beta']:.3g})"
           f"{': ' + reason if reason else ''}  run {run_id}", file=sys.stderr, flush=True)
 
@@ -413,13 +435,12 @@ def run(cfg: SearchConfig, context: Context) -> Result:
     study = open_study(cfg, create=True)  # creates a fresh SQLite file now, before any worker starts
     params = dict(settings_of(cfg))
     params.update(study_name=cfg.study_name, storage=redacted(cfg.storage), latent_dims=cfg.latent_dims)
-    parent_run_id = tracking.start_search_run(cfg.experiment, cfg.study_name, f"search {cfg.study_name}", params,
-                                              {tags.KIND: tags.SEARCH, "optuna.storage": redacted(cfg.storage),
-                                               **context.tags})
+    parent_run_id = tracking.start_detached_run(  # children carry the study name too: the parent has the kind
+        cfg.experiment, f"search {cfg.study_name}", params, {tags.OPTUNA_STORAGE: redacted(cfg.storage), **context.tags},
+        find={tags.OPTUNA_STUDY: cfg.study_name, tags.KIND: tags.SEARCH})
     study.set_user_attr(tags.SEARCH_PARENT_RUN, parent_run_id)
     parent = tracking.Run(parent_run_id)
-    for split in ("train", "val", "test"):  # before the workers: they then find the data set instead of racing
-        parent.log_dataset(splits.name, splits.source, splits.digest(split), split, len(getattr(splits, f"{split}_x")))
+    parent.log_splits(splits)  # before the workers: they then find the data set instead of racing
     try:
         codes = [0]
         if cfg.workers == 1:
@@ -549,13 +570,12 @@ def register_best(trial, cfg: SearchConfig) -> None:
     from genlab import tracking
     from genlab.models.vae import VAE
 
-    run_id = trial.user_attrs.get(RUN_ID_ATTR) or tracking.find_trial_run(cfg.experiment, cfg.study_name,
-                                                                            trial.number)
+    run_id = trial_run_id(cfg, trial)
     if run_id is None or tracking.alias_run_id(MODEL_NAME, MODEL_ALIAS) == run_id:
         return
     if not tracking.has_logged_model(run_id, "decoder"):
-        checkpoint = vae.load_checkpoint(tracking.download_artifact(run_id, "checkpoint/last.pt"))
-        trained = vae.config_from_params(checkpoint["config"])  # ignores keys renamed since (precision -> dtype)
+        checkpoint = vae.load_checkpoint(last_checkpoint(run_id))
+        trained = vae_entry.config_from_params(checkpoint["config"])  # ignores keys renamed since (precision -> dtype)
         model = VAE(trained.latent_dim, trained.arch)
         model.load_state_dict(checkpoint["model"])
         with tracking.start_run(cfg.experiment, "", {}, {}, resume_run_id=run_id) as run:

@@ -518,7 +518,7 @@ def train_classifiers_first(state: Study) -> None:
     first such run, it would take a worker's single thread while the other workers wait for it: train it here
     first, with every thread this machine gives, before the workers start."""
     from genlab.configs import ClassifierConfig
-    from genlab.train.classifier import ensure_classifier
+    from genlab.runs.classifier import ensure_classifier
 
     datasets = set()
     for run in state.runs:

@@ -33,6 +33,12 @@ ONLY = "genlab.only"  # the questions a study invocation was limited to
 # Optuna search: study user attributes (not MLflow tags, but genlab's names all the same)
 SEARCH_SETTINGS = "genlab.settings"
 SEARCH_PARENT_RUN = "genlab.mlflow_parent_run_id"
+# Optuna search: the tags of its parent run and its trials' runs (named like optuna's own MLflowCallback's)
+OPTUNA_STUDY = "optuna.study_name"  # the parent and every trial run
+OPTUNA_STORAGE = "optuna.storage"  # the parent: the storage URL, password redacted
+OPTUNA_TRIAL = "optuna.trial_number"
+OPTUNA_STATE = "optuna.state"  # RUNNING, then COMPLETE | PRUNED | FAIL
+OPTUNA_REASON = "optuna.reason"  # why a trial was pruned or failed
 
 # MLflow's own tags that genlab sets
 NOTE = "mlflow.note.content"  # the description shown on an experiment's and a run's page

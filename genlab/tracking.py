@@ -206,6 +206,12 @@ class Run:
             # both miss it and the second insert fails on the unique key. The row exists now: once more finds it.
             self._client.log_inputs(self.run_id, datasets=inputs)
 
+    def log_splits(self, splits: Any, names: tuple[str, ...] = ("train", "val", "test")) -> None:
+        """``log_dataset`` for each named split of a data.Splits (``train_x``, ``val_x``, ``test_x``)."""
+        for split in names:
+            self.log_dataset(splits.name, splits.source, splits.digest(split), split,
+                             len(getattr(splits, f"{split}_x")))
+
     def log_model(self, module: Any, name: str, input_example: Any) -> str:
         """Log a torch module (a decoder, generator or encoder returning one tensor) as an MLflow model.
 
@@ -310,10 +316,15 @@ def _describe_new_experiment(experiment_id: str, kind: str | None) -> None:
 
 
 def mark_run(run_id: str, status: str, reason: str = "") -> None:
-    """End a run that this process does not hold (a crashed worker's trial, say)."""
+    """End a run that this process does not hold (a crashed worker's trial, say). ``reason`` becomes its
+    ``genlab.failure``; a run ended FINISHED keeps none (start_run tags one when an exception ends its block, even
+    an expected one such as Optuna's pruning)."""
     client = MlflowClient()
     if reason:
         client.set_tag(run_id, tagnames.FAILURE, reason[:500])
+    elif status == "FINISHED":
+        with contextlib.suppress(MlflowException):
+            client.delete_tag(run_id, tagnames.FAILURE)
     client.set_terminated(run_id, status)
 
 
@@ -631,64 +642,46 @@ def log_json(run: Run, data: Any, artifact_file: str) -> None:
     run.log_text(json.dumps(data, indent=2, sort_keys=True), artifact_file)
 
 
-# ---------------------------------------------------------------- Optuna searches (instead of optuna's MLflowCallback)
+# ---------------------------------------------------------------- runs held by no process (a search's parent)
 
-def start_search_run(experiment: str, study_name: str, run_name: str, params: dict[str, Any],
-                     tags: dict[str, Any]) -> str:
-    """The parent run of an Optuna study: the latest one tagged ``optuna.study_name`` and ``genlab.kind=search``,
-    else a new one; or the run that `mlflow run` made when launched by it. Set RUNNING and returned by id: it is
-    *not* made this process's active run, so trials run here can be its children. End it with ``mark_run``."""
+def start_detached_run(experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, Any],
+                       find: dict[str, str]) -> str:
+    """A parent for runs that other processes make (an Optuna search's trials): the latest run of ``experiment``
+    tagged ``find``, else a new one; or the run that `mlflow run` made when launched by it. Set RUNNING, tagged,
+    and returned by id: it is *not* made this process's active run, so runs made here can be its children. End
+    it with ``mark_run``."""
     init_store()
     client = MlflowClient()
-    # Launched by `mlflow run`: that run is the parent. Pop the variable so trial runs do not adopt it too.
+    # Launched by `mlflow run`: that run is the parent. Pop the variable so child runs do not adopt it too.
     run_id = os.environ.pop("MLFLOW_RUN_ID", None)
     if not run_id:
-        experiment_id = _experiment_id(experiment, tagnames.SEARCH)
-        own_tags = {"optuna.study_name": study_name, tagnames.KIND: tagnames.SEARCH}  # children carry the name too
-        found = client.search_runs([experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-                                   filter_string=" and ".join(tagnames.where(k, v) for k, v in own_tags.items()))
-        run_id = found[0].info.run_id if found else client.create_run(
-            experiment_id, run_name=run_name, tags=own_tags).info.run_id
+        experiment_id = _experiment_id(experiment, find.get(tagnames.KIND))
+        run_id = find_run(experiment, find) or client.create_run(experiment_id, run_name=run_name,
+                                                                 tags=find).info.run_id
     client.update_run(run_id, status="RUNNING")
     with contextlib.suppress(MlflowException):
         client.delete_tag(run_id, tagnames.FAILURE)  # left by an earlier, interrupted invocation
-    all_tags = {MLFLOW_RUN_NAME: run_name, **source_tags(), "optuna.study_name": study_name, **tags,
-                tagnames.KIND: tagnames.SEARCH}
-    run = client.get_run(run_id)
-    _describe_new_experiment(run.info.experiment_id, tagnames.SEARCH)
-    existing = run.data.params
-    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items() if k not in existing],
-                     tags=[RunTag(k, str(v)) for k, v in all_tags.items()], synchronous=True)
+    _describe_new_experiment(client.get_run(run_id).info.experiment_id, find.get(tagnames.KIND))
+    run = Run(run_id)
+    run.set_tags({MLFLOW_RUN_NAME: run_name, **source_tags(), **tags, **find})
+    run.log_params(params)
     return run_id
 
 
-def find_trial_run(experiment: str, study_name: str, trial_number: int) -> str | None:
-    """The child run of one trial, by its tags (set when the run starts), or None."""
+def find_run(experiment: str, tags: dict[str, str]) -> str | None:
+    """The id of the latest run of ``experiment`` with all these tags, or None."""
     experiment_obj = MlflowClient().get_experiment_by_name(experiment)
     if experiment_obj is None:
         return None
-    found = MlflowClient().search_runs(
-        [experiment_obj.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-        filter_string=f"tags.`optuna.study_name` = '{study_name}' and tags.`optuna.trial_number` = '{trial_number}'")
+    found = MlflowClient().search_runs([experiment_obj.experiment_id], max_results=1,
+                                       order_by=["attributes.start_time DESC"],
+                                       filter_string=" and ".join(tagnames.where(k, v) for k, v in tags.items()))
     return found[0].info.run_id if found else None
 
 
-def tag_trial_run(run_id: str, trial_number: int, state: str, reason: str = "") -> None:
-    """Record a trial's Optuna outcome on its child run: tags ``optuna.trial_number``, ``optuna.state``
-    (COMPLETE | PRUNED | FAIL) and ``optuna.reason``; a PRUNED run ends FINISHED (stopping early is its normal
-    end), a FAIL run that is still RUNNING (its worker died) ends FAILED. KILLED and FAILED runs stay so."""
-    client = MlflowClient()
-    tags = {"optuna.trial_number": str(trial_number), "optuna.state": state}
-    if reason:
-        tags["optuna.reason"] = reason.splitlines()[0][:500]
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
-    status = client.get_run(run_id).info.status
-    if state == "PRUNED" and status != "FINISHED":
-        with contextlib.suppress(MlflowException):
-            client.delete_tag(run_id, tagnames.FAILURE)  # start_run saw the pruning exception as an error
-        client.set_terminated(run_id, "FINISHED")
-    elif state == "FAIL" and status == "RUNNING":
-        mark_run(run_id, "FAILED", reason)
+def run_status(run_id: str) -> str:
+    """RUNNING, FINISHED, FAILED or KILLED."""
+    return MlflowClient().get_run(run_id).info.status
 
 
 def active_run_id() -> str | None:

@@ -8,8 +8,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from genlab import calibrate, cli, data
+from genlab.configs import ClassifierConfig
 from genlab.entries import Context
-from genlab.train import classifier
+from genlab.runs import classifier as classifier_entry
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def calibrated(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
         mp.setenv("GENLAB_CACHE_DIR", str(tmp / "cache"))
         mp.delenv("MLFLOW_RUN_ID", raising=False)
-        classifier_run = classifier.run(classifier.ClassifierConfig(dataset="synthetic"), Context()).run_id
+        classifier_run = classifier_entry.run(ClassifierConfig(dataset="synthetic"), Context()).run_id
         run_id = calibrate.run(calibrate.CalibrationConfig(dataset="synthetic"), Context()).run_id
         rows = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/calibration.json"))
         yield classifier_run, run_id, {row["case"]: row for row in rows}

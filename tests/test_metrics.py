@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from genlab import metrics
+from genlab import convergence, linear_probes, metrics
 
 
 def test_active_units_on_constructed_case():
@@ -203,7 +203,7 @@ def test_linear_probe_settings_budget_dtype_and_warnings():
     train, test = slice(0, 600), slice(600, None)
 
     def accuracy(**settings):
-        return metrics.linear_probe_accuracy(features[train], labels[train], features[test], labels[test], **settings)
+        return linear_probes.linear_probe_accuracy(features[train], labels[train], features[test], labels[test], **settings)
 
     full = accuracy()
     assert 0.6 < full <= 1.0 and abs(accuracy(cast_float64=False, seed=0) - full) <= 0.01  # float32: rounding only
@@ -222,38 +222,38 @@ def test_auroc_perfect_separator_identical_sets_ties_and_bad_input():
 
     rng = np.random.default_rng(2)
     labels = np.r_[np.ones(50), np.zeros(70)].astype(int)
-    assert metrics.auroc(np.r_[rng.uniform(2, 3, 50), rng.uniform(0, 1, 70)], labels) == 1.0
-    assert metrics.auroc(np.r_[rng.uniform(0, 1, 50), rng.uniform(2, 3, 70)], labels) == 0.0
+    assert linear_probes.auroc(np.r_[rng.uniform(2, 3, 50), rng.uniform(0, 1, 70)], labels) == 1.0
+    assert linear_probes.auroc(np.r_[rng.uniform(0, 1, 50), rng.uniform(2, 3, 70)], labels) == 0.0
     same = rng.normal(size=60)
-    assert metrics.auroc(np.r_[same, same], np.r_[np.ones(60), np.zeros(60)].astype(int)) == 0.5  # ties count 1/2
-    assert metrics.auroc(np.zeros(120), labels) == 0.5
-    alike = metrics.auroc(rng.normal(size=4000), rng.integers(0, 2, 4000))  # two draws of one distribution
+    assert linear_probes.auroc(np.r_[same, same], np.r_[np.ones(60), np.zeros(60)].astype(int)) == 0.5  # ties count 1/2
+    assert linear_probes.auroc(np.zeros(120), labels) == 0.5
+    alike = linear_probes.auroc(rng.normal(size=4000), rng.integers(0, 2, 4000))  # two draws of one distribution
     assert abs(alike - 0.5) < 0.03
     for _ in range(3):  # many ties between and within the classes: the Mann-Whitney count with average ranks
         scores, y = rng.integers(0, 4, 300).astype(float), rng.integers(0, 2, 300)
-        assert metrics.auroc(scores, y) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+        assert linear_probes.auroc(scores, y) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
     for scores, y in ((np.ones(3), np.ones(3)), (np.ones(3), np.array([0, 1, 2])), (np.array([np.nan, 1.0]), [0, 1]),
                       (np.ones(3), np.ones(2))):
         with pytest.raises(ValueError):
-            metrics.auroc(scores, np.asarray(y))
+            linear_probes.auroc(scores, np.asarray(y))
 
 
 def test_linear_cka_is_one_on_itself_and_invariant_to_rotations_and_isotropic_scaling():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(400, 12)) @ rng.normal(size=(12, 12))  # correlated features
     rotation, _ = np.linalg.qr(rng.normal(size=(12, 12)))
-    assert metrics.linear_cka(x, x) == pytest.approx(1.0)
-    assert metrics.linear_cka(x, x @ rotation) == pytest.approx(1.0)
-    assert metrics.linear_cka(x, 7.5 * x + 3.0) == pytest.approx(1.0)  # and to a shift: it centres
+    assert linear_probes.linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_probes.linear_cka(x, x @ rotation) == pytest.approx(1.0)
+    assert linear_probes.linear_cka(x, 7.5 * x + 3.0) == pytest.approx(1.0)  # and to a shift: it centres
     y = np.c_[x @ rotation, np.zeros((400, 4))]  # another width: only the shared inputs matter
-    assert metrics.linear_cka(x, y) == pytest.approx(1.0)
-    assert metrics.linear_cka(x, y) == pytest.approx(metrics.linear_cka(y, x))
+    assert linear_probes.linear_cka(x, y) == pytest.approx(1.0)
+    assert linear_probes.linear_cka(x, y) == pytest.approx(linear_probes.linear_cka(y, x))
     # not invariant to an anisotropic scaling, and small between independent representations
-    assert metrics.linear_cka(x, x * np.r_[10.0, np.ones(11)]) < 0.99
-    assert metrics.linear_cka(x, rng.normal(size=(400, 12))) < 0.1
-    assert np.isnan(metrics.linear_cka(x, np.ones((400, 3))))
+    assert linear_probes.linear_cka(x, x * np.r_[10.0, np.ones(11)]) < 0.99
+    assert linear_probes.linear_cka(x, rng.normal(size=(400, 12))) < 0.1
+    assert np.isnan(linear_probes.linear_cka(x, np.ones((400, 3))))
     with pytest.raises(ValueError):
-        metrics.linear_cka(x, x[:10])
+        linear_probes.linear_cka(x, x[:10])
 
 
 def test_linear_recon_nats_rewards_features_that_keep_the_image():
@@ -263,18 +263,18 @@ def test_linear_recon_nats_rewards_features_that_keep_the_image():
     train, test = slice(0, 800), slice(800, None)
 
     def nats(features):
-        return metrics.linear_recon_nats(features[train], images[train], features[test], images[test])
+        return linear_probes.linear_recon_nats(features[train], images[train], features[test], images[test])
 
     keeps, half, none = nats(codes), nats(codes[:, :3]), nats(rng.normal(size=(1200, 6)))
     # the best a Bernoulli model can do on grey values: their own entropy
     floor = float(-(images[test] * np.log(images[test]) + (1 - images[test]) * np.log1p(-images[test])).sum(1).mean())
     assert floor < keeps < half < none and np.isfinite(none)
     # noise features: about the mean image's cross-entropy (the intercept alone)
-    mean = np.clip(images[train].mean(0), metrics.RECON_CLAMP, 1 - metrics.RECON_CLAMP)
+    mean = np.clip(images[train].mean(0), linear_probes.RECON_CLAMP, 1 - linear_probes.RECON_CLAMP)
     blank = float(-(images[test] * np.log(mean) + (1 - images[test]) * np.log1p(-mean)).sum(1).mean())
     assert none == pytest.approx(blank, rel=0.02)
     # images as (N, 1, 28, 28) arrays give the same number; a constant feature is harmless
-    assert nats(codes) == pytest.approx(metrics.linear_recon_nats(codes[train], images[train].reshape(-1, 1, 28, 28),
+    assert nats(codes) == pytest.approx(linear_probes.linear_recon_nats(codes[train], images[train].reshape(-1, 1, 28, 28),
                                                                   codes[test], images[test]))
     assert np.isfinite(nats(np.c_[codes, np.ones(1200)]))
 
@@ -283,15 +283,15 @@ def test_linear_probe_auroc_and_pca_projection():
     rng = np.random.default_rng(5)
     labels = np.arange(800) % 2
     separable = rng.normal(size=(800, 10)) + 4.0 * labels[:, None] * np.eye(10)[0]
-    assert metrics.linear_probe_auroc(separable[:400], labels[:400], separable[400:], labels[400:], seed=0) > 0.99
+    assert linear_probes.linear_probe_auroc(separable[:400], labels[:400], separable[400:], labels[400:], seed=0) > 0.99
     noise = rng.normal(size=(800, 10))
-    assert abs(metrics.linear_probe_auroc(noise[:400], labels[:400], noise[400:], labels[400:], seed=0) - 0.5) < 0.1
+    assert abs(linear_probes.linear_probe_auroc(noise[:400], labels[:400], noise[400:], labels[400:], seed=0) - 0.5) < 0.1
     # PCA on train only: k columns, the train projection centred, its variances in decreasing order
     wide = rng.normal(size=(500, 8)) * np.arange(8, 0, -1)
-    train, test = metrics.pca_project(wide[:300], wide[300:], 3)
+    train, test = linear_probes.pca_project(wide[:300], wide[300:], 3)
     assert train.shape == (300, 3) and test.shape == (200, 3) and np.allclose(train.mean(0), 0)
     assert list(np.argsort(-train.var(0))) == [0, 1, 2] and train.var(0)[0] > 40
-    assert metrics.pca_project(wide[:300], wide[300:], 20)[0].shape == (300, 8)  # no more axes than features
+    assert linear_probes.pca_project(wide[:300], wide[300:], 20)[0].shape == (300, 8)  # no more axes than features
 
 
 @pytest.mark.parametrize("values, expected", [
@@ -301,54 +301,54 @@ def test_linear_probe_auroc_and_pca_projection():
     ([100.0] + [90.0 - i for i in range(10)], (83.0 - 81.0) / 83.0),  # 10 epochs: the last 2
 ])
 def test_rel_improvement_tail(values, expected):
-    assert metrics.rel_improvement_tail(values) == pytest.approx(expected)
+    assert convergence.rel_improvement_tail(values) == pytest.approx(expected)
 
 
 def test_convergence_gate_flips_at_the_threshold():
-    assert metrics.convergence([100.0, 50.0, 49.6])["converged"] == 1.0  # 0.8 % < 1 %
-    assert metrics.convergence([100.0, 50.0, 49.4])["converged"] == 0.0  # 1.2 %
+    assert convergence.convergence([100.0, 50.0, 49.6])["converged"] == 1.0  # 0.8 % < 1 %
+    assert convergence.convergence([100.0, 50.0, 49.4])["converged"] == 0.0  # 1.2 %
     with pytest.raises(ValueError):
-        metrics.rel_improvement_tail([1.0])
+        convergence.rel_improvement_tail([1.0])
 
 
 def test_plateau_calls_a_flat_noisy_tail_converged_and_a_falling_one_not():
     rng = np.random.default_rng(0)
     falling = list(np.linspace(200, 60, 12))  # still falling by ~40 % across its last third
     flat = list(np.linspace(200, 60, 8)) + list(60 + rng.normal(0, 2.4, 8))  # a trained GAN's ~4 % oscillation
-    assert metrics.plateau(falling)["converged"] == 0.0 and metrics.plateau(falling)["fid_tail_fall_lower"] > 0.3
-    out = metrics.plateau(flat)
+    assert convergence.plateau(falling)["converged"] == 0.0 and convergence.plateau(falling)["fid_tail_fall_lower"] > 0.3
+    out = convergence.plateau(flat)
     assert out["converged"] == 1.0
     assert out["fid_tail_fall_lower"] <= 0 < out["fid_tail_fall"] + 0.2 and out["fid_tail_fall_upper"] < 0.2
     # a rising tail has stopped improving: converged, though its fall is negative
-    assert metrics.plateau(list(np.linspace(200, 40, 8)) + [42.0, 45.0, 49.0, 52.0])["converged"] == 1.0
+    assert convergence.plateau(list(np.linspace(200, 40, 8)) + [42.0, 45.0, 49.0, 52.0])["converged"] == 1.0
     # a tail too noisy to see a 20 % fall is not called a plateau, though nothing says it still falls
     noisy = list(np.linspace(200, 60, 8)) + [60, 90, 45, 80, 50]
-    out = metrics.plateau(noisy)
+    out = convergence.plateau(noisy)
     assert out["converged"] == 0.0 and out["fid_tail_fall_lower"] <= 0 and out["fid_tail_fall_upper"] >= 0.2
-    assert metrics.plateau([100.0, 90.0, 80.0]) == {"converged": 0.0}  # fewer than 4 points
+    assert convergence.plateau([100.0, 90.0, 80.0]) == {"converged": 0.0}  # fewer than 4 points
 
 
 def test_plateau_flips_at_both_of_its_bounds():
     # an exact line: the interval is the point; falling by 5/97.5 (> the 5 % tolerance) is still improving,
     # rising is not
     down = [100.0, 99.0, 98.0, 97.0, 96.0, 95.0]
-    out = metrics.plateau(down, fraction=1.0)
+    out = convergence.plateau(down, fraction=1.0)
     assert out["fid_tail_fall"] == pytest.approx(5 / 97.5) == pytest.approx(out["fid_tail_fall_lower"])
-    assert out["converged"] == 0.0 and metrics.plateau(down[::-1], fraction=1.0)["converged"] == 1.0
+    assert out["converged"] == 0.0 and convergence.plateau(down[::-1], fraction=1.0)["converged"] == 1.0
     # the lower bound: a noisy falling tail passes or fails as the tolerance crosses its lower bound
     tail = [100.0, 97.0, 98.0, 94.0, 95.0, 92.0]
-    lower = metrics.plateau(tail, fraction=1.0)["fid_tail_fall_lower"]
+    lower = convergence.plateau(tail, fraction=1.0)["fid_tail_fall_lower"]
     assert lower > 0
-    assert metrics.plateau(tail, fraction=1.0, tolerance=lower + 1e-6)["converged"] == 1.0
-    assert metrics.plateau(tail, fraction=1.0, tolerance=lower - 1e-6)["converged"] == 0.0
+    assert convergence.plateau(tail, fraction=1.0, tolerance=lower + 1e-6)["converged"] == 1.0
+    assert convergence.plateau(tail, fraction=1.0, tolerance=lower - 1e-6)["converged"] == 0.0
     # a tail that falls by less than the tolerance, significantly or not, has plateaued
-    assert metrics.plateau([100.0, 99.5, 99.0, 98.5, 98.0, 97.5], fraction=1.0)["converged"] == 1.0
-    assert metrics.plateau([100.0, 97.0, 98.0, 94.0, 95.0, 97.0], fraction=1.0)["converged"] == 1.0
+    assert convergence.plateau([100.0, 99.5, 99.0, 98.5, 98.0, 97.5], fraction=1.0)["converged"] == 1.0
+    assert convergence.plateau([100.0, 97.0, 98.0, 94.0, 95.0, 97.0], fraction=1.0)["converged"] == 1.0
     # the power bound: the same flat noisy tail passes or fails as `resolves` crosses its upper bound
     flat = [100.0, 104.0, 97.0, 103.0, 98.0, 101.0]
-    upper = metrics.plateau(flat, fraction=1.0)["fid_tail_fall_upper"]
-    assert metrics.plateau(flat, fraction=1.0, resolves=upper + 1e-6)["converged"] == 1.0
-    assert metrics.plateau(flat, fraction=1.0, resolves=upper - 1e-6)["converged"] == 0.0
+    upper = convergence.plateau(flat, fraction=1.0)["fid_tail_fall_upper"]
+    assert convergence.plateau(flat, fraction=1.0, resolves=upper + 1e-6)["converged"] == 1.0
+    assert convergence.plateau(flat, fraction=1.0, resolves=upper - 1e-6)["converged"] == 0.0
 
 
 def test_path_length_is_the_trimmed_mean_squared_step_over_epsilon_squared():

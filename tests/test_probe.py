@@ -9,11 +9,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from genlab import data, probe
-from genlab.configs import ProbeConfig
+from genlab.configs import GANConfig, ProbeConfig, VAEConfig
 from genlab.entries import Context
 from genlab.models.gan import Discriminator, Generator
 from genlab.models.vae import VAE, Encoder, param_count
-from genlab.train import gan, vae
+from genlab.runs import gan as gan_entry
+from genlab.runs import vae as vae_entry
 
 from .conftest import ran, run_cli, store_in
 
@@ -38,10 +39,10 @@ def runs(tmp_path_factory, empty_store_file):
     """A finished VAE run and a finished GAN run (latent_dim 4) in a store shared by this module's tests."""
     tmp = tmp_path_factory.mktemp("probe-store")
     with store_in(tmp, empty_store_file):
-        vae_id, _ = ran(vae.run(vae.VAEConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
-                                              eval_samples=0, nll_images=50, experiment="vae"), Context()))
-        gan_id, _ = ran(gan.run(gan.GANConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
-                                              eval_samples=0, experiment="gan"), Context()))
+        vae_id, _ = ran(vae_entry.run(VAEConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
+                                                eval_samples=0, nll_images=50, experiment="vae"), Context()))
+        gan_id, _ = ran(gan_entry.run(GANConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
+                                                eval_samples=0, experiment="gan"), Context()))
         yield vae_id, gan_id, tmp
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genlab import data
 from genlab.configs import ARCHS  # the CLI lists them without importing torch
 
 HIDDEN = {"conv": 256, "mlp": 400}
@@ -107,3 +108,16 @@ class VAE(nn.Module):
 
 def param_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+@torch.no_grad()
+def encode_means(encoder: Encoder, x: torch.Tensor, device: torch.device, batch_size: int = 500,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``z_mean`` and ``z_log_var`` (N, latent_dim) on the CPU for uint8 images ``x``, the encoder in eval mode
+    (its own mode restored after)."""
+    was_training = encoder.training
+    encoder.eval()
+    parts = [encoder.encode(xb) for xb in data.batches(x, batch_size, device=device)]
+    encoder.train(was_training)
+    return torch.cat([m for m, _ in parts]).float().cpu(), torch.cat([v for _, v in parts]).float().cpu()
+

@@ -1,1 +1,2 @@
-"""Training loops: each owns its checkpoints and calls genlab.tracking once per epoch."""
+"""Training loops: each trains, owns its checkpoint state and reports to a loop.Sink; none knows MLflow (the runs
+that record them are genlab.runs)."""

@@ -1,20 +1,20 @@
-"""Train the DCGAN (generator = the VAE decoder class) and track it: one config, one loop, one checkpoint per epoch.
+"""The DCGAN loop (generator = the VAE decoder class): one config, one loop, one checkpoint state per epoch. It
+trains and reports to a loop.Sink; what a run records, and where ``init_from``'s weights come from, is
+genlab.runs.gan.
 
-The lab's question "can a VAE decoder serve as a GAN generator?" is answered by ``init_from``: the generator
-starts from a trained VAE decoder (a run id or a registered model), and the step-0 evaluation, logged before any
-GAN update, shows its head start over a random one. ``init_discriminator=encoder`` also starts the discriminator
-from the same VAE's encoder trunk. ``latent_fit=codes`` puts a fixed Gaussian map, fitted to the codes that same
-run's encoder gives the training images, between the noise and the decoder (P2Q1's control: is it the latent
-distribution or the decoder that makes a VAE decoder a good start?).
+The lab's question "can a VAE decoder serve as a GAN generator?" is answered by an InitSource: the generator
+starts from a trained VAE decoder, and the step-0 evaluation, before any GAN update, shows its head start over a
+random one. ``init_discriminator=encoder`` also starts the discriminator from the same VAE's encoder trunk.
+``latent_fit=codes`` puts a fixed Gaussian map, fitted to the codes that same run's encoder gives the training
+images, between the noise and the decoder (P2Q1's control: is it the latent distribution or the decoder that makes
+a VAE decoder a good start?).
 
-Read top to bottom: config -> validate -> init source -> evaluation -> train (the loop, which reports to a
-loop.Sink) -> TrackedGANSink (what a run logs) -> run (the MLflow run around it).
+Read top to bottom: the init source -> evaluation -> checkpoints -> train (the loop) -> one epoch -> one step.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import sys
 import time
@@ -22,93 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 
-from genlab import config, data, losses, metrics, pictures, tags
-from genlab.config import ConfigError, check, check_declared, resolve_device
-from genlab.configs import MODEL_URI, RUN_ID, GANConfig
-from genlab.entries import Context, EpochCallback, Result
+from genlab import convergence, data, losses, metrics, pictures
+from genlab.config import resolve_device
+from genlab.configs import GANConfig
 from genlab.models.gan import Discriminator, FittedGenerator, Generator, LatentFit, generate
-from genlab.models.vae import Encoder, param_count
-from genlab.pictures import N_GRID, SAMPLE_SEED
+from genlab.models.vae import Encoder, encode_means
+from genlab.pictures import SAMPLE_SEED
 from genlab.train import loop
-from genlab.train.vae import MIN_EVAL_SAMPLES, encode_means
 
 EVAL_SEED = 4321  # the fixed noise behind every evaluation (independent of the run seed, like SAMPLE_SEED)
 DIVERSITY_SAMPLES = 500  # images behind sample_diversity (500*499/2 pairs)
-
-
-def validate(cfg: GANConfig) -> None:
-    """Raise ConfigError (one line) for any invalid value; called before any run is created."""
-    check_declared(cfg)
-    check(cfg.init_from == "none" or bool(RUN_ID.match(cfg.init_from) or MODEL_URI.match(cfg.init_from)),
-          "init_from", cfg.init_from, "none, a VAE run id (32 hex digits), models:/NAME/VERSION or models:/NAME@ALIAS")
-    check(cfg.init_discriminator == "none" or cfg.init_from != "none", "init_discriminator", cfg.init_discriminator,
-          "none when init_from is none (the encoder comes from the init_from VAE)")
-    check(cfg.latent_fit == "none" or cfg.init_from != "none", "latent_fit", cfg.latent_fit,
-          "none when init_from is none (the codes come from the init_from run's encoder)")
-    check(isinstance(cfg.eval_samples, int) and (cfg.eval_samples == 0 or cfg.eval_samples >= MIN_EVAL_SAMPLES),
-          "eval_samples", cfg.eval_samples, f"0 (skip) or an integer >= {MIN_EVAL_SAMPLES}")
-    check(bool(cfg.experiment.strip()), "experiment", cfg.experiment, "a non-empty name")
-
-
-def init_label(cfg: GANConfig, init: InitSource | None) -> str:
-    """Where the generator starts: ``random``, ``vae-decoder``, or ``ae-decoder`` (a beta = 0 autoencoder's)."""
-    if cfg.init_from == "none":
-        return "random"
-    return "ae-decoder" if init is not None and init.beta == 0 else "vae-decoder"
-
-
-def run_name(cfg: GANConfig, init: InitSource | None = None) -> str:
-    """``gan z16 init=vae-decoder s0`` (plus the arch / loss when not the default, ``+encoder`` for the
-    discriminator, ``latent_fit=codes`` for the fitted noise): the initialisations of P2Q1 get different names."""
-    extra = "".join(f" {v}" for v, default in ((cfg.arch, "conv"), (cfg.loss, "hinge")) if v != default)
-    init = init_label(cfg, init)
-    if cfg.init_discriminator == "encoder":
-        init += "+encoder"
-    fit = f" latent_fit={cfg.latent_fit}" if cfg.latent_fit != "none" else ""
-    return f"gan{extra} z{cfg.latent_dim} init={init}{fit} s{cfg.seed}"
-
-
-def describe(cfg: GANConfig, init: InitSource | None) -> str:
-    """The run's description in the MLflow UI."""
-    start = {"random": "a random initialisation", "vae-decoder": f"the decoder of VAE run {cfg.init_from}",
-             "ae-decoder": f"the decoder of autoencoder run {cfg.init_from} (beta 0)"}[init_label(cfg, init)]
-    if cfg.latent_fit == "codes":
-        start += (", its noise passing through a fixed Gaussian fitted to that run's codes of the training images "
-                  "(z_mean)")
-    images_used = f"the first {cfg.limit:,} training images" if cfg.limit else "all training images"
-    recipe = ", spectral norm" if cfg.spectral_norm else ""
-    sampled = (f"the moving average of the generator's weights (decay {cfg.ema_decay:g})" if cfg.ema_decay
-               else "the generator's last weights")
-    return (f"{cfg.arch} DCGAN ({cfg.loss} loss{recipe}, lr_g {cfg.lr_g:g}, lr_d {cfg.lr_d:g}), latent_dim "
-            f"{cfg.latent_dim}, generator starting from {start}; {cfg.epochs} epochs on {images_used} of {cfg.dataset} "
-            f"(seed {cfg.seed}). Evaluated and sampled: {sampled}. fid_proxy is logged from step 0 (before any "
-            "update); Artifacts > images steps through the fixed-noise samples.")
-
-
-def params_of(cfg: GANConfig) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-# what a run logged before these params existed trained with (its checkpoint's discriminator has plain weights)
-LEGACY_PARAMS = {"spectral_norm": "0", "ema_decay": "0", "loss": "ns", "lr_d": "0.0002"}
-
-
-def config_from_params(params: dict[str, str]) -> GANConfig:
-    """Rebuild a config from a run's logged params (strings); a run older than the spectral norm and the moving
-    average gets the recipe it trained with (LEGACY_PARAMS), not today's defaults."""
-    legacy = LEGACY_PARAMS if "spectral_norm" not in params else {}
-    return config.config_from_params(GANConfig, {**legacy, **params})
-
-
-def check_data(cfg: GANConfig, splits: data.Splits) -> None:
-    config.check_batch_fits(cfg.batch_size, len(splits.train_x))
-    # fewer codes than dimensions leave the fitted covariance singular: a Gaussian of nothing in particular
-    check(cfg.latent_fit == "none" or len(splits.train_x) > cfg.latent_dim, "limit", cfg.limit,
-          f"0 or larger than latent_dim={cfg.latent_dim} with latent_fit=codes (a full covariance is fitted to the "
-          "codes of the training images)")
 
 
 # ---------------------------------------------------------------- where the initial weights come from
@@ -124,46 +49,6 @@ class InitSource:
     beta: float = 1.0  # the source VAE's KL weight (0: an autoencoder, whose latent is not made normal)
     encoder: dict[str, torch.Tensor] | None = None
 
-
-def resolve_init(cfg: GANConfig) -> InitSource | None:
-    """Find and check the ``init_from`` VAE before any run starts: ConfigError (one line) for an unknown run or
-    model, a run that is not a finished VAE, or a latent_dim / arch that differs from this GAN's."""
-    if cfg.init_from == "none":
-        return None
-    from genlab import tracking
-
-    try:
-        if cfg.init_from.startswith("models:/"):
-            run_id, model_uri = tracking.resolve_model_run(cfg.init_from), cfg.init_from
-        else:
-            run_id, model_uri = cfg.init_from, None
-        source = tracking.load_trained_run(run_id, tags.VAE)
-    except tracking.TrackingError as e:
-        raise ConfigError(f"init_from: {e}") from None
-    for name in ("latent_dim", "arch"):
-        theirs, ours = source.data.params.get(name), str(getattr(cfg, name))
-        if theirs != ours:
-            raise ConfigError(f"init_from: VAE run '{run_id}' has {name}={theirs} but this GAN has {name}={ours}")
-    try:
-        decoder = (tracking.load_state_dict(model_uri) if model_uri
-                   else tracking.logged_model_state_dict(run_id, "decoder"))
-        trunk, encoder = None, None
-        if cfg.init_discriminator == "encoder" or cfg.latent_fit == "codes":
-            encoder = tracking.logged_model_state_dict(run_id, "encoder")
-        if cfg.init_discriminator == "encoder":
-            trunk = {k.removeprefix("trunk."): v for k, v in encoder.items() if k.startswith("trunk.")}
-    except tracking.TrackingError as e:
-        raise ConfigError(f"init_from: {e}") from None
-    init = InitSource(run_id, decoder, trunk, beta=float(source.data.params.get("beta", 1.0)),
-                      encoder=encoder if cfg.latent_fit == "codes" else None)
-    try:
-        build_models(cfg, init)
-        if init.encoder is not None:
-            Encoder(cfg.latent_dim, cfg.arch).load_state_dict(init.encoder)
-    except RuntimeError:  # load_state_dict: missing keys or shapes that differ
-        raise ConfigError(f"init_from: '{cfg.init_from}' is not a {cfg.arch} decoder/encoder with latent_dim "
-                          f"{cfg.latent_dim}") from None
-    return init
 
 
 def build_models(cfg: GANConfig, init: InitSource | None, latent_fit: LatentFit | None = None,
@@ -212,14 +97,6 @@ def fixed_noise(n: int, latent_dim: int, seed: int = SAMPLE_SEED) -> torch.Tenso
 def generate_fixed(generator: Generator, n: int, seed: int, batch_size: int = 500) -> torch.Tensor:
     """``n`` images (n, 1, 28, 28) in [0, 1], on CPU, from fixed noise (computed where the generator is)."""
     return pictures.decode(generator, fixed_noise(n, generator.latent_dim, seed), batch_size)
-
-
-def find_scorer(dataset: str, device: torch.device) -> Any:
-    """The sample-quality scorer (FID-proxy and friends). Called before the GAN run starts: getting it may train
-    and register the classifier (its own run)."""
-    from genlab.train.classifier import get_scorer
-
-    return get_scorer(dataset, device)
 
 
 GATE_METRIC = "fid_proxy"  # the GAN's validation objective (lower is better) for the convergence gate
@@ -319,11 +196,11 @@ def initial_state(cfg: GANConfig, device: torch.device, init: InitSource | None 
 
 def train(cfg: GANConfig, splits: data.Splits, sink: loop.Sink = loop.NullSink(), resume: dict | None = None,
           init: InitSource | None = None, scorer: Any | None = None) -> tuple[Networks, dict[str, float]]:
-    """Train, reporting each epoch to ``sink`` (TrackedGANSink: an MLflow run; the default: nowhere), from the
-    checkpoint ``resume`` if given, else from ``init``'s weights (with ``latent_fit=codes``, behind the Gaussian
-    fitted to its encoder's codes, whose summary joins the step-0 metrics). ``scorer`` adds sample quality every
-    ``eval_every`` epochs and at the end. Returns both networks and the last epoch's metrics, with the
-    plateau test of its fid_proxy curve (``fid_tail_fall``, its upper bound, ``converged``) when it was evaluated."""
+    """Train, reporting each epoch to ``sink`` (genlab.runs.gan.TrackedGANSink: an MLflow run; the default:
+    nowhere), from the checkpoint ``resume`` if given, else from ``init``'s weights (with ``latent_fit=codes``,
+    behind the Gaussian fitted to its encoder's codes, whose summary joins the step-0 metrics). ``scorer`` adds
+    sample quality every ``eval_every`` epochs and at the end. Returns both networks and the last epoch's metrics,
+    with the plateau test of its fid_proxy curve (``fid_tail_fall``, its upper bound, ``converged``) when it was evaluated."""
     device = resolve_device(cfg.device)
     latent_fit, fitted = None, {}
     if cfg.latent_fit == "codes" and resume is None:  # a resumed run's map comes back with its checkpoint
@@ -340,7 +217,7 @@ def train(cfg: GANConfig, splits: data.Splits, sink: loop.Sink = loop.NullSink()
             state.val_history.append(last[GATE_METRIC])
         sink.epoch(epoch, last, state.nets, functools.partial(state.checkpoint, epoch, cfg))
     # the plateau test reads the evaluations after step 0: step 0 measures the initialisation, not the training
-    final = {**last, **(metrics.plateau(state.val_history[1:]) if state.val_history else {})}
+    final = {**last, **(convergence.plateau(state.val_history[1:]) if state.val_history else {})}
     final.update(sink.end(state.nets, final))
     return state.nets, final
 
@@ -388,18 +265,28 @@ def _step(cfg: GANConfig, state: TrainState, real: torch.Tensor, epoch: int, ste
     # the fakes are detached, so only D moves
     real_logits, fake_logits = discriminator(real), discriminator(fake.detach())
     d_loss = losses.discriminator_loss(real_logits, fake_logits, cfg.loss)
-    loop.check_finite(d_loss, "discriminator loss", epoch, step, f"lr_d={cfg.lr_d} may be too large")
+    loop.check_finite(d_loss, "discriminator loss", epoch, step,
+                      FIRST_HINT if (epoch, step) == (1, 0) else G_HINT.format(lr_g=cfg.lr_g))
     state.opt_d.zero_grad(set_to_none=True)
     d_loss.backward()
     state.opt_d.step()
     g_loss = losses.generator_loss(discriminator(fake), cfg.loss)
-    loop.check_finite(g_loss, "generator loss", epoch, step, f"lr_g={cfg.lr_g} may be too large")
+    loop.check_finite(g_loss, "generator loss", epoch, step, D_HINT.format(lr_d=cfg.lr_d))
     state.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     state.opt_g.step()
     if average is not None:
         update_average(average, generator, cfg.ema_decay, updates=(epoch - 1) * steps_per_epoch + step + 1)
     return d_loss, g_loss, real_logits, fake_logits
+
+
+# Each network's loss passes through both networks, so a loss turns non-finite first through the network that
+# made the last update: the generator's loss after a discriminator update blew up, the discriminator's loss after
+# a generator update (measured: lr_d = 1e30 fails the generator loss at step 0, lr_g = 1e30 the discriminator's at
+# step 1; the weights themselves stay finite, the activations overflow).
+D_HINT = "after the discriminator's update: lr_d={lr_d} may be too large"
+G_HINT = "after the generator's update: lr_g={lr_g} may be too large"
+FIRST_HINT = "before any update: check the data and the initialisation"
 
 
 EMA_WARMUP = 10  # the average's decay ramps as (1 + t) / (10 + t): early weights, still random, fade out fast
@@ -417,96 +304,3 @@ def update_average(average: torch.nn.Module, generator: torch.nn.Module, decay: 
         mine.copy_(theirs)
 
 
-# ---------------------------------------------------------------- the tracked sink
-
-class TrackedGANSink:
-    """A GAN run's MLflow record, written to ``run`` (a tracking.Run): at step 0, before any update, sample
-    diversity (and the real images'), parameter counts, sample quality and the ``samples`` grid (so an
-    initialisation's head start shows) and, with ``latent_fit=codes``, the fitted Gaussian's summary; per epoch the
-    metrics (one batched call), the ``samples`` series and ``checkpoint/last.pt``; at the end the generator model
-    (a plain Decoder: a fitted map is folded into its first layer). ``on_epoch(epoch, metrics)`` runs after each
-    epoch's logging and may raise to stop."""
-
-    def __init__(self, run: Any, cfg: GANConfig, splits: data.Splits, scorer: Any | None = None,
-                 on_epoch: EpochCallback | None = None):
-        self.run, self.cfg, self.splits, self.scorer, self.on_epoch = run, cfg, splits, scorer, on_epoch
-
-    def start(self, nets: Networks, initial: dict[str, float]) -> None:
-        real = data.to_float(self.splits.test_x[:DIVERSITY_SAMPLES]).numpy()
-        self.run.log_metrics({"sample_diversity": diversity(nets.sampler()),
-                              "real_sample_diversity": metrics.sample_diversity(real),
-                              "generator_param_count": param_count(nets.generator),
-                              "discriminator_param_count": param_count(nets.discriminator),
-                              **initial}, step=0)
-        _log_samples(self.run, nets.sampler(), 0, file="samples_step0.png")
-
-    def epoch(self, epoch: int, metrics: dict[str, float], nets: Networks, checkpoint: loop.CheckpointFn) -> None:
-        self.run.log_metrics(metrics, step=epoch)
-        _log_samples(self.run, nets.sampler(), epoch, file="samples.png" if epoch == self.cfg.epochs else "")
-        with loop.checkpoint_file(checkpoint()) as path:
-            self.run.log_artifact(path, "checkpoint")
-        if self.on_epoch is not None:
-            self.on_epoch(epoch, metrics)
-
-    def end(self, nets: Networks, final: dict[str, float]) -> dict[str, float]:
-        gate = {k: final[k] for k in GATE_KEYS if k in final}
-        if gate:
-            self.run.log_metrics(gate, step=self.cfg.epochs)
-        sampler = nets.sampler().cpu().eval()
-        generator = sampler.folded() if isinstance(sampler, FittedGenerator) else sampler
-        self.run.log_model(generator, "generator", np.zeros((2, self.cfg.latent_dim), np.float32))
-        return {}
-
-
-def _log_samples(run: Any, generator: Generator, epoch: int, file: str = "") -> None:
-    """The fixed-noise grid (SAMPLE_SEED, N_GRID images): same z for every epoch, run and init strategy; the
-    step-0 and final grids also as files (``pictures/``), for the report."""
-    grid = pictures.sample_grid(generator, generator.latent_dim, N_GRID, seed=SAMPLE_SEED)
-    run.log_image_step(grid, "samples", epoch)
-    if file:
-        run.log_image(grid, f"pictures/{file}")
-
-
-# ---------------------------------------------------------------- the run around the loop
-
-def run(cfg: GANConfig, context: Context) -> Result:
-    """Validate, resolve ``init_from``, load data, then train inside one MLflow run. Errors before the run
-    starts create nothing. A resumed run takes its config from that run's logged params, not from ``cfg``."""
-    from genlab import tracking
-
-    resume, resume_run_id = None, context.resume_run_id
-    if resume_run_id:
-        previous = tracking.load_trained_run(resume_run_id, tags.GAN, require_finished=False)
-        cfg = config_from_params(previous.data.params)
-        resume = load_checkpoint(tracking.download_artifact(resume_run_id, "checkpoint/last.pt"))
-        if int(resume["epoch"]) >= cfg.epochs and previous.info.status == "FINISHED":
-            raise ConfigError(f"run '{resume_run_id}' already finished all {cfg.epochs} epochs")
-    validate(cfg)
-    init = resolve_init(cfg) if resume is None else None  # a resumed run takes its weights from the checkpoint
-    splits = context.data(cfg.dataset, cfg.limit)
-    check_data(cfg, splits)
-    device = resolve_device(cfg.device)
-    scorer = find_scorer(cfg.dataset, device) if cfg.eval_samples else None
-    params = {**params_of(cfg)}
-    if resume is None:
-        params["init_from_run"] = init.run_id if init else "none"
-    if scorer is not None:
-        params["fid_classifier"] = scorer.run_id
-    all_tags = {tags.KIND: tags.GAN, tags.DEVICE: str(device), **context.tags}
-    if resume is None:  # a resumed run keeps the initialisation it started from (its weights come from the checkpoint)
-        all_tags[tags.INIT] = init_label(cfg, init)
-    with tracking.start_run(cfg.experiment, run_name(cfg, init), params, all_tags, resume_run_id=resume_run_id,
-                            parent_run_id=context.parent_run_id, description=describe(cfg, init),
-                            system_metrics=bool(cfg.system_metrics)) as run:
-        if resume is None:
-            for split in ("train", "test"):
-                run.log_dataset(splits.name, splits.source, splits.digest(split), split,
-                                len(getattr(splits, f"{split}_x")))
-        sink = TrackedGANSink(run, cfg, splits, scorer, context.on_epoch)
-        _, final = train(cfg, splits, sink, resume=resume, init=init, scorer=scorer)
-    if "d_loss" not in final:  # resumed from a checkpoint of its last epoch: nothing was left to train
-        return Result(run.run_id, final, (f"run {run.run_id} finished: its checkpoint was already at the last epoch",))
-    quality = f", fid_proxy {final['fid_proxy']:.2f}" if "fid_proxy" in final else ""
-    return Result(run.run_id, final, (f"run {run.run_id} finished: d_loss {final['d_loss']:.3f}, g_loss "
-                                      f"{final['g_loss']:.3f}, d_real {final['d_real']:.3f}, d_fake "
-                                      f"{final['d_fake']:.3f}{quality}",))

@@ -1,9 +1,9 @@
-"""What the VAE and GAN loops share: the sink they report to, progress bars, checkpoints and resume, and the
+"""What the training loops share: the sink they report to, progress bars, checkpoints and resume, and the
 error a non-finite loss raises.
 
 A loop only trains. It calls its sink at three points: ``start`` (before the first update of a fresh run),
 ``epoch`` (after each epoch, with that epoch's metrics) and ``end`` (after the last). A tracked sink (one per
-loop, in its module) writes them to a tracking.Run; `NullSink` drops them (benchmarks, tests, callers that only
+loop, in genlab.runs) writes them to a tracking.Run; `NullSink` drops them (benchmarks, tests, callers that only
 want the model).
 """
 

@@ -22,6 +22,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from genlab import cli, data
+from genlab.configs import VAEConfig
+from genlab.runs import vae as vae_entry
 from genlab.train import vae
 
 from .conftest import PRELUDE, all_runs, child_env, isolate_data, running
@@ -69,7 +71,7 @@ def earlier_run(checkpoint: str | None, kind: str = "vae") -> Setup:
         experiment = client.get_experiment_by_name("reliability")
         experiment_id = experiment.experiment_id if experiment else client.create_experiment("reliability")
         run = client.create_run(experiment_id, tags={"genlab.kind": kind})
-        for k, v in vae.params_of(vae.VAEConfig(dataset="synthetic", epochs=2, limit=200)).items():
+        for k, v in vae_entry.params_of(VAEConfig(dataset="synthetic", epochs=2, limit=200)).items():
             client.log_param(run.info.run_id, k, v)
         if checkpoint:
             path = tmp / "last.pt"
@@ -91,7 +93,7 @@ def finished_vae(latent_dim: int) -> Setup:
         experiment = client.get_experiment_by_name("reliability")
         experiment_id = experiment.experiment_id if experiment else client.create_experiment("reliability")
         run = client.create_run(experiment_id, tags={"genlab.kind": "vae"})
-        for k, v in vae.params_of(vae.VAEConfig(dataset="synthetic", latent_dim=latent_dim)).items():
+        for k, v in vae_entry.params_of(VAEConfig(dataset="synthetic", latent_dim=latent_dim)).items():
             client.log_param(run.info.run_id, k, v)
         client.set_terminated(run.info.run_id, "FINISHED")
         return {"run": run.info.run_id}

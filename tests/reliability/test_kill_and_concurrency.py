@@ -12,6 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from genlab import data
 from genlab.config import ConfigError
+from genlab.configs import VAEConfig
+from genlab.runs import vae as vae_entry
 from genlab.train import vae
 
 from ..conftest import genlab_cmd
@@ -22,15 +24,15 @@ EPOCH_METRICS = ("train_recon", "train_kl", "train_neg_elbo", "val_recon", "val_
 FINAL_METRICS = ("test_recon", "test_kl", "test_neg_elbo", "train_eval_neg_elbo")
 
 
-def kill_cfg(**kw) -> vae.VAEConfig:
+def kill_cfg(**kw) -> VAEConfig:
     # 16 batches per epoch: epoch 2 is still training when the poll below sees epoch 1's checkpoint.
     # eval_samples=0: the sample-quality scorer (and the classifier it would train) is not what is tested here.
-    return vae.VAEConfig(**{**dict(dataset="synthetic", epochs=3, limit=512, batch_size=32, latent_dim=4,
-                                   experiment="kill", eval_samples=0, nll_images=50), **kw})
+    return VAEConfig(**{**dict(dataset="synthetic", epochs=3, limit=512, batch_size=32, latent_dim=4,
+                               experiment="kill", eval_samples=0, nll_images=50), **kw})
 
 
-def cli_args(cfg: vae.VAEConfig) -> list[str]:
-    return [x for k, v in vae.params_of(cfg).items() for x in (f"--{k.replace('_', '-')}", str(v))]
+def cli_args(cfg: VAEConfig) -> list[str]:
+    return [x for k, v in vae_entry.params_of(cfg).items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, folder, timeout: float = 300) -> dict:

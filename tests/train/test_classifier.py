@@ -9,9 +9,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from genlab import cli, data
+from genlab.configs import ClassifierConfig, VAEConfig
 from genlab.entries import Context
 from genlab.models.classifier import FEATURE_DIM, Classifier
-from genlab.train import classifier, vae
+from genlab.runs import classifier as classifier_entry
+from genlab.runs import vae as vae_entry
 
 from ..conftest import ran
 
@@ -27,10 +29,10 @@ def trained(tmp_path_factory):
         mp.chdir(tmp)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
         mp.setenv("GENLAB_CACHE_DIR", str(tmp / "cache"))
-        assert classifier.find_classifier(classifier.ClassifierConfig(dataset="synthetic")) is None
+        assert classifier_entry.find_classifier(ClassifierConfig(dataset="synthetic")) is None
         # as inside `mlflow run`: the classifier must still get a run of its own
         mp.setenv("MLFLOW_RUN_ID", "0123456789abcdef0123456789abcdef")
-        scorer = classifier.get_scorer("synthetic")
+        scorer = classifier_entry.get_scorer("synthetic")
         mp.delenv("MLFLOW_RUN_ID")
         yield tmp, scorer
 
@@ -57,7 +59,7 @@ def test_get_scorer_trains_one_registered_classifier_then_reuses_it(trained):
     cached = list((tmp / "cache").glob(f"real-stats-{scorer.run_id}-*.npz"))
     assert len(cached) == 1
     # a second scorer (another VAE run, say) finds the same classifier and the cached statistics
-    again = classifier.get_scorer("synthetic")
+    again = classifier_entry.get_scorer("synthetic")
     assert again.run_id == scorer.run_id
     assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == 1
     np.testing.assert_array_equal(again.real.features, scorer.real.features)
@@ -91,9 +93,9 @@ def test_vae_run_logs_sample_quality_and_the_classifier(trained):
     _, scorer = trained
     # 8 epochs on the whole synthetic set (recon_fid_proxy 108 vs fid_proxy 325): after one epoch on 300 images the
     # wide decoder was still so close to its initialisation that both were ~1,800 and in either order
-    cfg = vae.VAEConfig(dataset="synthetic", epochs=8, limit=0, batch_size=64, latent_dim=4, experiment="eval",
-                        eval_samples=300, nll_images=50)
-    run_id, final = ran(vae.run(cfg, Context()))
+    cfg = VAEConfig(dataset="synthetic", epochs=8, limit=0, batch_size=64, latent_dim=4, experiment="eval",
+                    eval_samples=300, nll_images=50)
+    run_id, final = ran(vae_entry.run(cfg, Context()))
     run = MlflowClient().get_run(run_id)
     assert run.data.params["fid_classifier"] == scorer.run_id and run.data.params["eval_samples"] == "300"
     expected = SCORE_KEYS | {f"recon_{k}" for k in SCORE_KEYS} | {"eval_seconds", "aggregate_fid_proxy",
@@ -103,7 +105,7 @@ def test_vae_run_logs_sample_quality_and_the_classifier(trained):
     assert final["fid_proxy"] > 0 and final["recon_fid_proxy"] < final["fid_proxy"]
     # codes drawn from the posteriors of test images decode closer to the data than prior draws do
     assert 0 < final["aggregate_fid_proxy"] < final["fid_proxy"]
-    assert 1 <= final["interp_smoothness"] < vae.INTERP_STEPS - 1  # 1: even steps; 15: one jump
+    assert 1 <= final["interp_smoothness"] < vae_entry.INTERP_STEPS - 1  # 1: even steps; 15: one jump
 
 
 BAD_TRAIN_CLASSIFIER = [(["--epochs", "0"], "epochs"), (["--lr", "-1"], "lr"), (["--dataset", "cifar10"], "dataset"),
@@ -121,7 +123,7 @@ def test_train_classifier_bad_input_is_one_line_and_creates_no_run(store, capsys
 
 
 def test_smoke_on_real_fashion_mnist(store, fashion_mnist_dir):
-    cfg = classifier.ClassifierConfig(epochs=1, limit=2000, experiment="smoke")
-    run_id, final = ran(classifier.run(cfg, Context()))
+    cfg = ClassifierConfig(epochs=1, limit=2000, experiment="smoke")
+    run_id, final = ran(classifier_entry.run(cfg, Context()))
     assert MlflowClient().get_run(run_id).info.status == "FINISHED"
     assert final["test_accuracy"] > 0.5  # chance is 0.1; one short epoch on 2,000 images

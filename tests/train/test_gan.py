@@ -11,8 +11,11 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from genlab import data, tracking
+from genlab.configs import GANConfig, VAEConfig
 from genlab.entries import Context
 from genlab.models.gan import FittedGenerator, LatentFit
+from genlab.runs import gan as gan_entry
+from genlab.runs import vae as vae_entry
 from genlab.train import gan, vae
 
 from ..conftest import image_steps, ran, run_cli, store_in
@@ -20,10 +23,10 @@ from ..conftest import image_steps, ran, run_cli, store_in
 EPOCH_METRICS = {"d_loss", "g_loss", "d_real", "d_fake", "epoch_seconds", "images_per_second", "sample_diversity"}
 
 
-def tiny(**kw) -> gan.GANConfig:
+def tiny(**kw) -> GANConfig:
     base = dict(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4, eval_samples=0,
                 experiment="test-gan")
-    return gan.GANConfig(**{**base, **kw})
+    return GANConfig(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +39,8 @@ def shared_store(tmp_path_factory, empty_store_file):
 @pytest.fixture(scope="module")
 def vae_run(shared_store):
     """One finished VAE run (latent_dim 4, conv) in the shared store; its id."""
-    run_id, _ = ran(vae.run(vae.VAEConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
-                                          eval_samples=0, nll_images=50, experiment="source-vae"), Context()))
+    run_id, _ = ran(vae_entry.run(VAEConfig(dataset="synthetic", epochs=1, limit=128, batch_size=64, latent_dim=4,
+                                            eval_samples=0, nll_images=50, experiment="source-vae"), Context()))
     return run_id
 
 
@@ -50,7 +53,7 @@ def vae_checkpoint(run_id: str) -> dict:
 
 
 def test_one_epoch_logs_metrics_step0_artifacts_and_generator(shared_store):
-    run_id, final = ran(gan.run(tiny(eval_samples=200, experiment="one-epoch"), Context()))
+    run_id, final = ran(gan_entry.run(tiny(eval_samples=200, experiment="one-epoch"), Context()))
     client = MlflowClient()
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "gan z4 init=random s0"
@@ -74,7 +77,7 @@ def test_one_epoch_logs_metrics_step0_artifacts_and_generator(shared_store):
 
 def test_init_from_loads_the_decoder_exactly_and_step0_samples_are_the_vae_samples(vae_run, tmp_path):
     cfg = tiny(init_from=vae_run, init_discriminator="encoder")
-    init = gan.resolve_init(cfg)
+    init = gan_entry.resolve_init(cfg)
     generator, discriminator = gan.build_models(cfg, init)
     saved = vae_checkpoint(vae_run)["model"]
     for k, v in generator.state_dict().items():
@@ -91,7 +94,7 @@ def test_init_from_loads_the_decoder_exactly_and_step0_samples_are_the_vae_sampl
     assert torch.equal(gan.generate_fixed(generator, vae.N_GRID, vae.SAMPLE_SEED),
                        vae.prior_samples(model))
 
-    run_id, _ = ran(gan.run(tiny(init_from=vae_run, experiment="init"), Context()))
+    run_id, _ = ran(gan_entry.run(tiny(init_from=vae_run, experiment="init"), Context()))
     run = MlflowClient().get_run(run_id)
     assert run.info.run_name == "gan z4 init=vae-decoder s0" and run.data.tags["genlab.init"] == "vae-decoder"
     assert run.data.params["init_from_run"] == vae_run
@@ -105,7 +108,7 @@ def test_init_from_loads_the_decoder_exactly_and_step0_samples_are_the_vae_sampl
 def test_init_from_a_registered_decoder(vae_run):
     tracking.register_model(vae_run, "decoder", "source-decoder", alias="champion")
     for uri in ("models:/source-decoder/1", "models:/source-decoder@champion"):
-        init = gan.resolve_init(tiny(init_from=uri))
+        init = gan_entry.resolve_init(tiny(init_from=uri))
         assert init.run_id == vae_run
         generator, _ = gan.build_models(tiny(), init)
         saved = vae_checkpoint(vae_run)["model"]
@@ -147,7 +150,7 @@ def test_latent_fit_recovers_the_codes_gaussian_and_stays_fixed():
 
 def test_latent_fit_codes_run_logs_step0_fid_proxy_the_fit_and_resumes_with_its_map(vae_run):
     cfg = tiny(init_from=vae_run, latent_fit="codes", eval_samples=200, epochs=2, experiment="fit")
-    run_id, final = ran(gan.run(cfg, Context()))
+    run_id, final = ran(gan_entry.run(cfg, Context()))
     client = MlflowClient()
     run = client.get_run(run_id)
     assert run.info.run_name == "gan z4 init=vae-decoder latent_fit=codes s0" and run.data.params["latent_fit"] == "codes"
@@ -156,7 +159,7 @@ def test_latent_fit_codes_run_logs_step0_fid_proxy_the_fit_and_resumes_with_its_
     for key in ("latent_fit_mean_norm", "latent_fit_logdet", "latent_fit_seconds"):
         assert [m.step for m in client.get_metric_history(run_id, key)] == [0], key
     # the map is the Gaussian of the init run's encoder codes (z_mean) of the run's training images
-    init = gan.resolve_init(cfg)
+    init = gan_entry.resolve_init(cfg)
     expected, summary = gan.fit_latent(cfg, init, data.load("synthetic", cfg.limit), torch.device("cpu"))
     assert run.data.metrics["latent_fit_logdet"] == pytest.approx(summary["latent_fit_logdet"], rel=1e-5)
     assert summary["latent_fit_logdet"] != 0.0 and summary["latent_fit_mean_norm"] > 0
@@ -164,7 +167,7 @@ def test_latent_fit_codes_run_logs_step0_fid_proxy_the_fit_and_resumes_with_its_
     assert torch.equal(state["generator"]["latent_fit.mean"], expected.mean)
     assert torch.equal(state["generator"]["latent_fit.scale_tril"], expected.scale_tril)
     # step 0 is the fitted generator's own fid_proxy, not the bare decoder's
-    scorer = gan.find_scorer("synthetic", torch.device("cpu"))
+    scorer = gan_entry.find_scorer("synthetic", torch.device("cpu"))
     fitted, _ = gan.build_models(cfg, init, expected)
     bare, _ = gan.build_models(tiny(init_from=vae_run), init)
     assert fid[0].value == pytest.approx(gan.evaluate(fitted, cfg, scorer)["fid_proxy"], rel=1e-4)
@@ -176,10 +179,10 @@ def test_latent_fit_codes_run_logs_step0_fid_proxy_the_fit_and_resumes_with_its_
             raise RuntimeError("simulated crash")
 
     with pytest.raises(RuntimeError):
-        gan.run(tiny(init_from=vae_run, latent_fit="codes", eval_samples=200, epochs=2, experiment="fit-crash"),
-                Context(on_epoch=crash))
+        gan_entry.run(tiny(init_from=vae_run, latent_fit="codes", eval_samples=200, epochs=2, experiment="fit-crash"),
+                      Context(on_epoch=crash))
     (crashed,) = client.search_runs([client.get_experiment_by_name("fit-crash").experiment_id])
-    resumed_id, resumed = ran(gan.run(gan.GANConfig(), Context(resume_run_id=crashed.info.run_id)))
+    resumed_id, resumed = ran(gan_entry.run(GANConfig(), Context(resume_run_id=crashed.info.run_id)))
     # resumed from its checkpoint (no new fit): the same map, hence the same second epoch as the uninterrupted run
     state = gan.load_checkpoint(tracking.download_artifact(resumed_id, "checkpoint/last.pt"))
     assert torch.equal(state["generator"]["latent_fit.scale_tril"], expected.scale_tril)
@@ -233,18 +236,18 @@ def test_absurd_learning_rate_fails_the_run_naming_the_network_and_epoch(shared_
 
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(shared_store):
-    _, reference = ran(gan.run(tiny(epochs=2, experiment="ref"), Context()))
+    _, reference = ran(gan_entry.run(tiny(epochs=2, experiment="ref"), Context()))
 
     def crash(epoch, metrics):
         if epoch == 1:
             raise RuntimeError("simulated crash")
 
     with pytest.raises(RuntimeError):
-        gan.run(tiny(epochs=2, experiment="crash"), Context(on_epoch=crash))
+        gan_entry.run(tiny(epochs=2, experiment="crash"), Context(on_epoch=crash))
     client = MlflowClient()
     (crashed,) = client.search_runs([client.get_experiment_by_name("crash").experiment_id])
     assert crashed.info.status == "FAILED"
-    run_id, resumed = ran(gan.run(gan.GANConfig(), Context(resume_run_id=crashed.info.run_id)))
+    run_id, resumed = ran(gan_entry.run(GANConfig(), Context(resume_run_id=crashed.info.run_id)))
     assert run_id == crashed.info.run_id and client.get_run(run_id).info.status == "FINISHED"
     # Same tolerance as the VAE: bit-identical on CPU with a fixed thread count, 1e-5 leaves room for BLAS order.
     for key in ("d_loss", "g_loss", "d_real", "d_fake", "sample_diversity"):
@@ -266,7 +269,7 @@ def test_update_average_moves_towards_the_generator_with_a_warm_up():
 
 
 def test_the_moving_average_is_checkpointed_evaluated_and_logged(shared_store):
-    run_id, _ = ran(gan.run(tiny(epochs=1, ema_decay=0.9, experiment="ema"), Context()))
+    run_id, _ = ran(gan_entry.run(tiny(epochs=1, ema_decay=0.9, experiment="ema"), Context()))
     state = gan.load_checkpoint(tracking.download_artifact(run_id, "checkpoint/last.pt"))
     logged = tracking.logged_model_state_dict(run_id, "generator")
     assert set(logged) == set(state["generator_ema"])
@@ -274,7 +277,7 @@ def test_the_moving_average_is_checkpointed_evaluated_and_logged(shared_store):
     assert any(not torch.equal(state["generator"][k], state["generator_ema"][k]) for k in logged)
     assert any(k.endswith("parametrizations.weight.original") for k in state["discriminator"])
     # without the average, the last weights are what is logged, and the discriminator can stay plain
-    run_id, _ = ran(gan.run(tiny(epochs=1, ema_decay=0.0, spectral_norm=0, experiment="ema"), Context()))
+    run_id, _ = ran(gan_entry.run(tiny(epochs=1, ema_decay=0.0, spectral_norm=0, experiment="ema"), Context()))
     state = gan.load_checkpoint(tracking.download_artifact(run_id, "checkpoint/last.pt"))
     logged = tracking.logged_model_state_dict(run_id, "generator")
     assert "generator_ema" not in state and all(torch.equal(logged[k], state["generator"][k]) for k in logged)
@@ -284,9 +287,9 @@ def test_the_moving_average_is_checkpointed_evaluated_and_logged(shared_store):
 def test_a_run_older_than_the_recipe_params_is_rebuilt_with_its_own_recipe():
     old = {k: str(v) for k, v in dataclasses.asdict(tiny()).items()
            if k not in ("spectral_norm", "ema_decay", "loss", "lr_d")}
-    cfg = gan.config_from_params(old)
+    cfg = gan_entry.config_from_params(old)
     assert (cfg.spectral_norm, cfg.ema_decay, cfg.loss, cfg.lr_d) == (0, 0.0, "ns", 2e-4)
-    new = gan.config_from_params({k: str(v) for k, v in dataclasses.asdict(tiny()).items()})
+    new = gan_entry.config_from_params({k: str(v) for k, v in dataclasses.asdict(tiny()).items()})
     assert (new.spectral_norm, new.ema_decay, new.loss) == (1, 0.999, "hinge")
 
 

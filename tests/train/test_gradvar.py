@@ -7,7 +7,10 @@ from mlflow.tracking import MlflowClient
 
 from genlab import cli, tracking
 from genlab.config import ConfigError
+from genlab.configs import GradVarConfig, VAEConfig
 from genlab.entries import Context
+from genlab.runs import gradvar as gradvar_entry
+from genlab.runs import vae as vae_entry
 from genlab.train import gradvar, vae
 
 from ..conftest import ran, store_in
@@ -20,9 +23,9 @@ def shared_store(tmp_path_factory, empty_store_file):
         yield
 
 
-def tiny(**kw) -> gradvar.GradVarConfig:
+def tiny(**kw) -> GradVarConfig:
     base = dict(dataset="synthetic", latent_dim=4, n_samples=12, batch_size=16, experiment="test-gradvar")
-    return gradvar.GradVarConfig(**{**base, **kw})
+    return GradVarConfig(**{**base, **kw})
 
 
 def test_running_moments_match_torch_var():
@@ -53,7 +56,7 @@ def test_pooled_ratio_and_its_bootstrap_interval():
 
 
 def test_score_estimator_is_noisier_and_no_trick_sends_no_gradient(shared_store):
-    run_id, m = ran(gradvar.run(tiny(), Context()))
+    run_id, m = ran(gradvar_entry.run(tiny(), Context()))
     for name, (num, den) in gradvar.RATIOS.items():
         ratio = m[f"grad_variance_ratio_{name}"]
         assert ratio == pytest.approx(m[f"grad_variance_{num}"] / m[f"grad_variance_{den}"], rel=1e-6)
@@ -73,9 +76,9 @@ def test_score_estimator_is_noisier_and_no_trick_sends_no_gradient(shared_store)
 
 
 def test_parameters_come_from_a_vae_run(shared_store):
-    source_id, _ = ran(vae.run(vae.VAEConfig(dataset="synthetic", latent_dim=4, epochs=1, limit=200, batch_size=64,
-                                             eval_samples=0, nll_images=50, experiment="src"), Context()))
-    state, gate = gradvar.load_source(tiny(vae_run=source_id))
+    source_id, _ = ran(vae_entry.run(VAEConfig(dataset="synthetic", latent_dim=4, epochs=1, limit=200, batch_size=64,
+                                               eval_samples=0, nll_images=50, experiment="src"), Context()))
+    state, gate = gradvar_entry.load_source(tiny(vae_run=source_id))
     # the measurement carries the source run's convergence gate (the verdict rests on a converged VAE)
     assert gate == {"converged": MlflowClient().get_run(source_id).data.metrics["converged"]}
     model = vae.VAE(4)
@@ -83,9 +86,9 @@ def test_parameters_come_from_a_vae_run(shared_store):
     logged = vae.load_checkpoint(tracking.download_artifact(source_id, "checkpoint/last.pt"))["model"]
     assert all(torch.equal(model.state_dict()[k], logged[k]) for k in logged)
     with pytest.raises(ConfigError, match="latent_dim must match"):
-        gradvar.run(tiny(vae_run=source_id, latent_dim=8, experiment="mismatch"), Context())
+        gradvar_entry.run(tiny(vae_run=source_id, latent_dim=8, experiment="mismatch"), Context())
     with pytest.raises(ConfigError, match="epochs must be 0"):
-        gradvar.run(tiny(vae_run=source_id, epochs=1, experiment="mismatch"), Context())
+        gradvar_entry.run(tiny(vae_run=source_id, epochs=1, experiment="mismatch"), Context())
     assert not MlflowClient().get_experiment_by_name("mismatch")
 
 

@@ -9,6 +9,7 @@ import torch
 
 from genlab import data
 from genlab.config import ConfigError
+from genlab.configs import GANConfig, VAEConfig
 from genlab.train import gan, loop, vae
 
 
@@ -42,14 +43,14 @@ def splits():
     return data.load("synthetic", limit=192)
 
 
-def vae_cfg(**kw) -> vae.VAEConfig:
-    return vae.VAEConfig(**{**dict(dataset="synthetic", epochs=2, limit=192, batch_size=64, latent_dim=3,
-                                   eval_samples=0, nll_images=50, lr_schedule="cosine"), **kw})
+def vae_cfg(**kw) -> VAEConfig:
+    return VAEConfig(**{**dict(dataset="synthetic", epochs=2, limit=192, batch_size=64, latent_dim=3,
+                               eval_samples=0, nll_images=50, lr_schedule="cosine"), **kw})
 
 
-def gan_cfg(**kw) -> gan.GANConfig:
-    return gan.GANConfig(**{**dict(dataset="synthetic", epochs=2, limit=192, batch_size=64, latent_dim=3,
-                                   eval_samples=0), **kw})
+def gan_cfg(**kw) -> GANConfig:
+    return GANConfig(**{**dict(dataset="synthetic", epochs=2, limit=192, batch_size=64, latent_dim=3,
+                               eval_samples=0), **kw})
 
 
 def test_the_vae_loop_reports_each_epoch_and_a_checkpoint_it_can_resume_from(splits):

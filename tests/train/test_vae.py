@@ -9,7 +9,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from genlab import data
+from genlab.configs import VAEConfig
 from genlab.entries import Context
+from genlab.models.vae import encode_means
+from genlab.runs import vae as vae_entry
 from genlab.train import loop, vae
 
 from ..conftest import image_steps, ran
@@ -18,14 +21,14 @@ EPOCH_METRICS = {"train_recon", "train_kl", "train_neg_elbo", "val_recon", "val_
                  "active_units", "epoch_seconds", "images_per_second"}
 
 
-def tiny(**kw) -> vae.VAEConfig:
+def tiny(**kw) -> VAEConfig:
     base = dict(dataset="synthetic", epochs=2, limit=300, batch_size=64, latent_dim=4, experiment="test-vae",
                 eval_samples=0, nll_images=50)  # sample-quality metrics: tests/train/test_classifier.py
-    return vae.VAEConfig(**{**base, **kw})
+    return VAEConfig(**{**base, **kw})
 
 
 def test_run_logs_metrics_artifacts_and_models(store):
-    run_id, final = ran(vae.run(tiny(), Context()))
+    run_id, final = ran(vae_entry.run(tiny(), Context()))
     client = MlflowClient()
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "vae z4 b1.0 n300 s0"
@@ -60,18 +63,18 @@ def test_run_logs_metrics_artifacts_and_models(store):
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(store):
     # cosine schedule: the learning rate after resume must come from the step, as in the uninterrupted run
-    _, reference = ran(vae.run(tiny(epochs=3, experiment="ref", lr_schedule="cosine"), Context()))
+    _, reference = ran(vae_entry.run(tiny(epochs=3, experiment="ref", lr_schedule="cosine"), Context()))
 
     def crash(epoch, metrics):
         if epoch == 2:
             raise RuntimeError("simulated crash")
 
     with pytest.raises(RuntimeError):
-        vae.run(tiny(epochs=3, experiment="crash", lr_schedule="cosine"), Context(on_epoch=crash))
+        vae_entry.run(tiny(epochs=3, experiment="crash", lr_schedule="cosine"), Context(on_epoch=crash))
     client = MlflowClient()
     crashed = client.search_runs([client.get_experiment_by_name("crash").experiment_id])[0]
     assert crashed.info.status == "FAILED" and "simulated crash" in crashed.data.tags["genlab.failure"]
-    run_id, resumed = ran(vae.run(vae.VAEConfig(), Context(resume_run_id=crashed.info.run_id)))
+    run_id, resumed = ran(vae_entry.run(VAEConfig(), Context(resume_run_id=crashed.info.run_id)))
     assert run_id == crashed.info.run_id and client.get_run(run_id).info.status == "FINISHED"
     # Tolerance: bit-identical on CPU with a fixed thread count; 1e-5 relative leaves room for BLAS order.
     for key in ("test_neg_elbo", "val_neg_elbo", "train_neg_elbo", "val_rel_improvement_tail", "test_nll_iw"):
@@ -89,13 +92,13 @@ def test_cosine_learning_rate():
 
 def test_nan_loss_fails_the_run_with_a_reason(store):
     with pytest.raises(loop.NonFiniteLoss, match="epoch 1"):
-        vae.run(tiny(lr=1e12, epochs=1), Context())
+        vae_entry.run(tiny(lr=1e12, epochs=1), Context())
     run = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("test-vae").experiment_id])[0]
     assert run.info.status == "FAILED" and "NonFiniteLoss" in run.data.tags["genlab.failure"]
 
 
 def test_score_estimator_trains(store):
-    _, final = ran(vae.run(tiny(estimator="score", epochs=1), Context()))
+    _, final = ran(vae_entry.run(tiny(estimator="score", epochs=1), Context()))
     assert math.isfinite(final["test_neg_elbo"])
 
 
@@ -153,13 +156,13 @@ def test_interpolation_measures_of_a_linear_decoder():
     torch.manual_seed(0)
     model = vae.VAE(4, "mlp")
     model.decoder = ShadeDecoder()
-    out = vae.interpolation_measures(model, x, PixelScorer(), torch.device("cpu"))
+    out = vae_entry.interpolation_measures(model, x, PixelScorer(), torch.device("cpu"))
     assert out["interp_smoothness"] == pytest.approx(1.0, abs=1e-4)
     # every image changes by dz0 per grey value along its line: a squared step of 784 dz0^2 at every point
-    chosen = np.random.default_rng(vae.INTERP_SEED).choice(len(x), size=2 * vae.INTERP_PAIRS, replace=False)
-    z = vae.encode_means(model.encoder, x[torch.from_numpy(chosen)], torch.device("cpu"))[0].numpy()
-    per_line = 784 * (z[vae.INTERP_PAIRS:, 0] - z[:vae.INTERP_PAIRS, 0]).astype(np.float64) ** 2
-    d = np.repeat(per_line, vae.PPL_POINTS)
+    chosen = np.random.default_rng(vae_entry.INTERP_SEED).choice(len(x), size=2 * vae_entry.INTERP_PAIRS, replace=False)
+    z = encode_means(model.encoder, x[torch.from_numpy(chosen)], torch.device("cpu"))[0].numpy()
+    per_line = 784 * (z[vae_entry.INTERP_PAIRS:, 0] - z[:vae_entry.INTERP_PAIRS, 0]).astype(np.float64) ** 2
+    d = np.repeat(per_line, vae_entry.PPL_POINTS)
     low, high = np.percentile(d, [1, 99])
     expected = d[(d >= low) & (d <= high)].mean()
     # within 10 %: the points of a line tie up to float32 rounding, so the 1st-99th percentile trim keeps an
@@ -169,7 +172,7 @@ def test_interpolation_measures_of_a_linear_decoder():
     # a decoder 1.5 times as steep: 2.25 times the path length, the same evenness
     with torch.no_grad():
         model.decoder.slope.mul_(1.5)
-    steeper = vae.interpolation_measures(model, x, PixelScorer(), torch.device("cpu"))
+    steeper = vae_entry.interpolation_measures(model, x, PixelScorer(), torch.device("cpu"))
     assert steeper["interp_path_length_pixels"] == pytest.approx(2.25 * out["interp_path_length_pixels"], rel=0.1)
     assert steeper["interp_smoothness"] == pytest.approx(1.0, abs=1e-4)
     # the report quotes these settings without importing torch: they must be the ones the runs use
@@ -177,8 +180,8 @@ def test_interpolation_measures_of_a_linear_decoder():
     from reports.questions import p1q2
 
     assert p1q2.MEASURED_WITH == {"kl_active_threshold": metrics.KL_ACTIVE_THRESHOLD, "mmd_images": vae.MMD_IMAGES,
-                                  "interp_pairs": vae.INTERP_PAIRS, "interp_steps": vae.INTERP_STEPS,
-                                  "ppl_points": vae.PPL_POINTS, "ppl_epsilon": vae.PPL_EPSILON}
+                                  "interp_pairs": vae_entry.INTERP_PAIRS, "interp_steps": vae_entry.INTERP_STEPS,
+                                  "ppl_points": vae_entry.PPL_POINTS, "ppl_epsilon": vae_entry.PPL_EPSILON}
 
 
 def test_evaluate_is_deterministic():
@@ -189,8 +192,8 @@ def test_evaluate_is_deterministic():
 
 
 def test_smoke_on_real_fashion_mnist(store, fashion_mnist_dir):
-    run_id, final = ran(vae.run(vae.VAEConfig(dataset="fashion-mnist", epochs=1, limit=2000, experiment="smoke",
-                                              eval_samples=0), Context()))
+    run_id, final = ran(vae_entry.run(VAEConfig(dataset="fashion-mnist", epochs=1, limit=2000, experiment="smoke",
+                                                eval_samples=0), Context()))
     assert MlflowClient().get_run(run_id).info.status == "FINISHED"
     # untrained: 784*ln2 = 543 nats; one short epoch must already be far below
     assert final["test_neg_elbo"] < 450

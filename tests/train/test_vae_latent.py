@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from genlab import data, metrics
+from genlab import data, linear_probes, metrics
+from genlab.configs import VAEConfig
+from genlab.runs import vae as vae_entry
 from genlab.train import vae
 
 
@@ -28,17 +30,17 @@ def test_linear_probe_reads_separable_labels_and_not_noise():
     rng = np.random.default_rng(0)
     labels = np.arange(600) % 3
     features = rng.normal(size=(600, 4)) + 5.0 * np.eye(4)[labels]
-    assert metrics.linear_probe_accuracy(features[:400], labels[:400], features[400:], labels[400:]) == 1.0
+    assert linear_probes.linear_probe_accuracy(features[:400], labels[:400], features[400:], labels[400:]) == 1.0
     noise = rng.normal(size=(600, 4))
-    assert metrics.linear_probe_accuracy(noise[:400], labels[:400], noise[400:], labels[400:]) < 0.5
+    assert linear_probes.linear_probe_accuracy(noise[:400], labels[:400], noise[400:], labels[400:]) < 0.5
 
 
 def test_latent_space_extras_for_a_2d_latent():
     splits = data.load("synthetic", limit=300)
-    cfg = vae.VAEConfig(dataset="synthetic", latent_dim=2, epochs=1, limit=300, batch_size=64, nll_images=50)
+    cfg = VAEConfig(dataset="synthetic", latent_dim=2, epochs=1, limit=300, batch_size=64, nll_images=50)
     model, final = vae.train(cfg, splits)
     run = Recorder()
-    out = vae.log_latent_space(run, model, splits, torch.device("cpu"), step=1)
+    out = vae_entry.log_latent_space(run, model, splits, torch.device("cpu"), step=1)
     assert out == run.metrics and 0.1 < out["latent_probe_accuracy"] <= 1.0  # 10 classes: above chance
     kl = run.dicts["kl_per_dim.json"]
     assert len(kl) == 2 and all(v >= 0 for v in kl)
@@ -55,5 +57,5 @@ def test_no_scatter_beyond_two_dimensions():
     splits = data.load("synthetic", limit=200)
     model = vae.VAE(latent_dim=3)
     run = Recorder()
-    vae.log_latent_space(run, model, splits, torch.device("cpu"), step=1)
+    vae_entry.log_latent_space(run, model, splits, torch.device("cpu"), step=1)
     assert not run.figures and len(run.dicts["kl_per_dim.json"]) == 3
