@@ -7,6 +7,8 @@ Results go to ``bench.json`` and ``bench.md`` (a Markdown table) in ``output_dir
 
 To add a measurement: write ``def measure_x(ctx: Context) -> list[Measure]`` and append it to ``MEASUREMENTS``.
 A measurement that cannot run here returns ``Measure(name, None, reason=...)``: "not measured", never a number.
+``training_speed`` (about a second per architecture) is what the study's dry run (``genlab study --dry-run``) sizes its
+wall-time estimate with.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 
 from genlab import data, entries, files, losses, tags
 from genlab.config import ConfigError, check, check_declared, resolve_device
-from genlab.configs import BenchConfig, ClassifierConfig, GANConfig, VAEConfig
+from genlab.configs import ARCHS, BenchConfig, ClassifierConfig, GANConfig, VAEConfig
 from genlab.models.vae import VAE
 from genlab.runs import vae as vae_entry
 from genlab.train import loop, vae
@@ -358,6 +360,31 @@ def measure_threads(ctx: Context) -> list[Measure]:
                     "on this machine (as loaded now)")]
 
 
+def training_speed(seconds: float = 1.0) -> dict[str, float]:
+    """Training images per second of this machine for each VAE architecture: a short timed loop of Adam steps on
+    random images with the default batch size (a GAN step costs about three of these; ``plans.estimate_cost``
+    counts so). The study's dry run sizes its wall-time estimate with it."""
+    speed = {}
+    x = torch.rand(128, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for arch in ARCHS:
+        model = VAE(16, arch)
+        optimizer = torch.optim.Adam(model.parameters())
+        images, t0, warm = 0, 0.0, 2
+        while images == 0 or time.perf_counter() - t0 < seconds:
+            logits, _, z_mean, z_log_var = model(x)
+            loss = losses.vae_terms(logits, x, z_mean, z_log_var, 1.0)["loss"].mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            warm -= 1
+            if warm == 0:
+                t0 = time.perf_counter()
+            elif warm < 0:
+                images += len(x)
+        speed[arch] = images / (time.perf_counter() - t0)
+    return speed
+
+
 # ---------------------------------------------------------------- tracking
 
 class _TimedRun:
@@ -576,12 +603,12 @@ def write_study_plans(ctx: Context, folder: Path) -> Path:
     trains the feature classifier) and no IW bound. Returns the plans folder."""
     import yaml
 
-    from genlab import study
+    from genlab.plans import DEFAULT_PLANS
 
     plans = folder / "plans"
     plans.mkdir()
     for question in STUDY_PLANS:
-        plan = yaml.safe_load((study.DEFAULT_PLANS / f"{question}.yaml").read_text())
+        plan = yaml.safe_load((DEFAULT_PLANS / f"{question}.yaml").read_text())
         small = {"limit": ctx.sizes["study_limit"], "epochs": 1, "eval_samples": 0, "nll_images": 0,
                  "batch_size": ctx.cfg.batch_size}
         plan["defaults"] = {**(plan.get("defaults") or {}), **small, "dataset": ctx.cfg.dataset, "device": "cpu"}

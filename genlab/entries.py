@@ -1,5 +1,6 @@
 """Every runnable thing of genlab declares one contract here: its MLproject name, its ``genlab`` sub-command, the
-run kind it makes, its config dataclass and its module. The CLI, the MLproject test and the study read ``ENTRIES``.
+run kind it makes, its config dataclass and its module. The CLI, the MLproject test and the plans (genlab.plans)
+read ``ENTRIES``.
 
 Each entry module defines ``validate(config)`` (a ConfigError before anything is created) and
 ``run(config, context) -> Result``. Standard library only, like genlab.configs: ``genlab --help`` builds its

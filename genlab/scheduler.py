@@ -1,10 +1,10 @@
 """Where a study's runs execute: here, one after the other (``--workers 1``); on a local Dask cluster of
 single-threaded worker processes (``--workers N``); or on a running Dask cluster (``--cluster ADDRESS``).
 
-The study (genlab/study.py) decides *what* runs and *when* (a run is submitted once the runs it refers to are
-FINISHED); a backend only executes. A task is plain data (the entry's name, its config, tags, the tracking store),
-so any worker process with genlab installed can run it. Dask rather than Ray: its local cluster starts faster,
-in fewer processes and with less memory (docs/results.md, Benchmark).
+The study (genlab/study.py, on the runs genlab/plans.py expands) decides *what* runs and *when* (a run is submitted
+once the runs it refers to are FINISHED); a backend only executes. A task is plain data (the entry's name, its
+config, tags, the tracking store), so any worker process with genlab installed can run it. Dask rather than Ray:
+its local cluster starts faster, in fewer processes and with less memory (docs/results.md, Benchmark).
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """``genlab study``: run the lab's experiment plans (``experiments/*.yaml``) as tracked runs, idempotently.
 
-A plan is plain data (see experiments/README.md): a question, shared ``defaults``, ``seeds`` and a list of ``runs``
-items, each naming an entry point, an ``arm`` (the condition, a template like ``beta={beta}``), fixed ``params``
-and a ``sweep`` (cartesian). Any value may be ``{quick: ..., full: ..., paper: ...}`` to differ per profile. A string
-parameter ``@name`` refers to the run an earlier item named ``name`` produced (its run id is substituted);
-``@pattern*:min(metric)`` / ``:max(metric)`` picks, among the runs whose names match the pattern, the one with the
-smallest / largest final ``metric``.
-
-Read top to bottom: load and validate the plans (all errors before any run) -> expand them into a list of runs
--> select (``--only`` plus what the selection refers to) -> run each through its entry point
-(``Entry.run(config, Context(tags=..., splits=...))``, as its own command does), reusing a FINISHED run with the
-same parameters, profile, question and code version.
+The plans are read, checked, expanded and selected by ``genlab.plans`` (their format: its docstring and
+experiments/README.md); this module runs the selected runs. Each goes through its entry point
+(``Entry.run(config, Context(tags=..., splits=...))``, as its own command does) once the runs it refers to are
+FINISHED (its ``Reference``s resolved into their run ids), unless a FINISHED run with the same parameters, profile,
+question and code version is reused.
 
 Several invocations on one store (two terminals, two machines on one MLflow server) train each run once: a run
 claims its key in the store as it starts (``genlab.tracking``, "claims"), and an invocation that finds the key
@@ -21,276 +15,24 @@ its heartbeat stops (its process is gone).
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import hashlib
-import itertools
 import json
 import os
 import re
-import string
 import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from genlab import tags
-from genlab.config import ConfigError, check, check_choice, check_declared
-from genlab.configs import PROJECT_ROOT, StudyConfig
-from genlab.configs import STUDY_PROFILES as PROFILES
-from genlab.entries import BY_NAME, ENTRIES, EXIT_RUNTIME, Context, Entry, Result
+from genlab.config import ConfigError, check, check_declared
+from genlab.configs import StudyConfig
+from genlab.entries import EXIT_RUNTIME, Context, Result
+from genlab.plans import PlannedRun, dependencies, fmt, load_plans, select
 
-DEFAULT_PLANS = PROJECT_ROOT / "experiments"
-
-RUNNER_PARAMS = ("experiment",)  # set by the study (``<study>-<question>``) unless a plan sets it
-PLAN_KEYS = {"question", "title", "default", "defaults", "seeds", "runs"}
-ITEM_KEYS = {"name", "entry", "arm", "params", "sweep", "seeds"}
-REFERENCE = re.compile(r"^@(?P<pattern>[A-Za-z0-9_.*?=-]+)(?::(?P<mode>min|max)\((?P<metric>[A-Za-z0-9_]+)\))?$")
-NAME = re.compile(r"^[A-Za-z0-9_.=-]+$")
-FASHION_TRAIN_IMAGES = 55000  # for the ETA's cost estimate only
-# what a plan item may run: every entry point that makes a run of its own, but a study
-PLANNABLE = tuple(entry.name for entry in ENTRIES if entry.kind not in (None, tags.STUDY_RUN))
 GAN_MODEL_NAME = "genlab-gan"  # models:/genlab-gan@best: the study's GAN generator with the lowest fid_proxy
 
-
-# ---------------------------------------------------------------- plans
-
-@dataclass
-class PlannedRun:
-    """One run of the study: what to call, with what, and how to tag it."""
-
-    question: str
-    entry: Entry
-    name: str  # symbolic name other items refer to with @name
-    arm: str
-    params: dict[str, Any]  # typed config values; strings starting with @ are references
-    cost: float = 0.0  # rough image passes, for the ETA
-    refs: list[str] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        seed = f" s{self.params['seed']}" if "seed" in self.params else ""
-        return f"{self.question} {self.arm}{seed} ({self.entry.name})"
-
-
-@dataclass
-class Plan:
-    question: str
-    title: str
-    default: bool
-    runs: list[PlannedRun]
-
-
-def _pick(value: Any, profile: str, where: str) -> Any:
-    """A ``{quick: a, full: b, paper: c}`` mapping gives the profile's value; anything else is the value itself."""
-    if isinstance(value, dict) and set(value) & set(PROFILES):
-        unknown = set(value) - set(PROFILES)
-        if unknown:
-            raise ConfigError(f"{where}: unknown profile '{sorted(map(str, unknown))[0]}' (profiles: "
-                              f"{', '.join(PROFILES)})")
-        if profile not in value:
-            raise ConfigError(f"{where} gives no value for profile {profile} (it gives {', '.join(map(str, value))})")
-        return value[profile]
-    return value
-
-
-def _cast(value: Any, type_name: str, where: str) -> Any:
-    """A plan value as the config field's type (YAML gives int for 1, float for 1.0); strict otherwise."""
-    if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
-        raise ConfigError(f"{where} must be a single {type_name} value, got {value!r}")
-    if type_name == "int":
-        check(isinstance(value, int), where, value, "an integer")
-    elif type_name == "float":
-        check(isinstance(value, (int, float)), where, value, "a number")
-        value = float(value)
-    elif type_name == "str":
-        check(isinstance(value, str), where, value, "a string")
-    return value
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _template(text: Any, values: dict[str, Any], where: str) -> str:
-    check(isinstance(text, str) and bool(text.strip()), where, text, "a non-empty string template")
-    names = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
-    missing = names - set(values)
-    if missing:
-        raise ConfigError(f"{where} uses {{{sorted(missing)[0]}}}, which is not a parameter of the run")
-    return text.format(**{k: _fmt(v) for k, v in values.items()})
-
-
-def load_plan(path: Path, profile: str) -> Plan:
-    """Read and check one plan file; expand its items for ``profile``. ConfigError names the file and key."""
-    import yaml
-
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path.name}: cannot read the plan ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path.name}: a plan must be a mapping with keys {', '.join(sorted(PLAN_KEYS))}")
-    unknown = set(raw) - PLAN_KEYS
-    if unknown:
-        raise ConfigError(f"{path.name}: unknown key '{sorted(unknown)[0]}' (allowed: {', '.join(sorted(PLAN_KEYS))})")
-    question = raw.get("question")
-    check(question == path.stem, f"{path.name}: question", question, f"'{path.stem}' (the file name)")
-    defaults = raw.get("defaults") or {}
-    check(isinstance(defaults, dict), f"{path.name}: defaults", defaults, "a mapping of parameter: value")
-    items = raw.get("runs")
-    check(isinstance(items, list) and bool(items), f"{path.name}: runs", items, "a non-empty list")
-    plan = Plan(question, str(raw.get("title", "")), bool(raw.get("default", True)), [])
-
-    for i, item in enumerate(items, 1):
-        where = f"{path.name}: runs[{i}]"
-        check(isinstance(item, dict), where, item, "a mapping")
-        unknown = set(item) - ITEM_KEYS
-        if unknown:
-            raise ConfigError(f"{where}: unknown key '{sorted(unknown)[0]}' (allowed: {', '.join(sorted(ITEM_KEYS))})")
-        check_choice(f"{where}: entry", item.get("entry"), PLANNABLE)
-        entry = BY_NAME[item["entry"]]
-        seeds = _pick(item.get("seeds", raw.get("seeds", [0])), profile, f"{where}: seeds")
-        check(isinstance(seeds, list) and bool(seeds) and all(isinstance(s, int) and not isinstance(s, bool)
-                                                              and s >= 0 for s in seeds),
-              f"{where}: seeds", seeds, "a non-empty list of integers >= 0")
-        if "seed" not in entry.fields():
-            if "seeds" in item or "seeds" in raw:
-                raise ConfigError(f"{where}: seeds are given but {entry.name} has no seed parameter")
-            seeds = [None]
-        sweep = {k: _pick(v, profile, f"{where}: sweep.{k}") for k, v in (item.get("sweep") or {}).items()}
-        for k, v in sweep.items():
-            check(isinstance(v, list) and bool(v), f"{where}: sweep.{k}", v, "a non-empty list")
-        fixed = {**defaults, **(item.get("params") or {})}
-        overlap = set(sweep) & (set(item.get("params") or {}) | {"seed"})
-        if overlap:
-            raise ConfigError(f"{where}: '{sorted(overlap)[0]}' is both swept and fixed")
-        for combo in itertools.product(*sweep.values()):
-            for seed in seeds:
-                values = {k: _pick(v, profile, f"{where}: {k}") for k, v in fixed.items()}
-                values.update(zip(sweep, combo, strict=True))
-                if seed is not None:
-                    values["seed"] = seed
-                run = PlannedRun(question, entry, "", "", {})
-                run.params = _typed_params(entry, values, where)
-                shown = dict(run.params)
-                run.arm = _template(item.get("arm"), shown, f"{where}: arm")
-                default_name = re.sub(r"[^A-Za-z0-9_.=-]", "_", f"{question}_{item.get('arm')}_s{{seed}}")
-                run.name = _template(item.get("name", default_name), shown, f"{where}: name")
-                check(bool(NAME.match(run.name)), f"{where}: name", run.name, "letters, digits and _ . = - only")
-                # "@p1q2_beta1_s{seed}": a reference may name the run of the same seed (paired replication)
-                run.params = {k: _template(v, shown, f"{where}: {k}") if _is_reference(v) else v
-                              for k, v in run.params.items()}
-                run.refs = [v for v in run.params.values() if _is_reference(v)]
-                for ref in run.refs:
-                    check(bool(REFERENCE.match(ref)), f"{where}: reference", ref, "@name or @pattern*:min(metric)")
-                run.cost = estimate_cost(entry.name, run.params)
-                plan.runs.append(run)
-    return plan
-
-
-def _typed_params(entry: Entry, values: dict[str, Any], where: str) -> dict[str, Any]:
-    """Check names and types against the entry's config."""
-    fields = entry.fields()
-    typed = {}
-    for k, v in values.items():
-        if k not in fields:
-            raise ConfigError(f"{where}: unknown parameter '{k}' for {entry.name} "
-                              f"(allowed: {', '.join(f for f in fields if f not in RUNNER_PARAMS)})")
-        typed[k] = _cast(v, fields[k], f"{where}: {k}")
-    return typed
-
-
-def _is_reference(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith("@")
-
-
-def estimate_cost(entry: str, params: dict[str, Any]) -> float:
-    """Rough image passes of one run (training dominates; evaluations ~20k images), for the ETA only."""
-    n_train = params.get("limit") or (1750 if params.get("dataset") == "synthetic" else FASHION_TRAIN_IMAGES)
-    epochs = params.get("epochs", 1) if isinstance(params.get("epochs", 1), int) else 1
-    if entry == "train_vae":  # + a validation pass per epoch and the IW bound: forward only, about 1/3 of a step
-        bound = 2 * params.get("nll_k", 16) * params.get("nll_images", 500)
-        return epochs * (n_train + 5000 / 3) + 20000 + bound / 3
-    if entry == "train_gan":
-        return 3 * epochs * n_train + 20000
-    if entry == "gradvar":  # per draw 19 decoder passes (17 of them the matched estimator), about half a step each
-        return 10 * params.get("n_samples", 200) * params.get("batch_size", 64) + epochs * n_train
-    return 30000
-
-
-def load_plans(cfg: StudyConfig) -> list[Plan]:
-    """Every plan in the folder, in question order, checked; ConfigError before anything runs."""
-    check_choice("profile", cfg.profile, PROFILES)
-    check(bool(NAME.match(cfg.study)), "study", cfg.study, "a name of letters, digits and _ . = -")
-    folder = Path(cfg.plans) if Path(cfg.plans).is_absolute() else PROJECT_ROOT / cfg.plans
-    paths = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
-    check(bool(paths), "plans", cfg.plans, "a folder with plan files (*.yaml)")
-    plans = [load_plan(p, cfg.profile) for p in paths]
-    names: dict[str, PlannedRun] = {}
-    seen: dict[tuple, str] = {}
-    for plan in plans:
-        for run in plan.runs:
-            if run.name in names:
-                raise ConfigError(f"{plan.question}.yaml: run name '{run.name}' is used twice (names must be unique)")
-            key = (run.question, run.entry.name, tuple(sorted((k, str(v)) for k, v in run.params.items())))
-            if key in seen:
-                raise ConfigError(f"{plan.question}.yaml: runs '{seen[key]}' and '{run.name}' have the same parameters")
-            seen[key] = run.name
-            for ref in run.refs:
-                if not _matches(ref, names):
-                    raise ConfigError(f"{plan.question}.yaml: '{run.name}' refers to {ref}, which no earlier run "
-                                      f"defines")
-                if REFERENCE.match(ref)["mode"] is None and len(_matches(ref, names)) != 1:
-                    raise ConfigError(f"{plan.question}.yaml: {ref} matches several runs; add :min(metric) or "
-                                      f":max(metric)")
-            names[run.name] = run
-            if not run.refs:
-                try:
-                    run.entry.validate(_config(run, run.params, cfg, plan.question))
-                except ConfigError as e:
-                    raise ConfigError(f"{plan.question}.yaml: {run.name}: {e}") from None
-    return plans
-
-
-def _matches(ref: str, names: dict[str, PlannedRun]) -> list[PlannedRun]:
-    pattern = REFERENCE.match(ref)["pattern"]
-    return [run for name, run in names.items() if fnmatch.fnmatchcase(name, pattern)]
-
-
-def _config(run: PlannedRun, params: dict[str, Any], cfg: StudyConfig, question: str) -> Any:
-    fields = run.entry.fields()
-    values = dict(params)
-    if "experiment" in fields and "experiment" not in values:
-        values["experiment"] = f"{cfg.study}-{question}"
-    return run.entry.config(**values)
-
-
-def select(plans: list[Plan], only: str) -> list[PlannedRun]:
-    """The runs of the chosen questions plus every run they refer to, in plan order."""
-    by_question = {p.question: p for p in plans}
-    if only.strip() == "all":
-        chosen = [p.question for p in plans if p.default]
-    else:
-        chosen = [q.strip() for q in only.split(",") if q.strip()]
-        unknown = [q for q in chosen if q not in by_question]
-        if unknown or not chosen:
-            raise ConfigError(f"only must be 'all' or a comma list of {', '.join(by_question)}, got {only!r}")
-    everything = [run for plan in plans for run in plan.runs]
-    earlier: dict[str, PlannedRun] = {}
-    deps: dict[str, list[PlannedRun]] = {}
-    for run in everything:  # references point backwards: a run's dependencies are among the earlier runs
-        deps[run.name] = [dep for ref in run.refs for dep in _matches(ref, earlier)]
-        earlier[run.name] = run
-    wanted = {run.name for q in chosen for run in by_question[q].runs}
-    for run in reversed(everything):  # close the selection over what it refers to
-        if run.name in wanted:
-            wanted |= {dep.name for dep in deps[run.name]}
-    return [run for run in everything if run.name in wanted]
-
-
-# ---------------------------------------------------------------- running
 
 class Progress:
     """``run i of n`` lines on stderr with elapsed time and an ETA from the work done so far."""
@@ -364,23 +106,20 @@ def resolve(run: PlannedRun, run_ids: dict[str, str]) -> dict[str, Any]:
     from genlab import tracking
 
     params = dict(run.params)
-    for key, value in run.params.items():
-        if not (isinstance(value, str) and value.startswith("@")):
-            continue
-        match = REFERENCE.match(value)
-        candidates = [rid for name, rid in run_ids.items() if fnmatch.fnmatchcase(name, match["pattern"])]
+    for key, ref in run.refs.items():
+        candidates = [run_ids[name] for name in ref.matches(run_ids)]
         if not candidates:
-            raise RuntimeError(f"{value} names no finished run")
-        if match["mode"] is None:
+            raise RuntimeError(f"{ref} names no finished run")
+        if ref.pick is None:
             params[key] = candidates[0]
             continue
         scored = []
         for rid in candidates:
             metrics = tracking.get_run(rid).data.metrics
-            if match["metric"] not in metrics:
-                raise RuntimeError(f"{value}: run {rid} has no metric {match['metric']}")
-            scored.append((metrics[match["metric"]], rid))
-        params[key] = (min if match["mode"] == "min" else max)(scored)[1]
+            if ref.metric not in metrics:
+                raise RuntimeError(f"{ref}: run {rid} has no metric {ref.metric}")
+            scored.append((metrics[ref.metric], rid))
+        params[key] = (min if ref.pick == "min" else max)(scored)[1]
     return params
 
 
@@ -435,13 +174,6 @@ class Study:
         return {tags.STUDY: self.cfg.study, tags.PROFILE: self.cfg.profile, tags.QUESTION: run.question,
                 tags.ARM: run.arm, tags.REF: run.name, tags.INVOCATION: self.invocation,
                 tags.NOTE: run_note(run, self.titles.get(run.question, ""), self.cfg)}
-
-
-def dependencies(runs: list[PlannedRun]) -> dict[str, set[str]]:
-    """The graph's edges: for each run, the names of the planned runs its references match."""
-    names = {run.name: run for run in runs}
-    return {run.name: {dep.name for ref in run.refs for dep in _matches(ref, names) if dep.name != run.name}
-            for run in runs}
 
 
 def run(cfg: StudyConfig, context: Context) -> Result:
@@ -596,7 +328,7 @@ def submit(state: Study, run: PlannedRun, backend: Any) -> bool:
     from genlab import scheduler, tracking
 
     try:
-        config = _config(run, resolve(run, state.outcome.run_ids), state.cfg, run.question)
+        config = run.config(state.cfg.study, resolve(run, state.outcome.run_ids))
         reuse = find_reusable(state.done, run, config)
         key, experiment = state.claim_key(run, config), getattr(config, "experiment", None)
         state.keys[run.name] = (key, experiment)
@@ -698,38 +430,6 @@ def finish(state: Study, umbrella: str | None) -> None:
 RUN_OVERHEAD_S = 8.0  # per run: start, end-of-run pictures, models and the store's writes (wall-time estimate only)
 
 
-def training_speed(seconds: float = 1.0) -> dict[str, float]:
-    """Training images per second of this machine for each VAE architecture: a short timed loop of Adam steps on
-    random images with the default batch size (a GAN step costs about three of these; ``estimate_cost`` counts so)."""
-    import time
-
-    import torch
-
-    from genlab import losses
-    from genlab.configs import ARCHS
-    from genlab.models.vae import VAE
-
-    speed = {}
-    x = torch.rand(128, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    for arch in ARCHS:
-        model = VAE(16, arch)
-        optimizer = torch.optim.Adam(model.parameters())
-        images, t0, warm = 0, 0.0, 2
-        while images == 0 or time.perf_counter() - t0 < seconds:
-            logits, _, z_mean, z_log_var = model(x)
-            loss = losses.vae_terms(logits, x, z_mean, z_log_var, 1.0)["loss"].mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            warm -= 1
-            if warm == 0:
-                t0 = time.perf_counter()
-            elif warm < 0:
-                images += len(x)
-        speed[arch] = images / (time.perf_counter() - t0)
-    return speed
-
-
 def wall_time_estimate(runs: list[PlannedRun], speed: dict[str, float]) -> float:
     """Seconds to train ``runs`` one after the other at ``speed`` (training_speed), plus RUN_OVERHEAD_S each."""
     return sum(r.cost / speed.get(str(r.params.get("arch", "conv")), speed["conv"]) + RUN_OVERHEAD_S for r in runs)
@@ -738,20 +438,23 @@ def wall_time_estimate(runs: list[PlannedRun], speed: dict[str, float]) -> float
 def dry_run_listing(state: Study, version: str) -> list[str]:
     """What would be reused or trained, in plan order (references to runs not yet trained stay unresolved), and
     the estimated wall time of the runs to train at this machine's measured training speed."""
+    from genlab.bench import training_speed  # bench imports torch and, lazily, this module
+
     runs, outcome = state.runs, state.outcome
     speed = training_speed()
     lines = [f"{len(runs)} runs, about {sum(r.cost for r in runs) / 1e6:.2f}M image passes (code {version}); "
              f"all of them on this machine, one at a time: about {_clock(wall_time_estimate(runs, speed))} "
              f"(training measured now: " + ", ".join(f"{a} {s:,.0f} images/s" for a, s in speed.items()) + ")"]
     for i, run in enumerate(runs, 1):
-        if any(_unresolved(ref, outcome.run_ids) for ref in run.refs):
-            lines.append(f"{i:3d}/{len(runs)} {run.label}: would train (after {', '.join(run.refs)}) [{run.name}] "
-                         + " ".join(f"{k}={_fmt(v)}" for k, v in run.params.items()))
+        if any(not ref.matches(outcome.run_ids) for ref in run.refs.values()):
+            after = ", ".join(map(str, run.refs.values()))
+            lines.append(f"{i:3d}/{len(runs)} {run.label}: would train (after {after}) [{run.name}] "
+                         + " ".join(f"{k}={fmt(v)}" for k, v in run.params.items()))
             continue
-        config = _config(run, resolve(run, outcome.run_ids), state.cfg, run.question)
+        config = run.config(state.cfg.study, resolve(run, outcome.run_ids))
         reuse = find_reusable(state.done, run, config)
         lines.append(f"{i:3d}/{len(runs)} {run.label}: " + (f"reuse {reuse}" if reuse else "would train")
-                     + f" [{run.name}] " + " ".join(f"{k}={_fmt(v)}" for k, v in run.params.items()))
+                     + f" [{run.name}] " + " ".join(f"{k}={fmt(v)}" for k, v in run.params.items()))
         if reuse:
             outcome.run_ids[run.name] = reuse
     return lines
@@ -772,6 +475,3 @@ def run_note(run: PlannedRun, title: str, cfg: StudyConfig) -> str:
     return (f"**{run.question.upper()}: {title or run.question}** Arm `{run.arm}` (plan run `{run.name}`) of study "
             f"`{cfg.study}`, {cfg.profile} profile: {purpose}.")
 
-
-def _unresolved(ref: str, run_ids: dict[str, str]) -> bool:
-    return not any(fnmatch.fnmatchcase(name, REFERENCE.match(ref)["pattern"]) for name in run_ids)

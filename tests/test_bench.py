@@ -65,14 +65,15 @@ def test_bench_writes_json_markdown_and_a_bench_run(store, tmp_path, monkeypatch
 def test_the_study_measure_runs_the_labs_plans_small(tmp_path):
     import torch
 
-    from genlab import study
+    from genlab.configs import StudyConfig
+    from genlab.plans import load_plans, select
 
     cfg = bench.BenchConfig(profile="quick", dataset="synthetic", batch_size=64, output_dir=str(tmp_path))
     ctx = bench.Context(cfg, bench.SIZES["quick"], data.load("synthetic"), torch.device("cpu"))
     folder = bench.write_study_plans(ctx, tmp_path)
     only = ",".join(bench.STUDY_PLANS)
-    ours = study.select(study.load_plans(study.StudyConfig(plans=str(folder))), only)
-    labs = study.select(study.load_plans(study.StudyConfig()), only)
+    ours = select(load_plans(StudyConfig(plans=str(folder))), only)
+    labs = select(load_plans(StudyConfig()), only)
     labs = [r for r in labs if "control" not in r.arm]  # the positive control is the sweep's model on fewer images
     assert [r.name for r in ours] == [r.name for r in labs] and len(ours) == 10  # P1Q2 6 (with its conv check), P1Q3 4
     assert not any(r.refs for r in ours)  # independent runs: all can go side by side
