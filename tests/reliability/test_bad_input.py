@@ -10,6 +10,9 @@ To extend: add ``Case``s to the entry point's list in ``TABLE`` (or a new list f
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -23,6 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from genlab import cli, data
 from genlab.configs import VAEConfig
+from genlab.entries import ENTRIES
 from genlab.runs import vae as vae_entry
 from genlab.train import vae
 
@@ -238,6 +242,18 @@ TABLE: dict[str, list[Case]] = {
         Case("malformed tracking URL", [*SYN, "--output-dir", "{tmp}"], "tracking store", setup=bogus_store,
              absent=["bench.json", "bench.md"]),
     ],
+    "sample": [  # makes no run of its own: a bad input must write no picture
+        Case("neither run nor model", ["--out", "{tmp}/s.png"], "run/model", absent=["*.png"]),
+        Case("both run and model", ["--run", UNKNOWN_RUN, "--model", "models:/genlab-vae@best"], "run/model"),
+        Case("malformed run id", ["--run", "last-vae"], "run must be"),
+        Case("malformed model URI", ["--model", "genlab-vae"], "model must be"),
+        Case("n zero", ["--run", UNKNOWN_RUN, "--n", "0"], "n must be"),
+        Case("interpolate one", ["--run", UNKNOWN_RUN, "--interpolate", "1"], "interpolate"),
+        Case("out not a PNG", ["--run", UNKNOWN_RUN, "--out", "{tmp}/s.jpg"], "out", absent=["s.jpg"]),
+        Case("unknown run", ["--run", UNKNOWN_RUN, "--out", "{tmp}/s.png"], "not found", absent=["*.png"]),
+        Case("non-decoder run", ["--run", "{run}", "--out", "{tmp}/s.png"], "is a bench run, not a vae or gan run",
+             setup=earlier_run(None, kind="bench"), absent=["*.png"]),
+    ],
 }
 CASES = [(entry, case) for entry, cases in TABLE.items() for case in cases]
 
@@ -290,9 +306,79 @@ def test_bad_input(entry, case, shared_store, tmp_path, monkeypatch, capsys):
         assert not list(tmp_path.glob(pattern)), f"partial output {pattern} left behind"
 
 
+# search's trials are train-vae runs: a search case may name a VAEConfig field its trials check (batch_size)
+TRIAL_CONFIG = {"search": VAEConfig}
+MESSAGE_WORDS = {"truncated", "unreadable"}  # one-word `names` that are words of the message, not fields
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    """genlab's sub-commands (every entry point of genlab.entries.ENTRIES, and ``data``) and their parsers."""
+    parser = cli.build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def table_problems(table: dict[str, list[Case]]) -> list[str]:
+    """What keeps ``table`` from covering every entry point with well-formed cases: one line per problem."""
+    parsers, problems = subcommands(), []
+    configs = {entry.command: entry.config for entry in ENTRIES}
+    problems += [f"{command}: no bad-input cases" for command in parsers if not table.get(command)]
+    problems += [f"{command}: not a genlab sub-command" for command in table if command not in parsers]
+    for command, cases in table.items():
+        if command not in parsers:
+            continue
+        options = set(parsers[command]._option_string_actions)
+        fields = {f.name for c in (configs.get(command), TRIAL_CONFIG.get(command)) if c for f in
+                  dataclasses.fields(c)}
+        ids = [case.id for case in cases]
+        problems += [f"{command}: case {i!r} appears {ids.count(i)} times" for i in sorted(set(ids))
+                     if ids.count(i) > 1]
+        for case in cases:
+            used = {a for a in case.args if a.startswith("--")}
+            unknown = used - options
+            if case.names == "unrecognized arguments":  # the unknown flag is the point: it must stay unknown
+                problems += [f"{command}: {case.id!r} passes no unknown flag"] if not unknown else []
+            elif unknown:
+                problems.append(f"{command}: {case.id!r} passes {sorted(unknown)}, not options of {command}")
+            if re.fullmatch(r"[a-z][a-z0-9_]*", case.names) and fields and case.names not in fields | MESSAGE_WORDS:
+                problems.append(f"{command}: {case.id!r} names {case.names!r}, not a parameter of {command}")
+            if case.names.startswith("--") and case.names not in options:
+                problems.append(f"{command}: {case.id!r} names {case.names!r}, not an option of {command}")
+            if "{run}" in " ".join(case.args) and case.setup is None:
+                problems.append(f"{command}: {case.id!r} points at {{run}} but has no setup to make it")
+            if case.code not in (1, 2):
+                problems.append(f"{command}: {case.id!r} expects exit {case.code}, not 1 or 2")
+        if command in configs and not any(c.names in fields for c in cases):
+            problems.append(f"{command}: no case where validate() rejects one of its parameters")
+    return problems
+
+
 def test_table_size(capsys):
+    """The table covers every sub-command (a new entry point without cases, or a removed one still listed,
+    fails), and each case is one the run can trust: a unique id, only options its sub-command has, the field or
+    option it names exists. Every declared bound of every field is checked by tests/test_config.py; here each
+    entry point needs at least one case whose parameter its validate() rejects through the CLI."""
     counts = {entry: len(cases) for entry, cases in TABLE.items()}
     with capsys.disabled():
         print(f"\nbad-input table: {len(CASES)} cases ({', '.join(f'{k} {v}' for k, v in counts.items())}), "
               f"{sum(c.process for _, c in CASES)} in a subprocess")
-    assert len(CASES) >= 20
+    assert table_problems(TABLE) == []
+
+
+@pytest.mark.parametrize("broken, problem", [
+    ({"sample": []}, "sample: no bad-input cases"),
+    ({"train-vqvae": [Case("x", [], "x")]}, "train-vqvae: not a genlab sub-command"),
+    ({"train-vae": [*TABLE["train-vae"], TABLE["train-vae"][0]]}, "'latent_dim zero' appears 2 times"),
+    ({"train-gan": [*TABLE["train-gan"], Case("lr_disc negative", ["--lr-disc", "-1"], "lr_disc")]},
+     "passes ['--lr-disc']"),
+    ({"probe": [*TABLE["probe"], Case("stale field", ["--max-iter", "0"], "max_iters")]}, "names 'max_iters'"),
+    ({"train-vae": [*TABLE["train-vae"], Case("stale usage", ["--latent-dim", "x"], "--latent-dims")]},
+     "names '--latent-dims'"),
+    ({"bench": [Case("unknown flag", ["--profile", "x"], "unrecognized arguments")]}, "passes no unknown flag"),
+    ({"train-classifier": [Case("only a runtime case", ["--dataset", "cifar10"], "not found")]},
+     "train-classifier: no case where validate() rejects"),
+], ids=["missing entry point", "stale entry point", "duplicate id", "stale flag", "stale field", "stale option",
+        "known 'unknown' flag", "no validate case"])
+def test_table_problems_are_seen(broken, problem):
+    """The control of test_table_size: each kind of stale or missing case is reported."""
+    problems = table_problems({**TABLE, **broken})
+    assert any(problem in p for p in problems), problems

@@ -304,30 +304,55 @@ def dim_sweep(gaps, tests, control=(1.0, 12.0), trains=(200, 200, 200), ae_gaps=
     return frame(rows)
 
 
-def test_p1q3_shapes():
-    confirmed = p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226)))
-    assert confirmed.status == "confirmed" and confirmed.numbers["fit"] == "overfitting"
-    assert confirmed.numbers["control_gap_excess"].outcome == "greater" and confirmed.numbers["control_gap_excess"].paired
-    assert confirmed.numbers["control_gap_excess"].diff == pytest.approx(11.0)
-    assert [r["model"] for r in confirmed.rows].count("control_ae") == 2
+def outcome(numbers: dict, key: str) -> str | None:
+    """The outcome of the comparison ``numbers[key]``; None when the rule did not make it."""
+    return numbers[key].outcome if key in numbers else None
+
+
+# The base sweep: the gap grows 1 -> 2 -> 6 nats from latent_dim 4 to 64, test recon is best at 16 and 6 nats worse
+# at 64, the training recon flat; the positive control's AEs have gaps 1 and 12, the sweep's AEs 1 each. Each case
+# changes that (dim_sweep's arguments) and expects: status, shape, fit, gap_ok, the control's excess over the sweep AE
+# of its size (outcome, paired difference in nats; None: not measured), the control's own growth, control_ae rows.
+P1Q3_CASES = [
+    pytest.param({}, "confirmed", "worsens", "overfitting", True, ("greater", 11.0), "greater", 2,
+                 id="confirmed: overfitting grows with latent_dim, the control memorises"),
     # the control's own growth with latent_dim is shown, not required: on a few hundred images a small AE memorises
-    flat_control = p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226), control=(12.0, 12.0)))
-    assert flat_control.status == "confirmed" and flat_control.numbers["control_gap_growth"].outcome != "greater"
-    # the positive control saw no more memorisation than the sweep's AE of its size / is absent / has no baseline
-    assert p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226), control=(1.0, 1.5))).status == "inconclusive_control"
-    assert p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226), control=(1.0, 12.0),
-                               ae_gaps=(1.0, 1.0, 11.0))).status == "inconclusive_control"
-    assert p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226), control=None)).status == "inconclusive_control"
-    assert p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226), ae_gaps=None)).status == "inconclusive_control"
+    pytest.param(dict(control=(12.0, 12.0)), "confirmed", "worsens", "overfitting", True, ("greater", 11.0), "none",
+                 2, id="confirmed: control already memorises at the smallest latent_dim"),
+    pytest.param(dict(control=(1.0, 1.5)), "inconclusive_control", "worsens", "overfitting", True, ("none", 0.5),
+                 "none", 2, id="inconclusive_control: control no more memorisation than the sweep AE"),
+    pytest.param(dict(ae_gaps=(1.0, 1.0, 11.0)), "inconclusive_control", "worsens", "overfitting", True,
+                 ("none", 1.0), "greater", 2, id="inconclusive_control: the sweep AE memorises as much as the control"),
+    pytest.param(dict(control=None), "inconclusive_control", "worsens", "overfitting", True, None, None, 0,
+                 id="inconclusive_control: no control runs"),
+    pytest.param(dict(ae_gaps=None), "inconclusive_control", "worsens", "overfitting", True, None, "greater", 2,
+                 id="inconclusive_control: no sweep AE to measure the control against"),
     # worse test AND worse train reconstruction at the largest size: underfitting, not memorisation
-    under = p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 226), trains=(200, 195, 205)))
-    assert under.numbers["fit"] == "underfitting" and under.status == "not_confirmed"
-    plateau = p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 220.5)))
-    assert plateau.status == "not_confirmed" and plateau.numbers["shape"] == "plateau" and plateau.numbers["gap_ok"]
-    improves = p1q3.rule(dim_sweep((1, 2, 6), (230, 220, 215)))
-    assert improves.numbers["shape"] == "improves" and improves.status == "not_confirmed"
-    no_gap = p1q3.rule(dim_sweep((1, 1.5, 2), (230, 220, 226)))
-    assert no_gap.numbers["shape"] == "worsens" and no_gap.status == "not_confirmed"
+    pytest.param(dict(trains=(200, 195, 205)), "not_confirmed", "worsens", "underfitting", True, ("greater", 11.0),
+                 "greater", 2, id="not_confirmed: underfitting, the training recon is worse too"),
+    pytest.param(dict(tests=(230, 220, 220.5)), "not_confirmed", "plateau", "neither", True, ("greater", 11.0),
+                 "greater", 2, id="not_confirmed: test recon plateaus within RECON_WORSE_MIN"),
+    pytest.param(dict(tests=(230, 220, 215)), "not_confirmed", "improves", "neither", True, ("greater", 11.0),
+                 "greater", 2, id="not_confirmed: test recon improves up to the largest latent_dim"),
+    pytest.param(dict(gaps=(1, 1.5, 2)), "not_confirmed", "worsens", "overfitting", False, ("greater", 11.0),
+                 "greater", 2, id="not_confirmed: the gap does not grow"),
+]
+
+
+@pytest.mark.parametrize("changes, status, shape, fit, gap_ok, excess, control_growth, control_rows", P1Q3_CASES)
+def test_p1q3_shapes(changes, status, shape, fit, gap_ok, excess, control_growth, control_rows):
+    v = p1q3.rule(dim_sweep(**{"gaps": (1, 2, 6), "tests": (230, 220, 226), **changes}))
+    n = v.numbers
+    assert v.status == status
+    assert (n["shape"], n["fit"], n["gap_ok"]) == (shape, fit, gap_ok)
+    assert outcome(n, "control_gap_growth") == control_growth
+    if excess is None:
+        assert "control_gap_excess" not in n
+    else:
+        assert (n["control_gap_excess"].outcome, n["control_gap_excess"].paired) == (excess[0], True)
+        assert n["control_gap_excess"].diff == pytest.approx(excess[1])
+    assert n["control_ok"] == (excess is not None and excess[0] == "greater")
+    assert [r["model"] for r in v.rows].count("control_ae") == control_rows
 
 
 def gan(finals: dict[str, list[float]]) -> pd.DataFrame:
