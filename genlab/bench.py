@@ -5,7 +5,7 @@ The machine is shared and noisy, so every comparison runs its two sides in the s
 Results go to ``bench.json`` and ``bench.md`` (a Markdown table) in ``output_dir`` and to one MLflow run tagged
 ``genlab.kind=bench``.
 
-To add a measurement: write ``def measure_x(ctx: Context) -> list[Measure]`` and append it to ``MEASUREMENTS``.
+To add a measurement: write ``def measure_x(ctx: Bench) -> list[Measure]`` and append it to ``MEASUREMENTS``.
 A measurement that cannot run here returns ``Measure(name, None, reason=...)``: "not measured", never a number.
 ``training_speed`` (about a second per architecture) is what the study's dry run (``genlab study --dry-run``) sizes its
 wall-time estimate with.
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from genlab import data, entries, files, losses, tags
-from genlab.config import ConfigError, check, check_declared, resolve_device
+from genlab.checks import ConfigError, check, check_declared, resolve_device
 from genlab.configs import ARCHS, BenchConfig, ClassifierConfig, GANConfig, VAEConfig
 from genlab.models.vae import VAE
 from genlab.runs import vae as vae_entry
@@ -90,7 +90,7 @@ class Measure:
 
 
 @dataclass
-class Context:
+class Bench:
     """What every measurement gets: the config, the sizes of its profile, the data in memory, the device."""
 
     cfg: BenchConfig
@@ -182,7 +182,7 @@ def reference_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, se
                                        generator=torch.Generator().manual_seed(seed))
 
 
-def measure_data_pipeline(ctx: Context) -> list[Measure]:
+def measure_data_pipeline(ctx: Bench) -> list[Measure]:
     """Images/s producing the same float batches (images and labels, same batch size, shuffled): genlab's
     slicing vs a DataLoader over a per-item Dataset. Passes over the training split until ``pipeline_images``."""
     per_pass = min(ctx.sizes["pipeline_images"], len(ctx.splits.train_x))
@@ -220,7 +220,7 @@ def measure_data_pipeline(ctx: Context) -> list[Measure]:
 
 # ---------------------------------------------------------------- training
 
-def reference_train_seconds(ctx: Context, splits: data.Splits) -> float:
+def reference_train_seconds(ctx: Bench, splits: data.Splits) -> float:
     """One epoch written like the classic pytorch/examples VAE: DataLoader, ``.item()`` every batch.
     Same model (class, init seed), loss, optimiser, data and batch size as genlab's loop."""
     cfg = ctx.vae_config(len(splits.train_x))
@@ -243,7 +243,7 @@ def reference_train_seconds(ctx: Context, splits: data.Splits) -> float:
     return time.perf_counter() - t0
 
 
-def genlab_train(ctx: Context, splits: data.Splits, precision: str = "fp32") -> dict[str, float]:
+def genlab_train(ctx: Bench, splits: data.Splits, precision: str = "fp32") -> dict[str, float]:
     """genlab's own loop (vae.train, tracking disabled), one epoch; its metrics include images_per_second
     (training batches only, like the reference's timer) and test_neg_elbo."""
     with _quiet():
@@ -265,7 +265,7 @@ def matmul_flops_per_second(n: int, device: torch.device, iters: int = 10) -> fl
     return 2 * n**3 * iters / (time.perf_counter() - t0)
 
 
-def training_flops_per_image(ctx: Context) -> float:
+def training_flops_per_image(ctx: Bench) -> float:
     """FLOPs of one training step (forward, loss, backward) per image, counted by torch.utils.flop_counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -278,7 +278,7 @@ def training_flops_per_image(ctx: Context) -> float:
     return counter.get_total_flops() / len(x)
 
 
-def measure_training(ctx: Context) -> list[Measure]:
+def measure_training(ctx: Bench) -> list[Measure]:
     """train_speedup_vs_reference, fraction_of_peak, bf16_speedup (+ whether bf16 keeps neg-ELBO within 0.5 %)."""
     n = ctx.images_for(ctx.sizes["train_seconds"])
     splits = ctx.train_splits(n, n_eval=ctx.cfg.batch_size)  # only the training speed counts here
@@ -334,7 +334,7 @@ def measure_training(ctx: Context) -> list[Measure]:
     return [speedup, fraction, bf16, elbo]
 
 
-def measure_threads(ctx: Context) -> list[Measure]:
+def measure_threads(ctx: Bench) -> list[Measure]:
     """genlab's loop with one intra-op thread vs torch's default (one per core). On a machine shared with other
     jobs, threads that wait for each other at every operation can cost more than they bring."""
     default = torch.get_num_threads()
@@ -417,7 +417,7 @@ def _own_runs() -> Iterator[None]:
             os.environ["MLFLOW_RUN_ID"] = saved
 
 
-def measure_tracking(ctx: Context) -> list[Measure]:
+def measure_tracking(ctx: Bench) -> list[Measure]:
     """One epoch with genlab's full per-epoch logging (metrics, sample and reconstruction grids, checkpoint)
     vs the same epoch with tracking disabled; each logged epoch is a run tagged genlab.kind=bench-trial.
 
@@ -477,12 +477,12 @@ def measure_tracking(ctx: Context) -> list[Measure]:
 FID_IMAGES = 10_000
 
 
-def measure_fid(ctx: Context) -> list[Measure]:
+def measure_fid(ctx: Bench) -> list[Measure]:
     """Seconds for the FID-proxy of 10,000 generated images: classifier features, mean and covariance, Fréchet
     distance to the real test statistics (which genlab caches per classifier, so they are computed outside the
     timing). The store's classifier is used when it has one; otherwise an untrained one of the same architecture
     (the cost does not depend on the weights), so the bench never trains a classifier."""
-    from genlab import metrics, quality
+    from genlab import metrics, scoring
     from genlab.models.classifier import Classifier
     from genlab.runs import classifier
 
@@ -492,7 +492,7 @@ def measure_fid(ctx: Context) -> list[Measure]:
     else:
         torch.manual_seed(ctx.cfg.seed)
         model = Classifier().to(ctx.device)
-    real_feats, _ = quality.extract_features(model, data.to_float(ctx.splits.test_x), ctx.device)
+    real_feats, _ = scoring.extract_features(model, data.to_float(ctx.splits.test_x), ctx.device)
     real_mu, real_sigma = metrics.feature_stats(real_feats, "real test images")
     torch.manual_seed(ctx.cfg.seed)
     with torch.no_grad():  # "generated" images: an untrained decoder's outputs (generation is not timed)
@@ -503,7 +503,7 @@ def measure_fid(ctx: Context) -> list[Measure]:
 
     def fid_seconds() -> float:
         t0 = time.perf_counter()
-        feats, _ = quality.extract_features(model, fakes, ctx.device)
+        feats, _ = scoring.extract_features(model, fakes, ctx.device)
         mu, sigma = metrics.feature_stats(feats)
         values.append(metrics.frechet_distance(mu, sigma, real_mu, real_sigma))
         _sync(ctx.device)
@@ -518,7 +518,7 @@ def measure_fid(ctx: Context) -> list[Measure]:
                     "of the repeats")]
 
 
-def gan_train_rate(ctx: Context, n_images: int) -> float:
+def gan_train_rate(ctx: Bench, n_images: int) -> float:
     """Images/s of one untracked epoch of genlab's GAN loop (random init, no sample-quality evaluation)."""
     from genlab.train import gan
 
@@ -528,7 +528,7 @@ def gan_train_rate(ctx: Context, n_images: int) -> float:
         return gan.train(cfg, ctx.train_splits(n_images), loop.NullSink())[1]["images_per_second"]
 
 
-def measure_gan(ctx: Context) -> list[Measure]:
+def measure_gan(ctx: Bench) -> list[Measure]:
     """gan_images_per_second, beside the VAE loop's rate on the same images (a GAN step is a D and a G update)."""
     n = ctx.images_for(ctx.sizes["train_seconds"] / 2)
     splits = ctx.train_splits(n, n_eval=ctx.cfg.batch_size)
@@ -542,7 +542,7 @@ def measure_gan(ctx: Context) -> list[Measure]:
                     "DCGAN (generator = the VAE decoder, discriminator = encoder trunk + logit), one untracked epoch")]
 
 
-def search_trials_per_minute(ctx: Context, workers: int, folder: Path, index: int) -> tuple[float, str]:
+def search_trials_per_minute(ctx: Bench, workers: int, folder: Path, index: int) -> tuple[float, str]:
     """Run a small fresh study (its own Optuna SQLite file, runs in the bench experiment); trials per minute of
     wall time, start-up and worker processes included. Returns (rate, parent run id)."""
     from genlab import search
@@ -558,7 +558,7 @@ def search_trials_per_minute(ctx: Context, workers: int, folder: Path, index: in
     return cfg.n_trials / ((time.perf_counter() - t0) / 60), parent_run_id
 
 
-def measure_search(ctx: Context) -> list[Measure]:
+def measure_search(ctx: Bench) -> list[Measure]:
     """search_trials_per_minute with 1 and 2 local workers, side by side, each on a fresh study."""
     if ctx.device.type != "cpu":
         return [Measure(f"search_trials_per_minute_{w}w", None, "trials/min", reason="local workers share one GPU: "
@@ -586,7 +586,7 @@ STUDY_PLANS = ("p1q2", "p1q3")  # the lab's VAE runs that refer to no other run:
 STUDY_NAME = "bench"
 
 
-def _not_on_workers(ctx: Context) -> str:
+def _not_on_workers(ctx: Bench) -> str:
     """Why the study's local workers cannot be measured here ("" = they can)."""
     if ctx.device.type != "cpu":
         return "local workers share one GPU: measured on CPU only"
@@ -597,7 +597,7 @@ def _not_on_workers(ctx: Context) -> str:
     return ""
 
 
-def write_study_plans(ctx: Context, folder: Path) -> Path:
+def write_study_plans(ctx: Bench, folder: Path) -> Path:
     """The lab's plans of STUDY_PLANS with their runs as they are and the defaults made small: the bench's data
     set, ``study_limit`` images, 1 epoch, the bench's batch size, CPU, no sample-quality scoring (the bench never
     trains the feature classifier) and no IW bound. Returns the plans folder."""
@@ -642,7 +642,7 @@ def _fresh_store(folder: Path) -> Iterator[str]:
         tracking.point_at(saved_uri)
 
 
-def study_seconds(ctx: Context, plans: Path, workers: int, folder: Path) -> tuple[float, object]:
+def study_seconds(ctx: Bench, plans: Path, workers: int, folder: Path) -> tuple[float, object]:
     """Wall seconds of ``genlab study`` (run_study, from the plans to the closed backend) with ``workers`` into a
     fresh store in ``folder``, so nothing is reused; returns (seconds, the study's Outcome)."""
     from genlab import scheduler, study
@@ -661,7 +661,7 @@ def study_seconds(ctx: Context, plans: Path, workers: int, folder: Path) -> tupl
     return seconds, outcome
 
 
-def measure_study(ctx: Context) -> list[Measure]:
+def measure_study(ctx: Bench) -> list[Measure]:
     """study_speedup_2_workers: wall time of a small study with --workers 1 (in-process, torch's default threads)
     over the same study with --workers 2 (a local Dask cluster of 2 single-threaded processes), side by side,
     each side in its own fresh store."""
@@ -701,7 +701,7 @@ def measure_study(ctx: Context) -> list[Measure]:
                     "this already warm process; each worker process imports and warms up on its first run)")]
 
 
-def measure_dask_startup(ctx: Context) -> list[Measure]:
+def measure_dask_startup(ctx: Bench) -> list[Measure]:
     """dask_startup_seconds: what `genlab study --workers 2` spends on its engine: start a LocalCluster of 2
     single-threaded worker processes, connect a Client and run one trivial task (start), then close it (close)."""
     name = "dask_startup_seconds"
@@ -738,7 +738,7 @@ def measure_dask_startup(ctx: Context) -> list[Measure]:
                     "Client and one trivial task (start), then closing both (close); median of the rounds")]
 
 
-MEASUREMENTS: list[Callable[[Context], list[Measure]]] = [
+MEASUREMENTS: list[Callable[[Bench], list[Measure]]] = [
     measure_data_pipeline, measure_training, measure_threads, measure_tracking, measure_fid, measure_gan,
     measure_search, measure_dask_startup, measure_study,
 ]
@@ -807,7 +807,7 @@ def run(cfg: BenchConfig, context: entries.Context) -> entries.Result:
     sizes = SIZES[cfg.profile]
     if cfg.batch_size > len(splits.train_x):
         raise ConfigError(f"batch_size must be <= the {len(splits.train_x)} training images, got {cfg.batch_size}")
-    ctx = Context(cfg, sizes, splits, device)
+    ctx = Bench(cfg, sizes, splits, device)
     info = machine()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     t_start = time.perf_counter()

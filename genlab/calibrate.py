@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from genlab import data, tags
-from genlab.config import check, check_declared, resolve_device
+from genlab.checks import check, check_declared, resolve_device
 from genlab.configs import CalibrationConfig
 from genlab.entries import Context, Result
 

@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, debug: bool = False) -> int:
-    from genlab.config import ConfigError
+    from genlab.checks import ConfigError
     from genlab.data import DataError
 
     bad_input: tuple[type[BaseException], ...] = (ConfigError, DataError)

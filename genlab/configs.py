@@ -6,7 +6,7 @@ torch, mlflow or optuna (seconds of imports). The modules that run an entry poin
 
 Each field carries ``metadata={"help": ..., "choices": ...}``: the CLI turns it into the flag's help line, so the
 meaning of a parameter is written once. Field types stay the strings "int", "float", "str" (``from __future__
-import annotations``): the CLI and ``genlab.config.config_from_params`` cast by them.
+import annotations``): the CLI and ``genlab.checks.config_from_params`` cast by them.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def param(default: Any, help: str, choices: tuple = (), *, at_least: float | Non
           above: float | None = None, below: float | None = None, at_most: float | None = None) -> Any:
     """A dataclass field with its help text, and what it allows: ``choices`` (shown by ``--help``) or bounds
     (``at_least`` <= value <= ``at_most``, ``above`` < value < ``below``; an "int" field must be an integer, a
-    "float" one a finite number). ``genlab.config.check_declared`` checks both for every entry point."""
+    "float" one a finite number). ``genlab.checks.check_declared`` checks both for every entry point."""
     bounds = {"at_least": at_least, "above": above, "below": below, "at_most": at_most}
     return field(default=default, metadata={"help": help, "choices": choices,
                                             **{k: v for k, v in bounds.items() if v is not None}})

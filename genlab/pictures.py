@@ -1,6 +1,7 @@
 """Pictures of a decoder (a VAE decoder or a GAN generator): prior samples, straight lines in the latent space,
 the 2-d latent manifold. Latent draws depend only on a seed, so the same seed gives the same z in every run of a
-latent_dim: pictures of different runs compare cell by cell. Output: uint8 grids (``genlab.images``).
+latent_dim: pictures of different runs compare cell by cell. Output: uint8 grids, made with numpy alone (no
+torchvision): ``grid`` and ``side_by_side``.
 """
 
 from __future__ import annotations
@@ -8,13 +9,36 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genlab import images
-
 SAMPLE_SEED = 1234  # the prior draws behind every samples grid: the same images across epochs, runs and models
 N_GRID = 64
 INTERPOLATION_STEPS = 10  # images per line, both ends included
 INTERPOLATION_PAIRS = 6
 MANIFOLD_SIDE = 15
+
+
+def grid(images: torch.Tensor | np.ndarray, nrow: int = 8, pad: int = 2) -> np.ndarray:
+    """(N, 1, H, W) or (N, H, W) floats in [0, 1] -> uint8 (rows*(H+pad)+pad, nrow*(W+pad)+pad), white gaps."""
+    if isinstance(images, torch.Tensor):
+        images = images.detach().float().cpu().numpy()
+    images = np.asarray(images, dtype=np.float32).reshape(len(images), *np.shape(images)[-2:])
+    n, h, w = images.shape
+    rows = -(-n // nrow)
+    out = np.ones((rows * (h + pad) + pad, nrow * (w + pad) + pad), np.float32)
+    for i, img in enumerate(images):
+        r, c = divmod(i, nrow)
+        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
+    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+
+
+def side_by_side(originals: torch.Tensor, reconstructions: torch.Tensor, nrow: int = 8) -> np.ndarray:
+    """Rows alternate: a row of originals, then the same images reconstructed (a short last row is filled with
+    white, so that a reconstruction always sits under its original)."""
+    pairs = []
+    for start in range(0, len(originals), nrow):
+        for part in (originals[start:start + nrow], reconstructions[start:start + nrow]):
+            blank = torch.ones(nrow - len(part), *part.shape[1:], dtype=part.dtype)
+            pairs.append(torch.cat([part.cpu(), blank]))
+    return grid(torch.cat(pairs), nrow=nrow)
 
 
 def prior_z(n: int, latent_dim: int, seed: int = SAMPLE_SEED) -> torch.Tensor:
@@ -51,18 +75,18 @@ def manifold_z(side: int = MANIFOLD_SIDE) -> torch.Tensor:
 def sample_grid(decoder: torch.nn.Module, latent_dim: int, n: int = N_GRID, nrow: int = 8,
                 seed: int = SAMPLE_SEED) -> np.ndarray:
     """A grid of ``n`` decoded prior draws."""
-    return images.grid(decode(decoder, prior_z(n, latent_dim, seed)), nrow=nrow)
+    return grid(decode(decoder, prior_z(n, latent_dim, seed)), nrow=nrow)
 
 
 def interpolation_grid(decoder: torch.nn.Module, z_from: torch.Tensor, z_to: torch.Tensor,
                        steps: int = INTERPOLATION_STEPS) -> np.ndarray:
     """One row per pair: the decoded points of the straight line between its two codes."""
-    return images.grid(decode(decoder, lines(z_from, z_to, steps)), nrow=steps)
+    return grid(decode(decoder, lines(z_from, z_to, steps)), nrow=steps)
 
 
 def manifold_grid(decoder: torch.nn.Module, side: int = MANIFOLD_SIDE) -> np.ndarray:
     """The decoded 2-d latent manifold (only for latent_dim 2)."""
-    return images.grid(decode(decoder, manifold_z(side)), nrow=side, pad=0)
+    return grid(decode(decoder, manifold_z(side)), nrow=side, pad=0)
 
 
 def pair_indices(labels: np.ndarray, n_pairs: int = INTERPOLATION_PAIRS) -> tuple[list[int], list[int]]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from genlab import tags
-from genlab.config import ConfigError, check, check_choice
+from genlab.checks import ConfigError, check, check_choice
 from genlab.configs import PROJECT_ROOT, StudyConfig
 from genlab.configs import STUDY_PROFILES as PROFILES
 from genlab.entries import BY_NAME, ENTRIES, Entry

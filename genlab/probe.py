@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from genlab import data, linear_probes, losses, tags
-from genlab.config import ConfigError, check, check_declared, resolve_device
+from genlab.checks import ConfigError, check, check_declared, resolve_device
 from genlab.configs import RUN_ID, ProbeConfig
 from genlab.entries import Context, Result
 from genlab.models.gan import Discriminator, FittedGenerator, Generator, LatentFit

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from genlab import files, tags
-from genlab.config import ConfigError, check, check_declared
+from genlab.checks import ConfigError, check, check_declared
 from genlab.configs import MODEL_URI, RUN_ID, SampleConfig
 from genlab.entries import Context, Result
 
@@ -65,7 +65,7 @@ def run(cfg: SampleConfig, context: Context) -> Result:
     """Write the sample grid (and the interpolation strip); its lines are the files written. It makes no run of
     its own: under ``mlflow run . -e sample`` the pictures go to that run."""
     from genlab import pictures
-    from genlab.config import resolve_device
+    from genlab.checks import resolve_device
 
     validate(cfg)
     device = resolve_device(cfg.device)

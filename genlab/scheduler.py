@@ -98,7 +98,7 @@ class DaskBackend:
             try:
                 self.client = Client(address, timeout="20s")
             except (OSError, TimeoutError) as e:  # nothing has run yet: bad input, one line, exit 2
-                from genlab.config import ConfigError
+                from genlab.checks import ConfigError
 
                 raise ConfigError(f"cluster: no Dask scheduler answers at {address} ({type(e).__name__})") from None
         else:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from genlab import data, tags
-from genlab.config import ConfigError, check, check_declared
+from genlab.checks import ConfigError, check, check_declared
 from genlab.configs import PROJECT_ROOT, SearchConfig, VAEConfig, redacted
 from genlab.entries import Context, Result
 from genlab.runs import last_checkpoint

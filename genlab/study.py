@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from genlab import tags
-from genlab.config import ConfigError, check, check_declared
+from genlab.checks import ConfigError, check, check_declared
 from genlab.configs import StudyConfig
 from genlab.entries import EXIT_RUNTIME, Context, Result
 from genlab.plans import PlannedRun, dependencies, fmt, load_plans, select

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genlab import tags, ui
-from genlab.config import ConfigError, check, check_declared
+from genlab.checks import ConfigError, check, check_declared
 from genlab.configs import ReportConfig, redacted
 from genlab.entries import Context, Result
 
@@ -60,7 +60,7 @@ def ui_base(cfg: ReportConfig, tracking_uri: str) -> str:
 def collect(study: str, profile: str) -> dict[str, Any]:
     """The study's runs per question, and what each question reads besides them (histories, artifacts, pictures)."""
     from genlab import tracking
-    from reports import pictures, questions
+    from reports import gallery, questions
     from reports import verdicts as V
 
     runs = tracking.search_runs(filter_string=tags.where(tags.STUDY, study))
@@ -68,7 +68,7 @@ def collect(study: str, profile: str) -> dict[str, Any]:
     inputs, galleries = {}, {}
     for q in questions.QUESTIONS:
         inputs[q.name] = q.read(per_question[q.name], StoreReader())
-        galleries.update(pictures.collect(per_question[q.name], q.galleries, _artifact_png))
+        galleries.update(gallery.collect(per_question[q.name], q.galleries, _artifact_png))
     return {"runs": runs, "per_question": per_question, "used": used, "ignored": ignored, "inputs": inputs,
             "galleries": galleries}
 
@@ -304,7 +304,7 @@ def data_uri(folder: Path) -> Any:
 def run(cfg: ReportConfig, context: Context) -> Result:
     """Build the report in both languages, log it as one run; its lines give each verdict and the files."""
     from genlab import tracking
-    from reports import markdown, pictures, questions
+    from reports import gallery, markdown, questions
 
     validate(cfg)
     uri = tracking.open_existing_store()
@@ -332,7 +332,7 @@ def run(cfg: ReportConfig, context: Context) -> Result:
             folder = staged / lang
             labels = labels_of(lang)
             figs = figures_for(verdicts, labels, folder / "figures")
-            pictures.save(collected["galleries"], folder)
+            gallery.save(collected["galleries"], folder)
             md = render(lang, verdicts, figs, {**shown, "lab": labels}, run_info)
             (folder / "report.md").write_text(md, encoding="utf-8")
             title = next((line[2:] for line in md.splitlines() if line.startswith("# ")), "genlab")

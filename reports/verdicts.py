@@ -33,7 +33,7 @@ from genlab import tags
 from reports import power
 
 if TYPE_CHECKING:
-    from reports.pictures import GallerySpec
+    from reports.gallery import GallerySpec
 
 
 @dataclass

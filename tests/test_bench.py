@@ -69,7 +69,7 @@ def test_the_study_measure_runs_the_labs_plans_small(tmp_path):
     from genlab.plans import load_plans, select
 
     cfg = bench.BenchConfig(profile="quick", dataset="synthetic", batch_size=64, output_dir=str(tmp_path))
-    ctx = bench.Context(cfg, bench.SIZES["quick"], data.load("synthetic"), torch.device("cpu"))
+    ctx = bench.Bench(cfg, bench.SIZES["quick"], data.load("synthetic"), torch.device("cpu"))
     folder = bench.write_study_plans(ctx, tmp_path)
     only = ",".join(bench.STUDY_PLANS)
     ours = select(load_plans(StudyConfig(plans=str(folder))), only)
@@ -94,7 +94,7 @@ def test_study_and_dask_startup_are_not_measured_on_a_gpu_or_without_dask(tmp_pa
     for device, monkeyed, said in ((torch.device("cuda"), False, "GPU"), (torch.device("cpu"), True, "dask")):
         if monkeyed:
             monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
-        ctx = bench.Context(cfg, bench.SIZES["quick"], splits, device)
+        ctx = bench.Bench(cfg, bench.SIZES["quick"], splits, device)
         measures = bench.measure_study(ctx) + bench.measure_dask_startup(ctx)
         assert [m.name for m in measures] == ["study_speedup_2_workers", "dask_startup_seconds"]
         for m in measures:
@@ -106,7 +106,7 @@ def test_search_rate_runs_a_fresh_study_in_the_bench_experiment(store, tmp_path)
 
     cfg = bench.BenchConfig(profile="quick", dataset="synthetic", batch_size=64, output_dir=str(tmp_path))
     sizes = {**bench.SIZES["quick"], "search_trials": 2, "search_limit": 256}
-    ctx = bench.Context(cfg, sizes, data.load("synthetic"), torch.device("cpu"))
+    ctx = bench.Bench(cfg, sizes, data.load("synthetic"), torch.device("cpu"))
     # timed epochs never score samples: with a classifier in the store that needs a full test split
     assert ctx.vae_config(64).eval_samples == 0
     rate, parent = bench.search_trials_per_minute(ctx, 1, tmp_path, 0)

@@ -80,7 +80,7 @@ def test_calibrate_bad_input_is_one_line_and_creates_no_run(store, capsys):
 def test_the_declared_minimum_of_samples_is_the_fid_minimum():
     import dataclasses
 
-    from genlab import configs, quality
+    from genlab import configs, scoring
 
     samples = {f.name: f for f in dataclasses.fields(configs.CalibrationConfig)}["samples"]
-    assert samples.metadata["at_least"] == quality.MIN_SAMPLES
+    assert samples.metadata["at_least"] == scoring.MIN_SAMPLES

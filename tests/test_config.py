@@ -6,7 +6,7 @@ import math
 import pytest
 
 from genlab import configs
-from genlab.config import ConfigError, check_declared
+from genlab.checks import ConfigError, check_declared
 from genlab.entries import ENTRIES
 
 # a valid value for the fields whose defaults are placeholders (a run to point at, an output to write)

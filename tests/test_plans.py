@@ -2,7 +2,7 @@
 
 import pytest
 
-from genlab.config import ConfigError
+from genlab.checks import ConfigError
 from genlab.configs import StudyConfig
 from genlab.plans import PROFILES, Reference, dependencies, load_plans, select
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from genlab.config import ConfigError
+from genlab.checks import ConfigError
 from genlab.train import loop
 
 CHECKPOINT_FOLDER = "checkpoint"  # the artifact folder where every tracked sink logs the loop's resume state

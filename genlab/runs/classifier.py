@@ -1,8 +1,8 @@
 """The feature classifier behind the sample-quality metrics: train it (one MLflow run, registered as
-``genlab-classifier-<dataset>``), find it again, and hand out the `quality.Scorer` that scores images with it.
+``genlab-classifier-<dataset>``), find it again, and hand out the `scoring.Scorer` that scores images with it.
 
 Read top to bottom: validate -> the key -> the run around the loop (genlab.train.classifier) -> find it again ->
-get_scorer (a quality.Scorer).
+get_scorer (a scoring.Scorer).
 
 One classifier per data set and config (its *key*): `get_scorer` reuses the oldest FINISHED run tagged
 ``genlab.kind=classifier`` with that key in the tracking store, and trains one only when there is none (saying so
@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from genlab import data, quality, tags
-from genlab.config import check, check_declared, resolve_device
+from genlab import data, scoring, tags
+from genlab.checks import check, check_declared, resolve_device
 from genlab.configs import ClassifierConfig
 from genlab.entries import Context, Result
 from genlab.models.classifier import Classifier
@@ -133,7 +133,7 @@ def load_classifier(run_id: str, device: torch.device | str = "cpu") -> Classifi
 @contextlib.contextmanager
 def _lock(name: str) -> Iterator[None]:
     """An exclusive file lock, so parallel runs (Optuna workers) train one classifier, not one each."""
-    with open(quality.cache_dir() / f"{name}.lock", "w") as handle:
+    with open(scoring.cache_dir() / f"{name}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -178,7 +178,7 @@ def ensure_classifier(cfg: ClassifierConfig) -> str:
 
 
 def get_scorer(dataset: str, device: torch.device | str = "cpu", cfg: ClassifierConfig | None = None,
-               splits: data.Splits | None = None) -> quality.Scorer:
+               splits: data.Splits | None = None) -> scoring.Scorer:
     """The scorer for ``dataset``: reuses the store's classifier for (dataset, config), training one only if none
     exists. ``cfg`` defaults to ClassifierConfig(dataset); ``splits`` to data.load(dataset)."""
     cfg = cfg or ClassifierConfig(dataset=dataset)
@@ -188,4 +188,4 @@ def get_scorer(dataset: str, device: torch.device | str = "cpu", cfg: Classifier
     device = torch.device(device)
     model = load_classifier(run_id, device)
     splits = splits if splits is not None else data.load(dataset)
-    return quality.Scorer(run_id, model, device, quality.real_stats(run_id, model, splits, device), seed=cfg.seed)
+    return scoring.Scorer(run_id, model, device, scoring.real_stats(run_id, model, splits, device), seed=cfg.seed)

@@ -15,15 +15,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from genlab import config, data, metrics, pictures, tags
-from genlab.config import ConfigError, check, check_declared, resolve_device
+from genlab import checks, data, metrics, pictures, tags
+from genlab.checks import ConfigError, check, check_declared, resolve_device
 from genlab.configs import MODEL_URI, RUN_ID, GANConfig
 from genlab.entries import Context, EpochCallback, Result
 from genlab.models.gan import FittedGenerator, Generator
 from genlab.models.vae import Encoder, param_count
 from genlab.pictures import N_GRID, SAMPLE_SEED
-from genlab.quality import MIN_SAMPLES as MIN_EVAL_SAMPLES
 from genlab.runs import CHECKPOINT_FOLDER, resume_from
+from genlab.scoring import MIN_SAMPLES as MIN_EVAL_SAMPLES
 from genlab.train import loop
 from genlab.train.gan import DIVERSITY_SAMPLES, GATE_KEYS, InitSource, Networks, build_models, diversity, load_checkpoint, train
 
@@ -89,11 +89,11 @@ def config_from_params(params: dict[str, str]) -> GANConfig:
     """Rebuild a config from a run's logged params (strings); a run older than the spectral norm and the moving
     average gets the recipe it trained with (LEGACY_PARAMS), not today's defaults."""
     legacy = LEGACY_PARAMS if "spectral_norm" not in params else {}
-    return config.config_from_params(GANConfig, {**legacy, **params})
+    return checks.config_from_params(GANConfig, {**legacy, **params})
 
 
 def check_data(cfg: GANConfig, splits: data.Splits) -> None:
-    config.check_batch_fits(cfg.batch_size, len(splits.train_x))
+    checks.check_batch_fits(cfg.batch_size, len(splits.train_x))
     # fewer codes than dimensions leave the fitted covariance singular: a Gaussian of nothing in particular
     check(cfg.latent_fit == "none" or len(splits.train_x) > cfg.latent_dim, "limit", cfg.limit,
           f"0 or larger than latent_dim={cfg.latent_dim} with latent_fit=codes (a full covariance is fitted to the "

@@ -12,7 +12,7 @@ import sys
 import torch
 
 from genlab import data, tags
-from genlab.config import ConfigError, check, check_declared, check_int, resolve_device
+from genlab.checks import ConfigError, check, check_declared, check_int, resolve_device
 from genlab.configs import GradVarConfig, VAEConfig
 from genlab.entries import Context, Result
 from genlab.models.vae import VAE

@@ -13,15 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from genlab import config, data, images, linear_probes, losses, metrics, pictures, tags
-from genlab.config import check, check_declared, resolve_device
+from genlab import checks, data, linear_probes, losses, metrics, pictures, tags
+from genlab.checks import check, check_declared, resolve_device
 from genlab.configs import VAEConfig
 from genlab.entries import Context, EpochCallback, Result
 from genlab.models.vae import VAE, encode_means, param_count
 from genlab.pictures import SAMPLE_SEED
-from genlab.quality import MIN_SAMPLES as MIN_EVAL_SAMPLES
-from genlab.quality import Scorer
 from genlab.runs import CHECKPOINT_FOLDER, resume_from
+from genlab.scoring import MIN_SAMPLES as MIN_EVAL_SAMPLES
+from genlab.scoring import Scorer
 from genlab.train import loop
 from genlab.train.vae import load_checkpoint, posterior_metrics, prior_samples, train
 
@@ -58,11 +58,11 @@ def params_of(cfg: VAEConfig) -> dict:
 
 def config_from_params(params: dict[str, str]) -> VAEConfig:
     """Rebuild a config from a run's logged params (strings)."""
-    return config.config_from_params(VAEConfig, params)
+    return checks.config_from_params(VAEConfig, params)
 
 
 def check_data(cfg: VAEConfig, splits: data.Splits) -> None:
-    config.check_batch_fits(cfg.batch_size, len(splits.train_x))
+    checks.check_batch_fits(cfg.batch_size, len(splits.train_x))
 
 
 # ---------------------------------------------------------------- the tracked sink
@@ -226,8 +226,8 @@ def _log_epoch_artifacts(run, model: VAE, fixed_val: torch.Tensor, epoch: int, d
         z_mean, _ = model.encoder.encode(fixed_val.to(device))
         recon = torch.sigmoid(model.decoder(z_mean)).cpu()
         model.train()
-    run.log_image_step(images.grid(prior_samples(model)), "samples", epoch)
-    run.log_image_step(images.side_by_side(fixed_val, recon), "reconstructions", epoch)
+    run.log_image_step(pictures.grid(prior_samples(model)), "samples", epoch)
+    run.log_image_step(pictures.side_by_side(fixed_val, recon), "reconstructions", epoch)
 
 
 N_PICTURE_IMAGES = 16  # test images reconstructed in pictures/reconstructions.png
@@ -240,7 +240,7 @@ def log_pictures(run, model: VAE, splits: data.Splits, device: torch.device) -> 
     test images of different classes) and, for a 2-d latent, ``pictures/manifold.png``."""
     x = data.to_float(splits.test_x[:N_PICTURE_IMAGES])
     z_x = encode_means(model.encoder, splits.test_x[:N_PICTURE_IMAGES], device)[0]
-    run.log_image(images.side_by_side(x, pictures.decode(model.decoder, z_x)), "pictures/reconstructions.png")
+    run.log_image(pictures.side_by_side(x, pictures.decode(model.decoder, z_x)), "pictures/reconstructions.png")
     run.log_image(pictures.sample_grid(model.decoder, model.latent_dim), "pictures/samples.png")
     first, second = pictures.pair_indices(splits.test_y.numpy())
     z_test = encode_means(model.encoder, splits.test_x[first + second], device)[0]

@@ -1,5 +1,5 @@
-"""The loop of the feature classifier behind the sample-quality metrics (genlab.quality). It trains and reports
-to a loop.Sink; the run that records it, registers it and hands out the `quality.Scorer` is genlab.runs.classifier.
+"""The loop of the feature classifier behind the sample-quality metrics (genlab.scoring). It trains and reports
+to a loop.Sink; the run that records it, registers it and hands out the `scoring.Scorer` is genlab.runs.classifier.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from genlab import data, quality
-from genlab.config import resolve_device
+from genlab import data, scoring
+from genlab.checks import resolve_device
 from genlab.configs import ClassifierConfig
 from genlab.models.classifier import Classifier
 from genlab.train import loop
@@ -23,7 +23,7 @@ def evaluate(model: Classifier, x: torch.Tensor, y: torch.Tensor, device: torch.
     """Mean cross-entropy (nats/image) and accuracy on uint8 images ``x``."""
     model.eval()
     loss, correct = 0.0, 0
-    for xb, yb in data.batches(x, quality.FEATURE_BATCH, device=device, labels=y):
+    for xb, yb in data.batches(x, scoring.FEATURE_BATCH, device=device, labels=y):
         logits = model(xb)
         loss += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()

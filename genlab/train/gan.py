@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import torch
 
 from genlab import convergence, data, losses, metrics, pictures
-from genlab.config import resolve_device
+from genlab.checks import resolve_device
 from genlab.configs import GANConfig
 from genlab.models.gan import Discriminator, FittedGenerator, Generator, LatentFit, generate
 from genlab.models.vae import Encoder, encode_means

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
-from genlab.config import ConfigError
+from genlab.checks import ConfigError
 
 CheckpointFn = Callable[[], dict[str, Any]]  # builds the resume state on demand: a sink that keeps none pays nothing
 

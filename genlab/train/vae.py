@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from genlab import convergence, data, losses, metrics, pictures
-from genlab.config import resolve_device
+from genlab.checks import resolve_device
 from genlab.configs import VAEConfig
 from genlab.models.vae import VAE, reparameterize
 from genlab.pictures import N_GRID, SAMPLE_SEED

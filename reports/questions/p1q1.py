@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from genlab import tags
-from reports.pictures import GallerySpec
+from reports.gallery import GallerySpec
 from reports.verdicts import (
     MIN_SEEDS,
     Drawn,

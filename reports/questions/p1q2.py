@@ -1,6 +1,6 @@
 """P1Q2: how does the KL divergence loss shape the latent space?
 
-Runs: VAEs at one latent_dim with beta swept, with what each logs at its end on the test split (genlab/train/vae.py):
+Runs: VAEs at one latent_dim with beta swept, with what each logs at its end on the test split (genlab/runs/vae.py):
 reconstruction, KL and neg-ELBO (nats/image), ``kl_active_units``, ``aggregate_posterior_mmd``,
 ``latent_probe_accuracy`` and, scored by the feature classifier, ``interp_smoothness``, ``interp_path_length``,
 ``fid_proxy`` (prior samples) and ``aggregate_fid_proxy`` (aggregate-posterior samples); their KL per latent dimension (artifact
@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from genlab import tags
-from reports.pictures import GallerySpec, beta, latent_dim
+from reports.gallery import GallerySpec, beta, latent_dim
 from reports.verdicts import (
     Comparison,
     Drawn,

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from genlab import tags
-from reports.pictures import GallerySpec, beta, latent_dim
+from reports.gallery import GallerySpec, beta, latent_dim
 from reports.verdicts import (
     Comparison,
     Drawn,

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from genlab import tags
-from reports.pictures import GallerySpec
+from reports.gallery import GallerySpec
 from reports.verdicts import (
     Comparison,
     Drawn,

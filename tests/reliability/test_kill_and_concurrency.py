@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from genlab import data
-from genlab.config import ConfigError
+from genlab.checks import ConfigError
 from genlab.configs import VAEConfig
 from genlab.runs import vae as vae_entry
 from genlab.train import vae

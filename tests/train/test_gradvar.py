@@ -6,7 +6,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from genlab import cli, tracking
-from genlab.config import ConfigError
+from genlab.checks import ConfigError
 from genlab.configs import GradVarConfig, VAEConfig
 from genlab.entries import Context
 from genlab.runs import gradvar as gradvar_entry

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genlab import data
-from genlab.config import ConfigError
+from genlab.checks import ConfigError
 from genlab.configs import GANConfig, VAEConfig
 from genlab.train import gan, loop, vae
 

@@ -9,7 +9,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from genlab import data
-from genlab.config import resolve_device
+from genlab.checks import resolve_device
 from genlab.configs import VAEConfig
 from genlab.entries import Context
 from genlab.models.vae import encode_means

@@ -1,5 +1,5 @@
 """The report's pictures: what the models of each question draw, read from their runs' ``pictures/`` artifacts
-(``genlab/train/vae.py:log_pictures``, the GAN's step-0 and final grids). Every run of a data set draws from the
+(``genlab/runs/vae.py:log_pictures``, the GAN's step-0 and final grids). Every run of a data set draws from the
 same latent draws and reconstructs the same test images, so the cells of a gallery compare one to one.
 
 A gallery is a table: one row per condition (β, latent_dim, initialisation, ...), one column per picture kind.
