@@ -231,6 +231,8 @@ class SearchConfig:
     beta_min: float = param(0.1, "lower end of the log-uniform range of beta (> 0)", above=0)
     beta_max: float = param(10.0, "upper end of the log-uniform range of beta (>= beta_min)", above=0)
     sampler: str = param("tpe", "tpe, random, or grid (latent_dims x 5 log-spaced betas, plus 1.0)", SAMPLERS)
+    arch: str = param("conv", "the trials' VAE architecture, as for train_vae (the study's search uses mlp, as its "
+                      "beta and latent_dim sweeps do)", ARCHS)
     epochs: int = param(10, "epochs per trial, as for train_vae")
     limit: int = param(0, LIMIT_HELP + ", every trial")
     eval_samples: int = param(10000, "prior samples scored per trial (fid_proxy, ...); 0 = skip (objective "

@@ -109,8 +109,8 @@ def check_data(cfg: SearchConfig) -> data.Splits:
 
 def trial_config(cfg: SearchConfig, latent_dim: int, beta: float) -> VAEConfig:
     """The train-vae configuration of one trial: the lab's defaults plus the searched values."""
-    return VAEConfig(dataset=cfg.dataset, latent_dim=latent_dim, beta=beta, epochs=cfg.epochs, limit=cfg.limit,
-                     eval_samples=cfg.eval_samples, seed=cfg.seed, experiment=cfg.experiment,
+    return VAEConfig(dataset=cfg.dataset, latent_dim=latent_dim, beta=beta, arch=cfg.arch, epochs=cfg.epochs,
+                     limit=cfg.limit, eval_samples=cfg.eval_samples, seed=cfg.seed, experiment=cfg.experiment,
                      nll_images=0)  # the search ranks on val_neg_elbo; the bound would only cost time
 
 
@@ -126,7 +126,8 @@ def grid_betas(cfg: SearchConfig) -> list[float]:
 def settings_of(cfg: SearchConfig) -> dict[str, Any]:
     """What a resumed study must keep: the search space, the objective and the trials' training settings."""
     return {"objective": cfg.objective, "latent_dims": latent_dims(cfg), "beta_min": cfg.beta_min,
-            "beta_max": cfg.beta_max, "sampler": cfg.sampler, "dataset": cfg.dataset, "epochs": cfg.epochs,
+            "beta_max": cfg.beta_max, "sampler": cfg.sampler, "dataset": cfg.dataset, "arch": cfg.arch,
+            "epochs": cfg.epochs,
             "limit": cfg.limit, "eval_samples": cfg.eval_samples, "seed": cfg.seed}
 
 

@@ -43,6 +43,7 @@ OPTUNA_REASON = "optuna.reason"  # why a trial was pruned or failed
 # MLflow's own tags that genlab sets
 NOTE = "mlflow.note.content"  # the description shown on an experiment's and a run's page
 GIT_COMMIT = "mlflow.source.git.commit"
+PARENT_RUN = "mlflow.parentRunId"  # a nested run's parent (a search trial's: the search's parent run)
 EXPERIMENT_KIND = "mlflow.experimentKind"
 # + a key: a view of an experiment's runs page, stored as its UI stores one (genlab/ui.py)
 SHARED_VIEW = "mlflow.sharedViewState."

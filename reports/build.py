@@ -60,17 +60,20 @@ def ui_base(cfg: ReportConfig, tracking_uri: str) -> str:
 def collect(study: str, profile: str) -> dict[str, Any]:
     """The study's runs per question, and what each question reads besides them (histories, artifacts, pictures)."""
     from genlab import tracking
-    from reports import gallery, questions
+    from reports import gallery, questions, search_trials
     from reports import verdicts as V
 
     runs = tracking.search_runs(filter_string=tags.where(tags.STUDY, study))
     per_question, used, ignored = V.select_runs(runs, profile, questions.NAMES)
+    search = search_trials.collect(runs, profile, StoreReader().children, _artifact_png)
     inputs, galleries = {}, {}
     for q in questions.QUESTIONS:
         inputs[q.name] = q.read(per_question[q.name], StoreReader())
+        if q.reads_search:
+            inputs[q.name]["search"] = search
         galleries.update(gallery.collect(per_question[q.name], q.galleries, _artifact_png))
     return {"runs": runs, "per_question": per_question, "used": used, "ignored": ignored, "inputs": inputs,
-            "galleries": galleries}
+            "galleries": galleries, "search": search}
 
 
 class StoreReader:
@@ -86,6 +89,12 @@ class StoreReader:
 
     def json(self, artifact_uri: str, path: str) -> Any:
         return _artifact_json(artifact_uri, path)
+
+    def children(self, run_id: str) -> pd.DataFrame:
+        """The runs nested under run ``run_id`` (a search's trials)."""
+        from genlab import tracking
+
+        return tracking.search_runs(filter_string=tags.where(tags.PARENT_RUN, run_id))
 
     def png(self, artifact_uri: str, path: str) -> bytes | None:
         return _artifact_png(artifact_uri, path)
@@ -316,6 +325,8 @@ def run(cfg: ReportConfig, context: Context) -> Result:
     runs = collected["runs"]
     run_info = {r["run_id"]: (str(r["experiment_id"]), str(r.get("tags.mlflow.runName") or ""))
                 for _, r in runs.iterrows()} if len(runs) else {}
+    run_info.update({r["run_id"]: (str(r["experiment_id"]), str(r["run_name"]))  # the search's trials
+                     for _, r in collected["search"]["trials"].iterrows()})
     base = ui_base(cfg, uri)
     views = share_views(verdicts, run_info, cfg.study, base)
     shown = {"study": cfg.study, "profile": cfg.profile, "store": redacted(uri), "ui": base,

@@ -165,6 +165,8 @@ class Question:
     # of them read over steps (a line per arm), the others by their final value
     deciding: tuple[str, ...] = ()
     curves: tuple[str, ...] = ()
+    # its "balance" sentence also reads the Optuna search (reports/search_trials.py): rule(..., search=...)
+    reads_search: bool = False
 
     def verdict(self, runs: pd.DataFrame, reader: Reader) -> Verdict:
         return self.judge(runs, self.read(runs, reader))

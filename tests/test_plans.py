@@ -20,7 +20,9 @@ def test_the_lab_plans_load_for_every_profile(profile):
     plans = load_plans(StudyConfig(profile=profile))
     by_q = {p.question: p for p in plans}
     assert {"p1q1", "p1q2", "p1q3", "p2q1", "p2q2", "search"} <= set(by_q)
-    assert not by_q["search"].default and all(by_q[q].default for q in ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2"))
+    assert all(by_q[q].default for q in ("p1q1", "p1q2", "p1q3", "p2q1", "p2q2", "search"))
+    (search,) = by_q["search"].runs  # the balance sentences read it: the MLP VAE of the sweeps, scored samples
+    assert search.params["arch"] == "mlp" and search.params["eval_samples"] > 0
     arms = {q: {r.arm for r in p.runs} for q, p in by_q.items()}
     assert {"reparam", "score", "detach", "gradvar", "gradvar_init"} == arms["p1q1"]
     assert {"vae_decoder", "random", "ae_decoder", "ae_decoder_matched"} == arms["p2q1"]

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from genlab import tags
+from reports import search_trials
 from reports.gallery import GallerySpec, beta, latent_dim
 from reports.verdicts import (
     Comparison,
@@ -82,7 +83,8 @@ def read(runs: pd.DataFrame, reader: Reader) -> dict[str, Any]:
     return {"kl_per_dim": pd.DataFrame(kl_rows, columns=["run_id", "dim", "kl"]), "scatters": scatters}
 
 
-def rule(runs: pd.DataFrame, kl_per_dim: pd.DataFrame, scatters: dict[str, bytes] | None = None) -> Verdict:
+def rule(runs: pd.DataFrame, kl_per_dim: pd.DataFrame, scatters: dict[str, bytes] | None = None,
+         search: dict[str, Any] | None = None) -> Verdict:
     """The lab's answer as five sentences, each measured on the sweep at one latent_dim by comparisons against
     named minimum effects, paired on seeds (seed s of every beta shares its initialisation and data order), all
     the comparisons Holm-corrected together:
@@ -98,6 +100,10 @@ def rule(runs: pd.DataFrame, kl_per_dim: pd.DataFrame, scatters: dict[str, bytes
     - balance: ``test_neg_elbo`` (the beta = 1 bound) and prior-sample ``fid_proxy`` each lowest at a beta inside
       the sweep, significantly below both ends;
     - units: fewer ``kl_active_units`` at the largest beta than at beta = 1.
+
+    Beside the balance sentence, not part of its test: where the Optuna search (``search``, from
+    reports/search_trials.collect) puts its best trials in beta, and whether the sweep's best beta for the
+    test neg-ELBO lies among them (``numbers["search"]``, search_trials.summary).
 
     A sentence is confirmed when all its comparisons go its way, not_confirmed when one goes significantly the
     other way, else inconclusive_underpowered or no_significant_difference (see _joint), missing when a metric
@@ -128,12 +134,16 @@ def rule(runs: pd.DataFrame, kl_per_dim: pd.DataFrame, scatters: dict[str, bytes
         kl = kl.assign(beta=kl["run_id"].map(dict(zip(sweep["run_id"], sweep["_beta"], strict=True))))
     scatter_ids = ids(vae[vae["_z"] == SCATTER_DIM])
     numbers["scatter_run_ids"] = scatter_ids
-    extra = {"frames": {"kl_per_dim": kl}, "images": dict(scatters or {})}
+    trials = search["trials"] if search else search_trials.trials_frame(pd.DataFrame())
+    extra = {"frames": {"kl_per_dim": kl, search_trials.FRAME: trials},
+             "images": {**(scatters or {}), **search_trials.images(search)}}
+    numbers["search"] = search_trials.summary(trials, "beta", None)
     if len(betas) < MIN_BETAS:
         return Verdict("p1q2", "missing", numbers, rows, ids(sweep) + scatter_ids, missing, data, **extra)
 
     _record_absent(sweep, missing)
     numbers.update(_sentences(sweep, betas, rows, missing))
+    numbers["search"] = search_trials.summary(trials, "beta", numbers["best"]["test_neg_elbo"])
     status = _status(numbers["claims"])
     numbers["conv_check"] = _conv_check(check, status)
     decisive = ("confirmed", "not_confirmed")
@@ -289,7 +299,10 @@ def figures(v: Verdict, labels: dict[str, str]) -> dict[str, Drawn]:
         "p1q2_sentences": (F.sweep(v.data, "beta", measures, labels, log_x="symlog"), F.run_ids(v.data)),
         "p1q2_kl_per_dim": (kl_heatmap(kl, labels), F.run_ids(kl))}
     for rid, png in v.images.items():
-        drawn[f"p1q2_scatter_{rid[:8]}"] = (png, [rid])
+        if rid in v.numbers.get("scatter_run_ids", ()):
+            drawn[f"p1q2_scatter_{rid[:8]}"] = (png, [rid])
+    drawn.update(search_trials.figures(v.frames.get(search_trials.FRAME), v.numbers["search"],
+                                       v.images.get(search_trials.IMPORTANCES), "p1q2", labels))
     return drawn
 
 
@@ -320,11 +333,11 @@ GALLERIES = {
                                  lambda r: [("pic_manifold", "pictures/manifold.png")]),
 }
 
-QUESTION = Question("p1q2", rule, figures, read, GALLERIES, {
+QUESTION = Question("p1q2", rule, figures, read, GALLERIES, {**search_trials.THRESHOLDS,
     "reference_beta": REFERENCE_BETA, "min_betas": MIN_BETAS, "smoothness_min_effect": SMOOTHNESS_MIN_EFFECT,
     "path_length_min_effect_rel": PATH_LENGTH_MIN_EFFECT_REL, "mmd_min_effect": MMD_MIN_EFFECT,
     "fid_min_effect_rel": FID_MIN_EFFECT_REL, "recon_min_effect": RECON_MIN_EFFECT,
     "neg_elbo_min_effect": NEG_ELBO_MIN_EFFECT, "units_min_effect": UNITS_MIN_EFFECT, **MEASURED_WITH},
     # the sentences' metrics, in the order of the lab's answer (continuous, holes, detail, balance, units)
     deciding=("interp_smoothness", "interp_path_length", "aggregate_posterior_mmd", "fid_proxy", "aggregate_fid_proxy",
-              "test_recon", "test_neg_elbo", "kl_active_units"))
+              "test_recon", "test_neg_elbo", "kl_active_units"), reads_search=True)

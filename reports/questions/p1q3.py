@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from genlab import tags
+from reports import search_trials
 from reports.gallery import GallerySpec, beta, latent_dim
 from reports.verdicts import (
     Comparison,
@@ -75,7 +76,7 @@ def _figure_data(main: pd.DataFrame, ae: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([data, *gaps], ignore_index=True) if len(both) else data
 
 
-def rule(runs: pd.DataFrame) -> Verdict:
+def rule(runs: pd.DataFrame, search: dict[str, Any] | None = None) -> Verdict:
     """"Memorises noise" is overfitting that grows with latent_dim. Confirmed iff, for the beta = 1 VAEs, the
     generalisation gap (val_recon - train_eval_recon, nats/image) at the largest latent_dim exceeds the gap at the
     smallest by more than GAP_GROWTH_MIN, test_recon at the largest latent_dim is worse than at the best one by more
@@ -87,7 +88,9 @@ def rule(runs: pd.DataFrame) -> Verdict:
     rule asks for moves the gap. Otherwise the measurement could not have seen it and the verdict is
     ``inconclusive_control``. The control's own growth from the smallest to the largest latent_dim is shown, not
     required: on a few hundred images even the smallest autoencoder memorises. The gap of the importance-weighted
-    bound (test_nll_iw - train_nll_iw) is compared the same way and shown beside, not part of the rule."""
+    bound (test_nll_iw - train_nll_iw) is compared the same way and shown beside, not part of the rule. So is
+    the Optuna search (``search``): where its best trials lie in latent_dim, and whether the sweep's best
+    latent_dim lies among them (``numbers["search"]``, search_trials.summary)."""
     missing: list[dict] = []
     vae = with_metrics(of_kind(runs, tags.VAE), REQUIRED, missing)
     vae = vae.assign(_beta=numeric(vae, "params.beta"), _z=numeric(vae, "params.latent_dim"),
@@ -101,7 +104,9 @@ def rule(runs: pd.DataFrame) -> Verdict:
     rows, ae_rows, control_rows, control_vae_rows = _dims(main), _dims(ae), _dims(control), _dims(control_vae)
     if len(rows) < 2:
         missing.append({"what": "count", "key": "latent_dim", "have": len(rows), "need": 2})
-    numbers: dict[str, Any] = {}
+    trials = search["trials"] if search else search_trials.trials_frame(pd.DataFrame())
+    extra = {"frames": {search_trials.FRAME: trials}, "images": search_trials.images(search)}
+    numbers: dict[str, Any] = {"search": search_trials.summary(trials, "latent_dim", None)}
     data = _figure_data(main, ae)
     if len(ae_rows) >= 2:
         numbers["ae_gap_growth"] = _gap_growth(ae_rows)
@@ -119,7 +124,7 @@ def rule(runs: pd.DataFrame) -> Verdict:
                                ("control_vae", control_vae_rows)) for r in rs]
     run_ids = ids(main) + ids(ae) + ids(control) + ids(control_vae)
     if len(rows) < 2:
-        return Verdict("p1q3", "missing", numbers, table, run_ids, missing, data)
+        return Verdict("p1q3", "missing", numbers, table, run_ids, missing, data, **extra)
 
     best = min(rows, key=lambda r: r["test_recon"].mean)
     last = rows[-1]
@@ -134,8 +139,9 @@ def rule(runs: pd.DataFrame) -> Verdict:
         if numbers["shape"] == "worsens" else "neither"
     numbers["gap_ok"] = numbers["gap_growth"].outcome == "greater"
     numbers["control_ok"] = excess is not None and excess.outcome == "greater"
+    numbers["search"] = search_trials.summary(trials, "latent_dim", numbers["d_best"])
     return Verdict("p1q3", _status(numbers), numbers, table, run_ids, missing, data,
-                   rests_on=ids(main) + ids(control) + (baseline["run_ids"] if baseline else []))
+                   rests_on=ids(main) + ids(control) + (baseline["run_ids"] if baseline else []), **extra)
 
 
 def _status(numbers: dict[str, Any]) -> str:
@@ -156,7 +162,9 @@ def figures(v: Verdict, labels: dict[str, str]) -> dict[str, Drawn]:
     from reports import figures as F
 
     vae = v.data[v.data["model"] == "vae"] if len(v.data) else v.data
-    return {
+    drawn = search_trials.figures(v.frames.get(search_trials.FRAME), v.numbers.get("search", {}),
+                                  v.images.get(search_trials.IMPORTANCES), "p1q3", labels)
+    return drawn | {
         "p1q3_gap": (F.sweep(v.data, "latent_dim", ("gap", "nll_gap"), labels, hue="model", log_x="log2"),
                      F.run_ids(v.data)),
         "p1q3_recon": (F.lines(vae, "latent_dim", ("train_eval_recon", "val_recon", "test_recon"), labels,
@@ -171,5 +179,5 @@ GALLERIES = {"p1q3_pictures": GallerySpec(  # the sweep's runs; the positive con
     lambda r: [("ae" if beta(r) == AE_BETA else "vae", "pictures/reconstructions.png")])}
 
 QUESTION = Question("p1q3", rule, figures, galleries=GALLERIES, thresholds={
-    "gap_growth_min": GAP_GROWTH_MIN, "recon_worse_min": RECON_WORSE_MIN},
-    deciding=("val_recon", "train_eval_recon", "test_recon"))  # the gap is val - train; test_recon: the shape
+    "gap_growth_min": GAP_GROWTH_MIN, "recon_worse_min": RECON_WORSE_MIN, **search_trials.THRESHOLDS},
+    deciding=("val_recon", "train_eval_recon", "test_recon"), reads_search=True)  # the gap is val - train; test_recon: the shape

@@ -169,6 +169,11 @@ def build(uri: str, confirmed: bool, study: str = "lab1", profile: str = "full",
     s.run("p1q3", "vae", "z=32", 1, {"beta": 1.0, "latent_dim": 32},
           {"train_eval_recon": 0, "val_recon": 500, "test_recon": 900}, start_offset=-5_000_000, name="vae z32 old")
 
+    # The Optuna search: 12 complete trials and 2 pruned. Confirmed: the best three (by val_neg_elbo) at beta 0.4 to
+    # 0.7 and latent_dim 8 to 16, around the sweeps' best (beta 0.5, latent_dim 8); not: at beta 8 to 10 and
+    # latent_dim 2 to 4, away from them.
+    plant_search(s, SEARCH_TOP if confirmed else SEARCH_TOP_ELSEWHERE)
+
     # P2Q1: GAN inits. Confirmed: final fid vae_decoder 20 < ae_decoder 30 < random 40, and the autoencoder decoder
     # fed noise fitted to its codes catches up with the VAE decoder (60 at step 0, 20 at the end): the cause is the
     # latent distribution. Flipped: vae_decoder 40 > ae_decoder 30 at the end (no advantage to explain), and at step
@@ -216,3 +221,31 @@ def build(uri: str, confirmed: bool, study: str = "lab1", profile: str = "full",
                "trunk_cka": 0.30, "trunk_cka_init": 0.85, "encoder_feature_dim": 16, "realfake_images_per_half": 1000},
               name=XSS if seed == 0 else None)
     return s
+
+
+SEARCH_TOP = ((8, 0.4), (8, 0.5), (16, 0.7))  # (latent_dim, beta) of the best three trials
+SEARCH_TOP_ELSEWHERE = ((2, 8.0), (4, 9.0), (2, 10.0))
+SEARCH_REST = ((2, 0.1), (4, 0.2), (32, 0.3), (64, 1.0), (64, 2.0), (32, 3.0), (16, 5.0), (4, 6.0), (2, 7.0))
+
+
+def plant_search(s: Store, top: tuple[tuple[int, float], ...]) -> None:
+    """A search's parent run (as `genlab study` makes it) and its trials as child runs (tags as search.py sets
+    them): ``top`` score val_neg_elbo 250-252, the others 260-268 and two pruned trials none. The trials' test
+    reconstruction falls and their fid_proxy rises with val_neg_elbo's rank, so every complete trial is on the
+    Pareto front but the two last."""
+    parent = s.run("search", "search", "neg_elbo", 0, {"objective": "neg_elbo", "n_trials": 14},
+                   {"trials_complete": 12, "trials_pruned": 2}, name="search lab1-search-full")
+    s.ids.pop("search")  # no section of its own: its trials are cited in P1Q2's and P1Q3's
+    trials = [(d, b, 250.0 + i) for i, (d, b) in enumerate(top)] + \
+        [(d, b, 260.0 + i) for i, (d, b) in enumerate(SEARCH_REST)] + [(16, 1.5, None), (64, 0.2, None)]
+    for number, (d, b, value) in enumerate(trials):
+        state = "COMPLETE" if value is not None else "PRUNED"
+        metrics = {} if value is None else {"val_neg_elbo": value, "test_neg_elbo": value + 1,
+                                            "test_recon": 240.0 - number if number < 10 else 260.0,
+                                            "fid_proxy": 30.0 + number}
+        run = s.client.create_run(s.exp, tags={"mlflow.parentRunId": parent, "optuna.state": state,
+                                               "optuna.trial_number": str(number), "genlab.kind": "vae"},
+                                  run_name=f"vae mlp z{d} b{b:g} trial {number}")
+        s.client.log_batch(run.info.run_id, metrics=[Metric(k, v, s.clock, 20) for k, v in metrics.items()],
+                           params=[Param("latent_dim", str(d)), Param("beta", str(b))])
+        s.client.set_terminated(run.info.run_id, "FINISHED")

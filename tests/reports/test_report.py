@@ -258,6 +258,24 @@ def test_text_from_runs_is_escaped(built):
     assert fake_study.XSS not in r["en"] and "&lt;script&gt;alert(1)&lt;/script&gt;" in r["en"]
 
 
+def test_the_balance_sentences_read_the_optuna_search_both_ways(built):
+    """fake_study.plant_search: lab1's best trials lie around the sweeps' best beta (0.5) and latent_dim (8), flip's
+    away from them; each report says so in P1Q2's and P1Q3's sections, with the trials' links and figures."""
+    for study, word, fr_word in (("lab1", "lies in that region", "est dans cette région"),
+                                 ("flip", "lies outside that region", "est hors de cette région")):
+        en, fr = built["out"][study]["en"], built["out"][study]["fr"]
+        for q in ("p1q2", "p1q3"):
+            s = section(en, q)
+            assert "**The Optuna search** over latent_dim × β" in s and "14 trials, 12 complete, 2 pruned" in s
+            assert word in s and fr_word in section(fr, q), (study, q)
+            assert f"{q}_search" in built["out"][study]["en"] and "Pareto front" in s
+    s = section(built["out"]["lab1"]["en"], "p1q2")
+    assert "have β from 0.4 to 0.7 (median 0.5)" in s and "the best has latent_dim 8 and β = 0.400" in s
+    assert "have latent_dim from 8 to 16" in section(built["out"]["lab1"]["en"], "p1q3")
+    quick = section(built["out"]["quick1"]["en"], "p1q2")
+    assert "**The Optuna search**" in quick and "14 trials" in quick
+
+
 def test_every_number_cites_its_runs_with_the_ui_address(built):
     """In the UI's Model training mode: its query inside the fragment (the UI is hash-routed)."""
     client = MlflowClient(built["uri"])
