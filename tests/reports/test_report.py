@@ -270,7 +270,7 @@ def test_the_balance_sentences_read_the_optuna_search_both_ways(built):
             assert word in s and fr_word in section(fr, q), (study, q)
             assert f"{q}_search" in built["out"][study]["en"] and "Pareto front" in s
     s = section(built["out"]["lab1"]["en"], "p1q2")
-    assert "have β from 0.4 to 0.7 (median 0.5)" in s and "the best has latent_dim 8 and β = 0.400" in s
+    assert "have β from 0.40 to 0.70 (median 0.50)" in s and "the best has latent_dim 8 and β = 0.400" in s
     assert "have latent_dim from 8 to 16" in section(built["out"]["lab1"]["en"], "p1q3")
     quick = section(built["out"]["quick1"]["en"], "p1q2")
     assert "**The Optuna search**" in quick and "14 trials" in quick
