@@ -47,9 +47,12 @@ def collect(runs: pd.DataFrame, profile: str, children: Callable[[str], pd.DataF
             "importances": png(str(parent["artifact_uri"]), "importances.png")}
 
 
-def images(search: dict[str, Any] | None) -> dict[str, bytes]:
-    """A Verdict's images entry for the search's importances figure (none without one)."""
-    return {IMPORTANCES: search["importances"]} if search and search.get("importances") else {}
+def unpack(search: dict[str, Any] | None) -> tuple[pd.DataFrame, dict[str, bytes]]:
+    """What a question's Verdict keeps of ``collect``'s result: the trials (empty without a search) and its images
+    entry for the importances figure (none without one)."""
+    if not search:
+        return trials_frame(pd.DataFrame()), {}
+    return search["trials"], ({IMPORTANCES: search["importances"]} if search.get("importances") else {})
 
 
 def trials_frame(children: pd.DataFrame) -> pd.DataFrame:

@@ -35,6 +35,7 @@ from genlab.checks import check, check_declared, resolve_device
 from genlab.configs import ClassifierConfig
 from genlab.entries import Context, Result
 from genlab.models.classifier import Classifier
+from genlab.runs import CHECKPOINT_FOLDER
 from genlab.train.classifier import train
 
 ARCH_VERSION = 1  # bump when models/classifier.py changes: a new key, so old classifiers are not reused
@@ -97,7 +98,7 @@ def run(cfg: ClassifierConfig, context: Context) -> Result:
         with tempfile.TemporaryDirectory() as tmp:  # plain weights, read back with torch.load(weights_only=True)
             path = Path(tmp) / "classifier.pt"
             torch.save(model.state_dict(), path)
-            run.log_artifact(path, "checkpoint")
+            run.log_artifact(path, CHECKPOINT_FOLDER)
         run.log_model(model, "classifier", np.zeros((2, 1, 28, 28), np.float32))
         tracking.register_model(run.run_id, "classifier", model_name(cfg.dataset))
     if existing:
@@ -122,7 +123,7 @@ def find_classifier(cfg: ClassifierConfig) -> str | None:
 def load_classifier(run_id: str, device: torch.device | str = "cpu") -> Classifier:
     from genlab import tracking
 
-    path = tracking.download_artifact(run_id, "checkpoint/classifier.pt")
+    path = tracking.download_artifact(run_id, f"{CHECKPOINT_FOLDER}/classifier.pt")
     model = Classifier()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.to(device).eval()

@@ -134,11 +134,10 @@ def rule(runs: pd.DataFrame, kl_per_dim: pd.DataFrame, scatters: dict[str, bytes
         kl = kl.assign(beta=kl["run_id"].map(dict(zip(sweep["run_id"], sweep["_beta"], strict=True))))
     scatter_ids = ids(vae[vae["_z"] == SCATTER_DIM])
     numbers["scatter_run_ids"] = scatter_ids
-    trials = search["trials"] if search else search_trials.trials_frame(pd.DataFrame())
-    extra = {"frames": {"kl_per_dim": kl, search_trials.FRAME: trials},
-             "images": {**(scatters or {}), **search_trials.images(search)}}
-    numbers["search"] = search_trials.summary(trials, "beta", None)
+    trials, search_images = search_trials.unpack(search)
+    extra = {"frames": {"kl_per_dim": kl, search_trials.FRAME: trials}, "images": {**(scatters or {}), **search_images}}
     if len(betas) < MIN_BETAS:
+        numbers["search"] = search_trials.summary(trials, "beta", None)
         return Verdict("p1q2", "missing", numbers, rows, ids(sweep) + scatter_ids, missing, data, **extra)
 
     _record_absent(sweep, missing)

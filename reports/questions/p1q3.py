@@ -104,9 +104,9 @@ def rule(runs: pd.DataFrame, search: dict[str, Any] | None = None) -> Verdict:
     rows, ae_rows, control_rows, control_vae_rows = _dims(main), _dims(ae), _dims(control), _dims(control_vae)
     if len(rows) < 2:
         missing.append({"what": "count", "key": "latent_dim", "have": len(rows), "need": 2})
-    trials = search["trials"] if search else search_trials.trials_frame(pd.DataFrame())
-    extra = {"frames": {search_trials.FRAME: trials}, "images": search_trials.images(search)}
-    numbers: dict[str, Any] = {"search": search_trials.summary(trials, "latent_dim", None)}
+    trials, search_images = search_trials.unpack(search)
+    extra = {"frames": {search_trials.FRAME: trials}, "images": search_images}
+    numbers: dict[str, Any] = {}
     data = _figure_data(main, ae)
     if len(ae_rows) >= 2:
         numbers["ae_gap_growth"] = _gap_growth(ae_rows)
@@ -124,6 +124,7 @@ def rule(runs: pd.DataFrame, search: dict[str, Any] | None = None) -> Verdict:
                                ("control_vae", control_vae_rows)) for r in rs]
     run_ids = ids(main) + ids(ae) + ids(control) + ids(control_vae)
     if len(rows) < 2:
+        numbers["search"] = search_trials.summary(trials, "latent_dim", None)
         return Verdict("p1q3", "missing", numbers, table, run_ids, missing, data, **extra)
 
     best = min(rows, key=lambda r: r["test_recon"].mean)
