@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -70,6 +72,38 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device must be auto or cpu here: cuda is not available")
     return torch.device(device)
+
+
+# CPU flags (Linux /proc/cpuinfo) of matrix units that compute in bf16 natively: without them autocast bf16 is
+# emulated and several times slower than fp32 (docs/results.md, "Notes moved from the code").
+NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+CPUINFO = Path("/proc/cpuinfo")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read: not Linux)."""
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return frozenset()
+    return frozenset(word for line in text.splitlines() if line.startswith("flags") for word in line.split()[2:])
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    """True where bf16 matrix products run on dedicated units: a CUDA device that supports bf16, a CPU with AMX-BF16
+    or AVX512-BF16."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and any(flag in cpu_flags() for flag in NATIVE_BF16_CPU_FLAGS)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    """The compute dtype a run trains in: ``auto`` is bf16 (autocast) where the device has native bf16 units, fp32
+    elsewhere; ``fp32`` and ``bf16`` are kept as asked. Logged as the param ``compute_dtype``."""
+    if dtype == "auto":
+        return "bf16" if has_native_bf16(device) else "fp32"
+    return dtype
 
 
 def config_from_params(config_class: type, params: dict[str, str]) -> Any:

@@ -25,7 +25,7 @@ ARCHS = ("conv", "mlp")
 DEVICES = ("auto", "cpu", "cuda")
 SWITCH = (0, 1)
 ESTIMATORS = ("reparam", "score", "detach")
-DTYPES = ("fp32", "bf16")
+DTYPES = ("auto", "fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 LOSSES = ("ns", "hinge")
 INIT_DISCRIMINATORS = ("none", "encoder")
@@ -62,6 +62,9 @@ DATASET_HELP = "data set (synthetic: a small in-memory set of 10 shape classes, 
 DEVICE_HELP = "where to compute: auto = cuda when available, else cpu"
 SEED_HELP = "seeds initialisation, shuffling and the noise draws"
 LIMIT_HELP = "use only the first N training images (0 = all)"
+DTYPE_HELP = ("compute dtype of the training steps: auto (bf16 autocast where the device has native bf16 units: a CPU "
+              "with AMX-BF16 or AVX512-BF16, a CUDA GPU with bf16; fp32 elsewhere), fp32, or bf16 (autocast; slow on "
+              "CPUs without native bf16). Losses, KL and evaluations stay fp32; the param compute_dtype says which ran")
 SYSTEM_METRICS_HELP = "1: log CPU, memory (and GPU) usage as MLflow system metrics during the run; 0: off"
 
 
@@ -82,8 +85,7 @@ class VAEConfig:
                            "(REINFORCE with a running-mean baseline) or detach (plain backpropagation through a sample "
                            "drawn without the trick: the encoder learns from the KL term only); score and detach are "
                            "question P1Q1's arms", ESTIMATORS)
-    dtype: str = param("fp32", "compute dtype: fp32, or bf16 (CPU/GPU autocast; slow on CPUs without native "
-                       "bf16)", DTYPES)
+    dtype: str = param("auto", DTYPE_HELP, DTYPES)
     limit: int = param(0, LIMIT_HELP, at_least=0)
     seed: int = param(0, "seeds initialisation, shuffling and the posterior noise", at_least=0)
     device: str = param("auto", DEVICE_HELP, DEVICES)
@@ -134,6 +136,7 @@ class GANConfig:
     seed: int = param(0, SEED_HELP, at_least=0)
     device: str = param("auto", DEVICE_HELP, DEVICES)
     experiment: str = param("genlab-gan", "MLflow experiment of the run")
+    dtype: str = param("auto", DTYPE_HELP, DTYPES)
     system_metrics: int = param(1, SYSTEM_METRICS_HELP, SWITCH)
 
 

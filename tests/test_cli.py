@@ -102,7 +102,7 @@ def test_every_option_says_what_it_is_and_lists_its_choices():
             for choice in (field.metadata.get("choices", ()) if field else ()):
                 assert str(choice) in (action.metavar or ""), f"{where}: {choice} not listed"
     vae_help = commands["train-vae"].format_help()
-    assert "--dtype {fp32,bf16}" in vae_help and "--system-metrics {0,1}" in vae_help and "--precision" not in vae_help
+    assert "--dtype {auto,fp32,bf16}" in vae_help and "--system-metrics {0,1}" in vae_help and "--precision" not in vae_help
 
 
 def fields_of(command: str) -> dict[str, dataclasses.Field]:

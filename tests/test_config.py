@@ -4,6 +4,7 @@ import dataclasses
 import math
 
 import pytest
+import torch
 
 from genlab import configs
 from genlab.checks import ConfigError, check_declared
@@ -80,3 +81,22 @@ def test_one_redactor_hides_every_credential():
     assert configs.redacted("postgresql://genlab:@host/db") == "postgresql://genlab:***@host/db"
     for plain in ("sqlite:////work/mlflow.db", "http://127.0.0.1:5000", "postgresql://host/db"):
         assert configs.redacted(plain) == plain
+
+
+def test_dtype_auto_is_bf16_only_where_the_cpu_has_native_bf16_units(tmp_path, monkeypatch):
+    from genlab import checks
+
+    cpu = torch.device("cpu")
+    for flags, expected in (("fpu sse2 avx2 fma", "fp32"), ("fpu avx2 avx512f avx512_bf16", "bf16"),
+                            ("fpu avx2 amx_tile amx_bf16", "bf16"), ("fpu avx512f avx512bw", "fp32")):
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(checks, "CPUINFO", info)
+        checks.cpu_flags.cache_clear()
+        assert checks.resolve_dtype("auto", cpu) == expected, flags
+        # an explicit dtype is kept whatever the CPU has
+        assert checks.resolve_dtype("fp32", cpu) == "fp32" and checks.resolve_dtype("bf16", cpu) == "bf16"
+    monkeypatch.setattr(checks, "CPUINFO", tmp_path / "missing")
+    checks.cpu_flags.cache_clear()
+    assert checks.cpu_flags() == frozenset() and checks.resolve_dtype("auto", cpu) == "fp32"
+    checks.cpu_flags.cache_clear()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from genlab import checks, data, metrics, pictures, tags
-from genlab.checks import ConfigError, check, check_declared, resolve_device
+from genlab.checks import ConfigError, check, check_declared, resolve_device, resolve_dtype
 from genlab.configs import MODEL_URI, RUN_ID, GANConfig
 from genlab.entries import Context, EpochCallback, Result
 from genlab.models.gan import FittedGenerator, Generator
@@ -78,7 +78,8 @@ def describe(cfg: GANConfig, init: InitSource | None) -> str:
 
 
 def params_of(cfg: GANConfig) -> dict:
-    return dataclasses.asdict(cfg)
+    """The config as logged, with ``compute_dtype``: what ``dtype`` (``auto`` by default) resolved to here."""
+    return {**dataclasses.asdict(cfg), "compute_dtype": resolve_dtype(cfg.dtype, resolve_device(cfg.device))}
 
 
 # what a run logged before these params existed trained with (its checkpoint's discriminator has plain weights)

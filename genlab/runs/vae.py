@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from genlab import checks, data, linear_probes, losses, metrics, pictures, tags
-from genlab.checks import check, check_declared, resolve_device
+from genlab.checks import check, check_declared, resolve_device, resolve_dtype
 from genlab.configs import VAEConfig
 from genlab.entries import Context, EpochCallback, Result
 from genlab.models.vae import VAE, encode_means, param_count
@@ -53,7 +53,8 @@ def describe(cfg: VAEConfig) -> str:
 
 
 def params_of(cfg: VAEConfig) -> dict:
-    return dataclasses.asdict(cfg)
+    """The config as logged, with ``compute_dtype``: what ``dtype`` (``auto`` by default) resolved to here."""
+    return {**dataclasses.asdict(cfg), "compute_dtype": resolve_dtype(cfg.dtype, resolve_device(cfg.device))}
 
 
 def config_from_params(params: dict[str, str]) -> VAEConfig:

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import torch
 
 from genlab import convergence, data, losses, metrics, pictures
-from genlab.checks import resolve_device
+from genlab.checks import resolve_device, resolve_dtype
 from genlab.configs import GANConfig
 from genlab.models.gan import Discriminator, FittedGenerator, Generator, LatentFit, generate
 from genlab.models.vae import Encoder, encode_means
@@ -229,8 +229,9 @@ def train_epoch(cfg: GANConfig, splits: data.Splits, state: TrainState, epoch: i
     steps_per_epoch = -(-len(splits.train_x) // cfg.batch_size)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # d_loss, g_loss, d_real, d_fake (x batch size)
     bar = loop.progress(steps_per_epoch, f"epoch {epoch}/{cfg.epochs}")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_dtype(cfg.dtype, device) == "bf16")
     for step, real in enumerate(data.batches(splits.train_x, cfg.batch_size, state.shuffle_rng, device)):
-        d_loss, g_loss, real_logits, fake_logits = _step(cfg, state, real, epoch, step, steps_per_epoch)
+        d_loss, g_loss, real_logits, fake_logits = _step(cfg, state, real, epoch, step, steps_per_epoch, autocast)
         with torch.no_grad():
             sums += len(real) * torch.stack([d_loss, g_loss, torch.sigmoid(real_logits).mean(),
                                              torch.sigmoid(fake_logits).mean()]).double()
@@ -256,21 +257,24 @@ def train_epoch(cfg: GANConfig, splits: data.Splits, state: TrainState, epoch: i
 
 
 def _step(cfg: GANConfig, state: TrainState, real: torch.Tensor, epoch: int, step: int, steps_per_epoch: int,
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+          autocast: torch.autocast) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One discriminator update, then one generator update against the updated discriminator, on a batch of real
     images, then the generator's moving average: (d_loss, g_loss, real_logits, fake_logits)."""
     generator, discriminator, average = state.nets
     z = torch.randn(len(real), cfg.latent_dim, generator=state.noise_rng, device=real.device)
-    fake = generate(generator, z)
-    # the fakes are detached, so only D moves
-    real_logits, fake_logits = discriminator(real), discriminator(fake.detach())
+    with autocast:  # the networks' matrix products; logits, losses and the average stay fp32
+        fake = generate(generator, z)
+        # the fakes are detached, so only D moves
+        real_logits, fake_logits = discriminator(real).float(), discriminator(fake.detach()).float()
     d_loss = losses.discriminator_loss(real_logits, fake_logits, cfg.loss)
     loop.check_finite(d_loss, "discriminator loss", epoch, step,
                       FIRST_HINT if (epoch, step) == (1, 0) else G_HINT.format(lr_g=cfg.lr_g))
     state.opt_d.zero_grad(set_to_none=True)
     d_loss.backward()
     state.opt_d.step()
-    g_loss = losses.generator_loss(discriminator(fake), cfg.loss)
+    with autocast:
+        fake_logits_after = discriminator(fake).float()
+    g_loss = losses.generator_loss(fake_logits_after, cfg.loss)
     loop.check_finite(g_loss, "generator loss", epoch, step, D_HINT.format(lr_d=cfg.lr_d))
     state.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from genlab import convergence, data, losses, metrics, pictures
-from genlab.checks import resolve_device
+from genlab.checks import resolve_device, resolve_dtype
 from genlab.configs import VAEConfig
 from genlab.models.vae import VAE, reparameterize
 from genlab.pictures import N_GRID, SAMPLE_SEED
@@ -207,7 +207,7 @@ def train_epoch(cfg: VAEConfig, splits: data.Splits, state: TrainState, epoch: i
     """One pass over the training images, then the validation split: the epoch's metrics (nats/image, seconds)."""
     t0 = time.perf_counter()
     steps_per_epoch = -(-len(splits.train_x) // cfg.batch_size)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_dtype(cfg.dtype, device) == "bf16")
     sums = torch.zeros(3, dtype=torch.float64)
     bar = loop.progress(steps_per_epoch, f"epoch {epoch}/{cfg.epochs}")
     beta = cfg.beta

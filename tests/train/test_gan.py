@@ -331,3 +331,15 @@ def test_train_gan_bad_input(shared_store, capsys, args, names):
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and names in err and "Traceback" not in err
     assert MlflowClient().get_experiment_by_name("bad-input") is None
+
+
+def test_bf16_autocast_trains_a_finite_gan_and_the_run_logs_its_compute_dtype(shared_store):
+    run_id, final = ran(gan_entry.run(tiny(dtype="bf16", experiment="bf16"), Context()))
+    params = MlflowClient().get_run(run_id).data.params
+    assert params["dtype"] == "bf16" and params["compute_dtype"] == "bf16"
+    assert all(math.isfinite(final[k]) for k in ("d_loss", "g_loss", "d_real", "d_fake"))
+    run_id, _ = ran(gan_entry.run(tiny(experiment="bf16"), Context()))
+    params = MlflowClient().get_run(run_id).data.params
+    # auto resolves on this machine: bf16 only with native bf16 units (genlab.checks.resolve_dtype)
+    from genlab.checks import resolve_dtype
+    assert params["dtype"] == "auto" and params["compute_dtype"] == resolve_dtype("auto", torch.device("cpu"))

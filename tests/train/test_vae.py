@@ -47,6 +47,7 @@ def test_run_logs_metrics_artifacts_and_models(store):
     history = client.get_metric_history(run_id, "val_neg_elbo")
     assert [m.step for m in history] == [1, 2]
     assert run.data.params["latent_dim"] == "4" and run.data.params["beta"] == "1.0"
+    assert run.data.params["dtype"] == "auto" and run.data.params["compute_dtype"] in ("fp32", "bf16")
     assert math.isclose(final["test_neg_elbo"], final["test_recon"] + final["test_kl"], rel_tol=1e-6)
     assert image_steps(client, run_id, "samples") == image_steps(client, run_id, "reconstructions") == [1, 2]
     paths = {f.path for d in ("pictures", "checkpoint") for f in client.list_artifacts(run_id, d)}
