@@ -152,3 +152,16 @@ def wait_for(condition, timeout: float, what: str):
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def assert_timed(logged: dict[str, float], phases: set[str]) -> None:
+    """A training run's where-the-time-went metrics (genlab.timing): each of ``phases`` timed, nothing unknown,
+    and the phases, with seconds_other, adding up to seconds_total."""
+    from genlab import timing
+
+    timed = {k.removeprefix("seconds_") for k in logged if k.startswith("seconds_")} - {"total", "other"}
+    assert phases <= timed <= set(timing.PHASES), timed
+    assert all(logged[f"seconds_{p}"] >= 0 for p in timed) and logged["seconds_train"] > 0
+    parts = sum(logged[f"seconds_{p}"] for p in timed) + logged["seconds_other"]
+    assert abs(parts - logged["seconds_total"]) < 1e-6 * max(1.0, logged["seconds_total"]) or (
+        logged["seconds_other"] == 0 and parts >= logged["seconds_total"]), (parts, logged["seconds_total"])

@@ -10,12 +10,13 @@ end) -> run (the MLflow run around the loop).
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import numpy as np
 import torch
 
-from genlab import checks, data, metrics, pictures, tags
+from genlab import checks, data, metrics, pictures, tags, timing
 from genlab.checks import ConfigError, check, check_declared, resolve_device, resolve_dtype
 from genlab.configs import MODEL_URI, RUN_ID, GANConfig
 from genlab.entries import Context, EpochCallback, Result
@@ -185,9 +186,11 @@ class TrackedGANSink:
         gate = {k: final[k] for k in GATE_KEYS if k in final}
         if gate:
             self.run.log_metrics(gate, step=self.cfg.epochs)
-        sampler = nets.sampler().cpu().eval()
-        generator = sampler.folded() if isinstance(sampler, FittedGenerator) else sampler
-        self.run.log_model(generator, "generator", np.zeros((2, self.cfg.latent_dim), np.float32))
+        with timing.phase("models"):
+            sampler = nets.sampler().cpu().eval()
+            generator = sampler.folded() if isinstance(sampler, FittedGenerator) else sampler
+            self.run.log_model(generator, "generator", np.zeros((2, self.cfg.latent_dim), np.float32))
+        self.run.log_metrics(timing.metrics(), step=self.cfg.epochs)  # the last thing logged: its total covers the rest
         return {}
 
 
@@ -207,11 +210,13 @@ def run(cfg: GANConfig, context: Context) -> Result:
     starts create nothing. A resumed run takes its config from that run's logged params, not from ``cfg``."""
     from genlab import tracking
 
+    timing.reset()
     resumed, resume = resume_from(context.resume_run_id, tags.GAN, config_from_params, load_checkpoint)
     cfg = resumed or cfg
     validate(cfg)
     init = resolve_init(cfg) if resume is None else None  # a resumed run takes its weights from the checkpoint
-    splits = context.data(cfg.dataset, cfg.limit)
+    with timing.phase("data"):
+        splits = context.data(cfg.dataset, cfg.limit)
     check_data(cfg, splits)
     device = resolve_device(cfg.device)
     scorer = find_scorer(cfg.dataset, device) if cfg.eval_samples else None
@@ -223,11 +228,13 @@ def run(cfg: GANConfig, context: Context) -> Result:
     all_tags = {tags.KIND: tags.GAN, tags.DEVICE: str(device), **context.tags}
     if resume is None:  # a resumed run keeps the initialisation it started from (its weights come from the checkpoint)
         all_tags[tags.INIT] = init_label(cfg, init)
+    started = time.perf_counter()
     with tracking.start_run(cfg.experiment, run_name(cfg, init), params, all_tags, resume_run_id=context.resume_run_id,
                             parent_run_id=context.parent_run_id, description=describe(cfg, init),
                             system_metrics=bool(cfg.system_metrics)) as run:
         if resume is None:
             run.log_splits(splits, ("train", "test"))
+        timing.add("start", time.perf_counter() - started)
         sink = TrackedGANSink(run, cfg, splits, scorer, context.on_epoch)
         _, final = train(cfg, splits, sink, resume=resume, init=init, scorer=scorer)
     if "d_loss" not in final:  # resumed from a checkpoint of its last epoch: nothing was left to train

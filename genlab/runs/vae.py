@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from genlab import checks, data, linear_probes, losses, metrics, pictures, tags
+from genlab import checks, data, linear_probes, losses, metrics, pictures, tags, timing
 from genlab.checks import check, check_declared, resolve_device, resolve_dtype
 from genlab.configs import VAEConfig
 from genlab.entries import Context, EpochCallback, Result
@@ -96,16 +96,21 @@ class TrackedVAESink:
 
     def end(self, model: VAE, final: dict[str, float]) -> dict[str, float]:
         cfg, run = self.cfg, self.run
-        added = log_latent_space(run, model, self.splits, self.device, step=cfg.epochs, seed=cfg.seed)
-        log_pictures(run, model, self.splits, self.device)
+        with timing.phase("latent_space"):
+            added = log_latent_space(run, model, self.splits, self.device, step=cfg.epochs, seed=cfg.seed)
+        with timing.phase("pictures"):
+            log_pictures(run, model, self.splits, self.device)
         # what the last epoch did not log: the convergence gate, the test and train evaluations, nll_iw
         run.log_metrics({k: v for k, v in final.items() if k not in self.epoch_keys}, step=cfg.epochs)
         if cfg.eval_samples > 0:
-            added.update(_log_sample_quality(run, model, self.splits, cfg, self.device))
+            with timing.phase("sample_quality"):
+                added.update(_log_sample_quality(run, model, self.splits, cfg, self.device))
         if self.log_models:
-            model.cpu().eval()
-            run.log_model(model.decoder, "decoder", np.zeros((2, cfg.latent_dim), np.float32))
-            run.log_model(model.encoder, "encoder", np.zeros((2, 1, 28, 28), np.float32))
+            with timing.phase("models"):
+                model.cpu().eval()
+                run.log_model(model.decoder, "decoder", np.zeros((2, cfg.latent_dim), np.float32))
+                run.log_model(model.encoder, "encoder", np.zeros((2, 1, 28, 28), np.float32))
+        run.log_metrics(timing.metrics(), step=cfg.epochs)  # the last thing logged: its total covers the rest
         return added
 
 
@@ -258,17 +263,21 @@ def run(cfg: VAEConfig, context: Context) -> Result:
     A resumed run (``context.resume_run_id``) takes its config from that run's logged params, not from ``cfg``."""
     from genlab import tracking
 
+    timing.reset()
     resumed, resume = resume_from(context.resume_run_id, tags.VAE, config_from_params, load_checkpoint)
     cfg = resumed or cfg
     validate(cfg)
-    splits = context.data(cfg.dataset, cfg.limit)
+    with timing.phase("data"):
+        splits = context.data(cfg.dataset, cfg.limit)
     check_data(cfg, splits)
     all_tags = {tags.KIND: tags.VAE, tags.DEVICE: str(resolve_device(cfg.device)), **context.tags}
+    started = time.perf_counter()
     with tracking.start_run(cfg.experiment, run_name(cfg), params_of(cfg), all_tags, resume_run_id=context.resume_run_id,
                             parent_run_id=context.parent_run_id, description=describe(cfg),
                             system_metrics=bool(cfg.system_metrics)) as run:
         if resume is None:
             run.log_splits(splits)
+        timing.add("start", time.perf_counter() - started)
         sink = TrackedVAESink(run, cfg, splits, resolve_device(cfg.device), context.log_models, context.on_epoch)
         _, final = train(cfg, splits, sink, resume=resume)
     return Result(run.run_id, final, (f"run {run.run_id} finished: test_neg_elbo {final['test_neg_elbo']:.2f} "

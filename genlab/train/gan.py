@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from genlab import convergence, data, losses, metrics, pictures
+from genlab import convergence, data, losses, metrics, pictures, timing
 from genlab.checks import resolve_device, resolve_dtype
 from genlab.configs import GANConfig
 from genlab.models.gan import Discriminator, FittedGenerator, Generator, LatentFit, generate
@@ -208,15 +208,18 @@ def train(cfg: GANConfig, splits: data.Splits, sink: loop.Sink = loop.NullSink()
         latent_fit, fitted = fit_latent(cfg, init, splits, device)
     state, start_epoch = initial_state(cfg, device, init, resume, latent_fit)
     if start_epoch == 1:
-        initial = {**fitted, **evaluate(state.nets.sampler(), cfg, scorer)}
+        with timing.phase("evaluation"):
+            initial = {**fitted, **evaluate(state.nets.sampler(), cfg, scorer)}
         state.val_history = [initial[GATE_METRIC]] if GATE_METRIC in initial else []
-        sink.start(state.nets, initial)
+        with timing.phase("epoch_logging"):
+            sink.start(state.nets, initial)
     last: dict[str, float] = {}
     for epoch in range(start_epoch, cfg.epochs + 1):
         last = train_epoch(cfg, splits, state, epoch, device, scorer)
         if GATE_METRIC in last:
             state.val_history.append(last[GATE_METRIC])
-        sink.epoch(epoch, last, state.nets, functools.partial(state.checkpoint, epoch, cfg))
+        with timing.phase("epoch_logging"):
+            sink.epoch(epoch, last, state.nets, functools.partial(state.checkpoint, epoch, cfg))
     # the plateau test reads the evaluations after step 0: step 0 measures the initialisation, not the training
     final = {**last, **(convergence.plateau(state.val_history[1:]) if state.val_history else {})}
     final.update(sink.end(state.nets, final))
@@ -240,14 +243,16 @@ def train_epoch(cfg: GANConfig, splits: data.Splits, state: TrainState, epoch: i
             bar.update(1)
             bar.set_postfix(d_loss=f"{d_loss.item():.3f}", g_loss=f"{g_loss.item():.3f}", refresh=False)
     train_seconds = time.perf_counter() - t0
+    timing.add("train", train_seconds)
     if bar is not None:
         bar.close()
     d_loss_mean, g_loss_mean, d_real, d_fake = (sums / len(splits.train_x)).tolist()
-    last = {"d_loss": d_loss_mean, "g_loss": g_loss_mean, "d_real": d_real, "d_fake": d_fake,
-            "sample_diversity": diversity(state.nets.sampler()),
-            "images_per_second": len(splits.train_x) / train_seconds}
-    if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-        last.update(evaluate(state.nets.sampler(), cfg, scorer, kid=epoch == cfg.epochs))
+    with timing.phase("evaluation"):
+        last = {"d_loss": d_loss_mean, "g_loss": g_loss_mean, "d_real": d_real, "d_fake": d_fake,
+                "sample_diversity": diversity(state.nets.sampler()),
+                "images_per_second": len(splits.train_x) / train_seconds}
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            last.update(evaluate(state.nets.sampler(), cfg, scorer, kid=epoch == cfg.epochs))
     last["epoch_seconds"] = time.perf_counter() - t0
     if bar is None:
         quality = f"  fid_proxy {last['fid_proxy']:.2f}" if "fid_proxy" in last else ""

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from genlab import convergence, data, losses, metrics, pictures
+from genlab import convergence, data, losses, metrics, pictures, timing
 from genlab.checks import resolve_device, resolve_dtype
 from genlab.configs import VAEConfig
 from genlab.models.vae import VAE, reparameterize
@@ -143,19 +143,23 @@ def train(cfg: VAEConfig, splits: data.Splits, sink: loop.Sink = loop.NullSink()
     state, start_epoch = initial_state(cfg, device, resume)
     if start_epoch == 1:
         sink.start(state.model, {})
-        initial = evaluate(state.model, splits.val_x, device, cfg.seed)
+        with timing.phase("validation"):
+            initial = evaluate(state.model, splits.val_x, device, cfg.seed)
         state.val_history = [validation_objective(cfg, initial["recon"], initial["kl"])]
     last: dict[str, float] = {}
     for epoch in range(start_epoch, cfg.epochs + 1):
         last = train_epoch(cfg, splits, state, epoch, device)
         state.val_history.append(validation_objective(cfg, last["val_recon"], last["val_kl"]))
-        sink.epoch(epoch, last, state.model, functools.partial(state.checkpoint, epoch, cfg))
+        with timing.phase("epoch_logging"):
+            sink.epoch(epoch, last, state.model, functools.partial(state.checkpoint, epoch, cfg))
     final = {**last, **(convergence.convergence(state.val_history) if len(state.val_history) >= 2 else {})}
-    test = evaluate(state.model, splits.test_x, device, cfg.seed)
-    train_eval = evaluate(state.model, splits.train_x[:len(splits.val_x)], device, cfg.seed)
+    with timing.phase("test_eval"):
+        test = evaluate(state.model, splits.test_x, device, cfg.seed)
+        train_eval = evaluate(state.model, splits.train_x[:len(splits.val_x)], device, cfg.seed)
     final.update({f"test_{k}": v for k, v in test.items()})
     final.update({f"train_eval_{k}": v for k, v in train_eval.items() if k != "active_units"})
-    final.update(nll_iw(state.model, splits, cfg, device))
+    with timing.phase("iw_bound"):
+        final.update(nll_iw(state.model, splits, cfg, device))
     final.update(sink.end(state.model, final))
     return state.model, final
 
@@ -229,10 +233,12 @@ def train_epoch(cfg: VAEConfig, splits: data.Splits, state: TrainState, epoch: i
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.1f}", refresh=False)
     train_seconds = time.perf_counter() - t0
+    timing.add("train", train_seconds)
     if bar is not None:
         bar.close()
     train_recon, train_kl, train_neg_elbo = (sums / len(splits.train_x)).tolist()
-    val = evaluate(state.model, splits.val_x, device, cfg.seed)
+    with timing.phase("validation"):
+        val = evaluate(state.model, splits.val_x, device, cfg.seed)
     last = {"train_recon": train_recon, "train_kl": train_kl, "train_neg_elbo": train_neg_elbo,
             "val_recon": val["recon"], "val_kl": val["kl"], "val_neg_elbo": val["neg_elbo"],
             "active_units": val["active_units"], "beta_effective": beta,

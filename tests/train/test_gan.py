@@ -18,7 +18,7 @@ from genlab.runs import gan as gan_entry
 from genlab.runs import vae as vae_entry
 from genlab.train import gan, vae
 
-from ..conftest import image_steps, ran, run_cli, store_in
+from ..conftest import assert_timed, image_steps, ran, run_cli, store_in
 
 EPOCH_METRICS = {"d_loss", "g_loss", "d_real", "d_fake", "epoch_seconds", "images_per_second", "sample_diversity"}
 
@@ -73,6 +73,7 @@ def test_one_epoch_logs_metrics_step0_artifacts_and_generator(shared_store):
     assert {"pictures/samples_step0.png", "pictures/samples.png", "checkpoint/last.pt"} <= paths
     generator = tracking.logged_model_state_dict(run_id, "generator")
     assert set(generator) == set(gan.Generator(4).state_dict())
+    assert_timed(run.data.metrics, {"data", "start", "train", "evaluation", "epoch_logging", "models"})
 
 
 def test_init_from_loads_the_decoder_exactly_and_step0_samples_are_the_vae_samples(vae_run, tmp_path):

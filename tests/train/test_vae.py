@@ -16,7 +16,7 @@ from genlab.models.vae import encode_means
 from genlab.runs import vae as vae_entry
 from genlab.train import loop, vae
 
-from ..conftest import image_steps, ran
+from ..conftest import assert_timed, image_steps, ran
 
 EPOCH_METRICS = {"train_recon", "train_kl", "train_neg_elbo", "val_recon", "val_kl", "val_neg_elbo",
                  "active_units", "epoch_seconds", "images_per_second"}
@@ -48,6 +48,8 @@ def test_run_logs_metrics_artifacts_and_models(store):
     assert [m.step for m in history] == [1, 2]
     assert run.data.params["latent_dim"] == "4" and run.data.params["beta"] == "1.0"
     assert run.data.params["dtype"] == "auto" and run.data.params["compute_dtype"] in ("fp32", "bf16")
+    assert_timed(run.data.metrics, {"data", "start", "train", "validation", "epoch_logging", "test_eval", "iw_bound",
+                                    "latent_space", "pictures", "models"})
     assert math.isclose(final["test_neg_elbo"], final["test_recon"] + final["test_kl"], rel_tol=1e-6)
     assert image_steps(client, run_id, "samples") == image_steps(client, run_id, "reconstructions") == [1, 2]
     paths = {f.path for d in ("pictures", "checkpoint") for f in client.list_artifacts(run_id, d)}
