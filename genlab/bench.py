@@ -738,9 +738,44 @@ def measure_dask_startup(ctx: Bench) -> list[Measure]:
                     "Client and one trivial task (start), then closing both (close); median of the rounds")]
 
 
+# The run shapes of a full study whose time is split (genlab.timing): name -> (genlab.kind, arch or None for any)
+RUN_SHAPES = {"mlp_vae": ("vae", "mlp"), "conv_vae": ("vae", "conv"), "gan": ("gan", None)}
+
+
+def measure_fixed_costs(ctx: Bench) -> list[Measure]:
+    """fixed_cost_share_<shape>: of the wall time of the full-profile training runs in this store (every
+    ``genlab study --profile full``'s), the median share not spent in optimisation steps, with each phase's
+    median share (genlab.timing: data loading, run start, validation, evaluation, per-epoch logging, the end-of-run
+    evaluations and models). Read from the runs' own ``seconds_*`` metrics, so it is the cost of real runs of the
+    study, not of a shortened copy; "not measured" until such runs exist."""
+    from genlab import timing, tracking
+
+    runs = tracking.search_runs(filter_string=f"{tags.where(tags.PROFILE, 'full')} and metrics.seconds_total > 0")
+    out = []
+    for shape, (kind, arch) in RUN_SHAPES.items():
+        name = f"fixed_cost_share_{shape}"
+        mine = runs
+        for column, value in ((f"tags.{tags.KIND}", kind), ("params.arch", arch)):
+            if value is not None:
+                mine = mine[mine[column] == value] if column in mine else mine.iloc[0:0]
+        if not len(mine):
+            out.append(Measure(name, None, "", reason="no full-profile run of this shape with seconds_total in this "
+                               "store: run `genlab study --profile full` first"))
+            continue
+        total = mine["metrics.seconds_total"].astype(float)
+        shares = {p: float(((mine[f"metrics.seconds_{p}"].astype(float).fillna(0)) / total).median())
+                  for p in (*timing.PHASES, "other") if f"metrics.seconds_{p}" in mine}
+        out.append(Measure(name, 1.0 - float((mine["metrics.seconds_train"].astype(float) / total).median()), "", None,
+                           {"runs": len(mine), "median_seconds_total": float(total.median()),
+                            **{f"share_{p}": round(v, 4) for p, v in shares.items()}},
+                           f"full-profile {shape.replace('_', ' ')} runs: median share of their wall time outside "
+                           "the optimisation steps (per phase in detail)"))
+    return out
+
+
 MEASUREMENTS: list[Callable[[Bench], list[Measure]]] = [
     measure_data_pipeline, measure_training, measure_threads, measure_tracking, measure_fid, measure_gan,
-    measure_search, measure_dask_startup, measure_study,
+    measure_search, measure_dask_startup, measure_study, measure_fixed_costs,
 ]
 
 

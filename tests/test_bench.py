@@ -130,3 +130,26 @@ def test_goals_and_not_measured():
     assert bench.Measure("y", 0.02, "fraction", goal=("<=", 0.03)).met is True
     missing = bench.Measure("z", None, reason="module absent")
     assert missing.met is None and missing.as_dict()["status"] == "not measured"
+
+
+def test_fixed_cost_shares_come_from_the_full_profile_runs_timings(store, tmp_path):
+    import mlflow
+
+    cfg = bench.BenchConfig(profile="quick", dataset="synthetic", batch_size=64, repeats=1, output_dir=str(tmp_path))
+    ctx = bench.Bench(cfg, bench.SIZES["quick"], data.load("synthetic"), bench.resolve_device("cpu"))
+    assert all(m.value is None and "genlab study --profile full" in m.reason for m in bench.measure_fixed_costs(ctx))
+    planted = [("vae", "conv", "full", {"train": 60, "validation": 30, "models": 10}),
+               ("vae", "conv", "full", {"train": 80, "validation": 10, "models": 10}),
+               ("vae", "mlp", "quick", {"train": 1, "validation": 99}),  # not the full profile: left out
+               ("gan", "conv", "full", {"train": 50, "evaluation": 40})]
+    for kind, arch, profile, phases in planted:
+        with mlflow.start_run(tags={"genlab.kind": kind, "genlab.profile": profile}):
+            mlflow.log_param("arch", arch)
+            mlflow.log_metrics({**{f"seconds_{k}": v for k, v in phases.items()}, "seconds_total": 100.0,
+                                "seconds_other": 100.0 - sum(phases.values())})
+    measured = {m.name: m for m in bench.measure_fixed_costs(ctx)}
+    conv, gan = measured["fixed_cost_share_conv_vae"], measured["fixed_cost_share_gan"]
+    assert conv.value == pytest.approx(0.3) and conv.detail["runs"] == 2  # 1 - median(0.6, 0.8)
+    assert conv.detail["share_validation"] == pytest.approx(0.2) and conv.detail["share_models"] == pytest.approx(0.1)
+    assert gan.value == pytest.approx(0.5) and gan.detail["share_other"] == pytest.approx(0.1)
+    assert measured["fixed_cost_share_mlp_vae"].value is None
