@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -523,7 +524,8 @@ def gan_train_rate(ctx: Bench, n_images: int) -> float:
     from genlab.train import gan
 
     cfg = GANConfig(dataset=ctx.cfg.dataset, epochs=1, batch_size=ctx.cfg.batch_size, limit=n_images,
-                    eval_samples=0, seed=ctx.cfg.seed, device=str(ctx.device), experiment=ctx.cfg.experiment)
+                    eval_samples=0, seed=ctx.cfg.seed, device=str(ctx.device), experiment=ctx.cfg.experiment,
+                    dtype="fp32")  # as the VAE side (genlab_train)
     with _quiet():
         return gan.train(cfg, ctx.train_splits(n_images), loop.NullSink())[1]["images_per_second"]
 
@@ -742,22 +744,34 @@ def measure_dask_startup(ctx: Bench) -> list[Measure]:
 RUN_SHAPES = {"mlp_vae": ("vae", "mlp"), "conv_vae": ("vae", "conv"), "gan": ("gan", None)}
 
 
+def _runs_of_shape(runs: Any, kind: str, arch: str | None) -> Any:
+    """The runs of one kind (and arch) that timed their training steps, without the columns of other kinds' phases."""
+    for column, value in ((f"tags.{tags.KIND}", kind), ("params.arch", arch), ("metrics.seconds_train", None)):
+        if column not in runs:
+            return runs.iloc[0:0]
+        if value is not None:
+            runs = runs[runs[column] == value]
+    return runs[runs["metrics.seconds_train"].notna()].dropna(axis=1, how="all")
+
+
 def measure_fixed_costs(ctx: Bench) -> list[Measure]:
     """fixed_cost_share_<shape>: of the wall time of the full-profile training runs in this store (every
     ``genlab study --profile full``'s), the median share not spent in optimisation steps, with each phase's
     median share (genlab.timing: data loading, run start, validation, evaluation, per-epoch logging, the end-of-run
-    evaluations and models). Read from the runs' own ``seconds_*`` metrics, so it is the cost of real runs of the
-    study, not of a shortened copy; "not measured" until such runs exist."""
+    evaluations and models). Read from the runs' own ``seconds_*`` metrics (FINISHED runs of the latest such run's code
+    version; a resumed run's cover its last process), so it is the cost of real runs of the study, not of a shortened
+    copy; "not measured" until such runs exist."""
     from genlab import timing, tracking
 
-    runs = tracking.search_runs(filter_string=f"{tags.where(tags.PROFILE, 'full')} and metrics.seconds_total > 0")
+    runs = tracking.search_runs(filter_string=f"{tags.where(tags.PROFILE, 'full')} and metrics.seconds_total > 0 "
+                                              "and attributes.status = 'FINISHED'")
+    version = f"tags.{tags.CODE_VERSION}"
+    if len(runs) and version in runs:  # the code version of the latest such run: timings of one code, not a mix
+        runs = runs[runs[version] == runs.sort_values("start_time")[version].iloc[-1]]
     out = []
     for shape, (kind, arch) in RUN_SHAPES.items():
         name = f"fixed_cost_share_{shape}"
-        mine = runs
-        for column, value in ((f"tags.{tags.KIND}", kind), ("params.arch", arch)):
-            if value is not None:
-                mine = mine[mine[column] == value] if column in mine else mine.iloc[0:0]
+        mine = _runs_of_shape(runs, kind, arch)
         if not len(mine):
             out.append(Measure(name, None, "", reason="no full-profile run of this shape with seconds_total in this "
                                "store: run `genlab study --profile full` first"))

@@ -93,8 +93,8 @@ def cpu_flags() -> frozenset[str]:
 def has_native_bf16(device: torch.device) -> bool:
     """True where bf16 matrix products run on dedicated units: a CUDA device that supports bf16, a CPU with AMX-BF16
     or AVX512-BF16."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # emulated bf16 (pre-Ampere GPUs) is slower than fp32: not native
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return device.type == "cpu" and any(flag in cpu_flags() for flag in NATIVE_BF16_CPU_FLAGS)
 
 
@@ -104,6 +104,12 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
     if dtype == "auto":
         return "bf16" if has_native_bf16(device) else "fp32"
     return dtype
+
+
+def trained_dtype(params: dict[str, str]) -> dict[str, str]:
+    """``dtype`` as a run trained: its logged ``compute_dtype`` (what ``auto`` resolved to where it ran, so a
+    resumed run keeps its precision on another machine), fp32 for a run logged before ``dtype`` existed."""
+    return {"dtype": params.get("compute_dtype") or params.get("dtype") or "fp32"}
 
 
 def config_from_params(config_class: type, params: dict[str, str]) -> Any:

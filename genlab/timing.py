@@ -25,12 +25,14 @@ PHASES = ("data", "start", "train", "validation", "evaluation", "epoch_logging",
 
 _seconds: dict[str, float] = defaultdict(float)
 _started = time.perf_counter()
+_open: list[str] = []  # the phase being timed: phases never nest, so no second is counted twice
 
 
 def reset() -> None:
     """Start a new run's account: every phase at 0, the total counted from now."""
     global _started
     _seconds.clear()
+    _open.clear()
     _started = time.perf_counter()
 
 
@@ -38,21 +40,28 @@ def add(name: str, seconds: float) -> None:
     """Count ``seconds`` (timed by the caller) towards phase ``name``."""
     if name not in PHASES:
         raise ValueError(f"unknown timing phase {name!r}: one of {', '.join(PHASES)}")
+    if _open and _open[0] != name:
+        raise RuntimeError(f"timing phase {name!r} inside phase {_open[0]!r}: phases must not overlap")
     _seconds[name] += seconds
 
 
 @contextlib.contextmanager
 def phase(name: str) -> Iterator[None]:
-    """Time the block as phase ``name`` (also when it raises)."""
+    """Time the block as phase ``name`` (also when it raises); RuntimeError inside another phase."""
+    if _open:
+        raise RuntimeError(f"timing phase {name!r} inside phase {_open[0]!r}: phases must not overlap")
+    _open.append(name)
     t0 = time.perf_counter()
     try:
         yield
     finally:
+        _open.clear()
         add(name, time.perf_counter() - t0)
 
 
 def metrics() -> dict[str, float]:
-    """``seconds_<phase>`` of every phase timed since ``reset``, ``seconds_total`` and ``seconds_other``."""
+    """``seconds_<phase>`` of every phase timed since ``reset``, ``seconds_total`` and ``seconds_other`` (the total
+    less the phases: negative only if two phases overlapped, which the tests rule out)."""
     total = time.perf_counter() - _started
     out = {f"seconds_{name}": _seconds[name] for name in PHASES if name in _seconds}
-    return {**out, "seconds_total": total, "seconds_other": max(0.0, total - sum(_seconds.values()))}
+    return {**out, "seconds_total": total, "seconds_other": total - sum(_seconds.values())}

@@ -89,9 +89,9 @@ LEGACY_PARAMS = {"spectral_norm": "0", "ema_decay": "0", "loss": "ns", "lr_d": "
 
 def config_from_params(params: dict[str, str]) -> GANConfig:
     """Rebuild a config from a run's logged params (strings); a run older than the spectral norm and the moving
-    average gets the recipe it trained with (LEGACY_PARAMS), not today's defaults."""
+    average gets the recipe it trained with (LEGACY_PARAMS), not today's defaults; the dtype it trained in."""
     legacy = LEGACY_PARAMS if "spectral_norm" not in params else {}
-    return checks.config_from_params(GANConfig, {**legacy, **params})
+    return checks.config_from_params(GANConfig, {**legacy, **params, **checks.trained_dtype(params)})
 
 
 def check_data(cfg: GANConfig, splits: data.Splits) -> None:

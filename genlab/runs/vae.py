@@ -58,8 +58,8 @@ def params_of(cfg: VAEConfig) -> dict:
 
 
 def config_from_params(params: dict[str, str]) -> VAEConfig:
-    """Rebuild a config from a run's logged params (strings)."""
-    return checks.config_from_params(VAEConfig, params)
+    """Rebuild a config from a run's logged params (strings), with the dtype it trained in."""
+    return checks.config_from_params(VAEConfig, {**params, **checks.trained_dtype(params)})
 
 
 def check_data(cfg: VAEConfig, splits: data.Splits) -> None:
@@ -83,7 +83,8 @@ class TrackedVAESink:
         self.epoch_keys: set[str] = set()
 
     def start(self, model: VAE, metrics: dict[str, float]) -> None:
-        self.run.log_metrics({"param_count": param_count(model)}, step=0)
+        with timing.phase("epoch_logging"):
+            self.run.log_metrics({"param_count": param_count(model)}, step=0)
 
     def epoch(self, epoch: int, metrics: dict[str, float], model: VAE, checkpoint: loop.CheckpointFn) -> None:
         self.run.log_metrics(metrics, step=epoch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import subprocess
@@ -13,7 +14,6 @@ from mlflow.tracking import MlflowClient
 from genlab import data
 from genlab.checks import ConfigError
 from genlab.configs import VAEConfig
-from genlab.runs import vae as vae_entry
 from genlab.train import vae
 
 from ..conftest import genlab_cmd
@@ -32,7 +32,7 @@ def kill_cfg(**kw) -> VAEConfig:
 
 
 def cli_args(cfg: VAEConfig) -> list[str]:
-    return [x for k, v in vae_entry.params_of(cfg).items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    return [x for k, v in dataclasses.asdict(cfg).items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, folder, timeout: float = 300) -> dict:

@@ -339,6 +339,8 @@ def test_bf16_autocast_trains_a_finite_gan_and_the_run_logs_its_compute_dtype(sh
     params = MlflowClient().get_run(run_id).data.params
     assert params["dtype"] == "bf16" and params["compute_dtype"] == "bf16"
     assert all(math.isfinite(final[k]) for k in ("d_loss", "g_loss", "d_real", "d_fake"))
+    fp32_id, fp32 = ran(gan_entry.run(tiny(dtype="fp32", experiment="bf16"), Context()))
+    assert fp32["d_loss"] != final["d_loss"]  # autocast was on: the same seed and images give other numbers
     run_id, _ = ran(gan_entry.run(tiny(experiment="bf16"), Context()))
     params = MlflowClient().get_run(run_id).data.params
     # auto resolves on this machine: bf16 only with native bf16 units (genlab.checks.resolve_dtype)

@@ -215,3 +215,14 @@ def test_smoke_on_real_fashion_mnist(store, fashion_mnist_dir):
     assert MlflowClient().get_run(run_id).info.status == "FINISHED"
     # untrained: 784*ln2 = 543 nats; one short epoch must already be far below
     assert final["test_neg_elbo"] < 450
+
+
+def test_a_resumed_run_keeps_the_dtype_it_trained_in():
+    """auto resolves where a run starts: rebuilt from its params, the run trains on in that dtype, not in what
+    auto would resolve to on the machine that resumes it; a run logged before dtype existed trained in fp32."""
+    from genlab.runs import gan as gan_entry
+
+    assert vae_entry.config_from_params({"dtype": "auto", "compute_dtype": "bf16"}).dtype == "bf16"
+    assert vae_entry.config_from_params({"dtype": "fp32"}).dtype == "fp32"
+    assert gan_entry.config_from_params({"spectral_norm": "1"}).dtype == "fp32"
+    assert gan_entry.config_from_params({"dtype": "auto", "compute_dtype": "fp32"}).dtype == "fp32"
