@@ -29,7 +29,7 @@ from genlab import tags
 from genlab.checks import ConfigError, check, check_declared
 from genlab.configs import StudyConfig
 from genlab.entries import EXIT_RUNTIME, Context, Result
-from genlab.plans import PlannedRun, dependencies, fmt, load_plans, select
+from genlab.plans import PlannedRun, critical_path_costs, dependencies, fmt, load_plans, select
 
 GAN_MODEL_NAME = "genlab-gan"  # models:/genlab-gan@best: the study's GAN generator with the lowest fid_proxy
 
@@ -264,8 +264,14 @@ def train_classifiers_first(state: Study) -> None:
 def run_graph(state: Study, backend: Any) -> None:
     """Submit each run once the runs it refers to are FINISHED (reusing a finished twin instead, or awaiting the run
     of another invocation that claimed it first), collect each result; a run whose dependency failed is not run.
-    Plan order breaks ties."""
-    deps, waiting = dependencies(state.runs), list(state.runs)
+    Of the runs ready at once, the one with the costliest chain behind it goes first (plans.critical_path_costs);
+    plan order breaks ties."""
+    deps, chain = dependencies(state.runs), critical_path_costs(state.runs)
+
+    def order(run: PlannedRun) -> tuple[float, int]:
+        return -chain[run.name], state.runs.index(run)
+
+    waiting = sorted(state.runs, key=order)
     finished = set(state.outcome.run_ids)
     while waiting or backend.running() or state.awaiting:
         for run in list(waiting):
@@ -286,7 +292,7 @@ def run_graph(state: Study, backend: Any) -> None:
             for run in waiting:  # references that can never be satisfied (a cycle): refuse rather than wait forever
                 _failed(state, run, "not run: what it refers to never finishes (a reference cycle)")
             waiting.clear()
-        waiting = sorted(waiting + follow_claims(state, finished), key=state.runs.index)
+        waiting = sorted(waiting + follow_claims(state, finished), key=order)
 
 
 def _poll_seconds() -> float:

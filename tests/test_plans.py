@@ -148,3 +148,21 @@ def test_a_plans_references_are_parsed_once_and_give_the_graph(tmp_path):
     assert by_name["q2_gradvar"].refs == {"vae_run": Reference("q1_vae_*", "min", "test_neg_elbo")}
     assert by_name["q2_gradvar"].params["vae_run"] == "@q1_vae_*:min(test_neg_elbo)"  # the text, for listings
     assert dependencies(runs) == {"q1_vae_s0": set(), "q1_vae_s1": set(), "q2_gradvar": {"q1_vae_s0", "q1_vae_s1"}}
+
+
+def test_the_runs_with_the_costliest_chain_behind_them_start_first():
+    """critical_path_costs: a run's cost plus the costliest chain waiting for it. In the full plans the search (one
+    long run, last in plan order) and the conv VAE -> GAN -> probe chains come before the short MLP sweeps."""
+    from genlab.plans import ARCH_PASS_COST, critical_path_costs
+
+    runs = select(load_plans(StudyConfig(profile="full")), "all")
+    chain = critical_path_costs(runs)
+    by = {r.name: r for r in runs}
+    conv = ARCH_PASS_COST["conv"]
+    assert chain["p2q2_probe_s0"] == by["p2q2_probe_s0"].cost * conv  # nothing waits for a probe
+    assert chain["p2q1_gan_vae_decoder_s0"] == by["p2q1_gan_vae_decoder_s0"].cost * conv + chain["p2q2_probe_s0"]
+    assert chain["p1q2_conv_beta1_s0"] == by["p1q2_conv_beta1_s0"].cost * conv + chain["p2q1_gan_vae_decoder_s0"]
+    assert chain["p1q2_beta1_s0"] == by["p1q2_beta1_s0"].cost  # an MLP VAE that nothing refers to
+    first = sorted(runs, key=lambda r: (-chain[r.name], runs.index(r)))
+    assert first[0].name == "search_neg_elbo" and runs[-1].name == "search_neg_elbo"
+    assert {r.name for r in first[1:7]} == {f"p1q2_conv_beta{b}_s{s}" for b in (0, 1) for s in range(3)}
