@@ -85,7 +85,6 @@ class DaskBackend:
     """Tasks on Dask workers: a LocalCluster of ``workers`` single-threaded processes, or the cluster at
     ``address``. ``gpus_per_run`` > 0: each task asks for that much of the worker resource ``GPU``."""
 
-    capacity = 10**9  # submit all that is ready: Dask queues it and runs it in submission order
 
     def __init__(self, workers: int, address: str = "", gpus_per_run: float = 0.0) -> None:
         import dask
@@ -117,6 +116,13 @@ class DaskBackend:
                 self.cluster.close()
                 raise
         self._futures: dict[Any, str] = {}
+
+    @property
+    def capacity(self) -> int:
+        """Tasks to hold at once: one per worker thread of the cluster now. Dask would send every submitted run to
+        a worker at once (each is its own task group, so none is queued at the scheduler), where it waits behind a
+        run of minutes instead of going to the next free worker in the study's order, and dies with its worker."""
+        return max(1, sum(self.client.nthreads().values()))
 
     def submit(self, task: Task) -> None:
         future = self.client.submit(execute, task, key=f"{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
