@@ -83,8 +83,7 @@ class TrackedVAESink:
         self.epoch_keys: set[str] = set()
 
     def start(self, model: VAE, metrics: dict[str, float]) -> None:
-        with timing.phase("epoch_logging"):
-            self.run.log_metrics({"param_count": param_count(model)}, step=0)
+        self.run.log_metrics({"param_count": param_count(model)}, step=0)
 
     def epoch(self, epoch: int, metrics: dict[str, float], model: VAE, checkpoint: loop.CheckpointFn) -> None:
         self.run.log_metrics(metrics, step=epoch)

@@ -142,7 +142,8 @@ def train(cfg: VAEConfig, splits: data.Splits, sink: loop.Sink = loop.NullSink()
     device = resolve_device(cfg.device)
     state, start_epoch = initial_state(cfg, device, resume)
     if start_epoch == 1:
-        sink.start(state.model, {})
+        with timing.phase("epoch_logging"):
+            sink.start(state.model, {})
         with timing.phase("validation"):
             initial = evaluate(state.model, splits.val_x, device, cfg.seed)
         state.val_history = [validation_objective(cfg, initial["recon"], initial["kl"])]
