@@ -166,3 +166,13 @@ def assert_timed(logged: dict[str, float], phases: set[str]) -> None:
     # phases never overlap: together they fit in the total, and what is left is seconds_other
     assert 0 < phases_sum <= logged["seconds_total"] and logged["seconds_other"] >= 0, (phases_sum, logged)
     assert abs(phases_sum + logged["seconds_other"] - logged["seconds_total"]) < 1e-6 * logged["seconds_total"]
+
+
+@pytest.fixture(autouse=True)
+def default_sigint_handler():
+    """Each test starts with Python's own SIGINT handler: the Ctrl-C tests need it, and a handler left behind by an
+    earlier test in the same worker (found 2026-12-07, not yet traced) would make their interrupt a no-op."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
