@@ -127,12 +127,24 @@ def test_contents_link_to_every_section_and_a_reproduce_box(lab):
 
 def test_report_in_a_real_browser(lab, tmp_path):
     driver = chromium_driver(tmp_path)
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.wait import WebDriverWait
+
     try:
         page = lab["dir"] / "report" / "en" / "report.html"
         driver.get(page.as_uri())
+        # WebDriver may hand back a busy page before its parser reached the end (CI once saw 15 of 36 images):
+        # wait for the load event and every <img> of the file, then look at them
+        in_file = len(re.findall(r"<img ", lab["html"]))
+        assert in_file >= 20
+        state = "return [document.readyState, document.images.length];"
+        try:
+            WebDriverWait(driver, 120).until(lambda d: d.execute_script(state) == ["complete", in_file])
+        except TimeoutException:
+            pytest.fail(f"after 120 s the browser has [readyState, images] {driver.execute_script(state)}, "
+                        f"the file {in_file} images")
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt]);")
-        assert len(images) >= 20
         broken = [alt for complete, width, alt in images if not complete or width == 0]
         assert not broken, f"images that did not load: {broken}"
         anchors = driver.execute_script(
