@@ -28,12 +28,16 @@ data: $(STAMP)
 # WORKERS=N runs independent runs side by side on a local Dask cluster (one single-threaded process per worker).
 # quick: one worker (its runs are too short to repay a worker's start-up); full and paper: two, one per core of the
 # 2-core machine they are planned for (the full study in 83 min from a fresh clone; experiments/README.md, "Wall time").
+# A replication on other seeds: STUDY=lab1-seeds5 SEED_OFFSET=5 (every plan seed + 5; its report in reports/build-lab1-seeds5).
 PROFILE ?= quick
 WORKERS ?= $(if $(filter quick,$(PROFILE)),1,2)
+STUDY ?= lab1
+SEED_OFFSET ?= 0
+REPORT := $(if $(filter lab1,$(STUDY)),reports/build,reports/build-$(STUDY))
 study: data
-	$(BIN)/genlab study --profile $(PROFILE) --workers $(WORKERS)
-	$(BIN)/genlab report --profile $(PROFILE)
-	@echo "Report: $(CURDIR)/reports/build/en/report.html (French: reports/build/fr/report.html)"
+	$(BIN)/genlab study --profile $(PROFILE) --workers $(WORKERS) --study $(STUDY) --seed-offset $(SEED_OFFSET)
+	$(BIN)/genlab report --profile $(PROFILE) --study $(STUDY) --out $(REPORT)
+	@echo "Report: $(CURDIR)/$(REPORT)/en/report.html (French: $(REPORT)/fr/report.html)"
 	@echo "Runs are in $(CURDIR)/mlflow.db (artifacts in $(CURDIR)/mlruns). Browse them: make ui"
 
 # One pytest worker per core (pytest-xdist); a module's tests stay on one worker, so its shared fixtures are made once.

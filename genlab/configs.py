@@ -96,6 +96,9 @@ class VAEConfig:
                        "(test_nll_iw, train_nll_iw; integer >= 1)", at_least=1)
     nll_images: int = param(500, "test images, and as many training images, the bound is computed on (0 = skip)",
                             at_least=0)
+    val_images: int = param(0, "validation images evaluated after each epoch: the first N of the held-out "
+                            "validation slice (0 = all of it); the val_* curves and the convergence gate use them",
+                            at_least=0)
     system_metrics: int = param(1, SYSTEM_METRICS_HELP, SWITCH)
 
 
@@ -208,6 +211,9 @@ class StudyConfig:
                          "workers; needs an MLflow tracking server as the store (README, Scale out)")
     gpus_per_run: float = param(0.0, "fraction of a GPU each run asks for (0.25: four runs share one GPU); 0 = "
                                 "none (CPU, or whatever device=auto finds)", at_least=0, at_most=1)
+    seed_offset: int = param(0, "added to every seed of the plans: the same study on other seeds (5: full's "
+                             "seeds 0-4 become 5-9, disjoint from the default's); use its own --study name",
+                             at_least=0)
 
 
 @dataclass

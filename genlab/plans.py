@@ -142,8 +142,9 @@ def _template(text: Any, values: dict[str, Any], where: str) -> str:
     return text.format(**{k: fmt(v) for k, v in values.items()})
 
 
-def load_plan(path: Path, profile: str) -> Plan:
-    """Read and check one plan file; expand its items for ``profile``. ConfigError names the file and key."""
+def load_plan(path: Path, profile: str, seed_offset: int = 0) -> Plan:
+    """Read and check one plan file; expand its items for ``profile``, every seed shifted by ``seed_offset``.
+    ConfigError names the file and key."""
     import yaml
 
     try:
@@ -163,13 +164,13 @@ def load_plan(path: Path, profile: str) -> Plan:
     check(isinstance(items, list) and bool(items), f"{path.name}: runs", items, "a non-empty list")
     plan = Plan(question, str(raw.get("title", "")), bool(raw.get("default", True)), [])
     for i, item in enumerate(items, 1):
-        plan.runs += _expand(item, raw, defaults, question, profile, f"{path.name}: runs[{i}]")
+        plan.runs += _expand(item, raw, defaults, question, profile, f"{path.name}: runs[{i}]", seed_offset)
     return plan
 
 
 def _expand(item: Any, raw: dict[str, Any], defaults: dict[str, Any], question: str, profile: str,
-            where: str) -> list[PlannedRun]:
-    """The runs of one ``runs`` item: its sweep's combinations times its seeds."""
+            where: str, seed_offset: int = 0) -> list[PlannedRun]:
+    """The runs of one ``runs`` item: its sweep's combinations times its seeds (each plus ``seed_offset``)."""
     check(isinstance(item, dict), where, item, "a mapping")
     unknown = set(item) - ITEM_KEYS
     if unknown:
@@ -197,7 +198,7 @@ def _expand(item: Any, raw: dict[str, Any], defaults: dict[str, Any], question: 
             values = {k: _pick(v, profile, f"{where}: {k}") for k, v in fixed.items()}
             values.update(zip(sweep, combo, strict=True))
             if seed is not None:
-                values["seed"] = seed
+                values["seed"] = seed + seed_offset
             runs.append(_planned_run(item, entry, question, values, where))
     return runs
 
@@ -211,8 +212,11 @@ def _planned_run(item: dict[str, Any], entry: Entry, question: str, values: dict
     default_name = re.sub(r"[^A-Za-z0-9_.=-]", "_", f"{question}_{item.get('arm')}_s{{seed}}")
     run.name = _template(item.get("name", default_name), shown, f"{where}: name")
     check(bool(NAME.match(run.name)), f"{where}: name", run.name, "letters, digits and _ . = - only")
-    # "@p1q2_beta1_s{seed}": a reference may name the run of the same seed (paired replication)
-    run.params = {k: _template(v, shown, f"{where}: {k}") if _is_reference(v) else v for k, v in run.params.items()}
+    # "@p1q2_beta1_s{seed}": a reference may name the run of the same seed (paired replication); any other text
+    # parameter may use the run's parameters too (the search's study_name its seed: a replication on other seeds
+    # gets its own Optuna study)
+    run.params = {k: _template(v, shown, f"{where}: {k}") if _is_reference(v) or (isinstance(v, str) and "{" in v)
+                  else v for k, v in run.params.items()}
     run.refs = {k: Reference.parse(v, where) for k, v in run.params.items() if _is_reference(v)}
     run.cost = estimate_cost(entry.name, run.params)
     return run
@@ -236,7 +240,7 @@ def estimate_cost(entry: str, params: dict[str, Any]) -> float:
     epochs = params.get("epochs", 1) if isinstance(params.get("epochs", 1), int) else 1
     if entry == "train_vae":  # + a validation pass per epoch and the IW bound: forward only, about 1/3 of a step
         bound = 2 * params.get("nll_k", 16) * params.get("nll_images", 500)
-        return epochs * (n_train + 5000 / 3) + 20000 + bound / 3
+        return epochs * (n_train + (params.get("val_images") or 5000) / 3) + 20000 + bound / 3
     if entry == "train_gan":
         return 3 * epochs * n_train + 20000
     if entry == "gradvar":  # per draw 19 decoder passes (17 of them the matched estimator), about half a step each
@@ -253,7 +257,7 @@ def load_plans(cfg: StudyConfig) -> list[Plan]:
     folder = Path(cfg.plans) if Path(cfg.plans).is_absolute() else PROJECT_ROOT / cfg.plans
     paths = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
     check(bool(paths), "plans", cfg.plans, "a folder with plan files (*.yaml)")
-    plans = [load_plan(p, cfg.profile) for p in paths]
+    plans = [load_plan(p, cfg.profile, cfg.seed_offset) for p in paths]
     names: dict[str, PlannedRun] = {}
     seen: dict[tuple, str] = {}
     for plan in plans:

@@ -65,17 +65,20 @@ class Scorer:
     def features(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         return extract_features(self.model, images, self.device)
 
-    def score(self, images: torch.Tensor, prefix: str = "", kid: bool = True) -> dict[str, float]:
+    def score(self, images: torch.Tensor, prefix: str = "", kid: bool = True, prdc: bool = True,
+              ) -> dict[str, float]:
         """``fid_proxy, kid_proxy, kid_proxy_std, precision, recall, density, coverage, class_coverage, is_proxy``
         of ``images`` (N >= 129, float in [0, 1]) against the real test split, keys prefixed by ``prefix``.
-        ``kid=False`` leaves out the two KID values: their 100 subsets are a third of the cost of a score."""
+        ``kid=False`` leaves out the two KID values (their 100 subsets: a third of the cost of a score at 5,000
+        images), ``prdc=False`` the four k-NN ones (a fifth)."""
         feats, logits = self.features(_checked(images))
         mu, sigma = metrics.feature_stats(feats)
         out = {"fid_proxy": metrics.frechet_distance(mu, sigma, self.real.mu, self.real.sigma)}
         if kid:
             out["kid_proxy"], out["kid_proxy_std"] = metrics.kid(self.real.features, feats, seed=self.seed)
-        out |= {**metrics.prdc(self.real.features, feats, real_radii=self.real.radii),
-                "class_coverage": metrics.class_coverage(logits), "is_proxy": metrics.is_proxy(logits)}
+        if prdc:
+            out |= metrics.prdc(self.real.features, feats, real_radii=self.real.radii)
+        out |= {"class_coverage": metrics.class_coverage(logits), "is_proxy": metrics.is_proxy(logits)}
         return {f"{prefix}{k}": v for k, v in out.items()}
 
     def fid_proxy(self, images: torch.Tensor) -> float:

@@ -15,6 +15,21 @@ def cfg(plans: str, **kw) -> StudyConfig:
 
 # ---------------------------------------------------------------- the lab's plans
 
+def test_seed_offset_replicates_the_study_on_disjoint_seeds():
+    """Every seed moves by the offset, the names and @references with it (pairs stay paired), and the search gets
+    an Optuna study of its own."""
+    base = {r.name: r for r in select(load_plans(StudyConfig(profile="full")), "all")}
+    moved = {r.name: r for r in select(load_plans(StudyConfig(profile="full", seed_offset=5)), "all")}
+    assert len(base) == len(moved)
+    base_seeds = {r.params["seed"] for r in base.values() if "seed" in r.params}
+    moved_seeds = {r.params["seed"] for r in moved.values() if "seed" in r.params}
+    assert moved_seeds == {s + 5 for s in base_seeds} and not moved_seeds & base_seeds
+    gan = moved["p2q1_gan_vae_decoder_s6"]
+    assert gan.params["seed"] == 6 and gan.params["init_from"] == "@p1q2_conv_beta1_s6" and "p1q2_conv_beta1_s6" in moved
+    (search_base,), (search_moved,) = ([r for r in runs.values() if r.question == "search"] for runs in (base, moved))
+    assert search_base.params["study_name"] != search_moved.params["study_name"]
+
+
 @pytest.mark.parametrize("profile", PROFILES)
 def test_the_lab_plans_load_for_every_profile(profile):
     plans = load_plans(StudyConfig(profile=profile))

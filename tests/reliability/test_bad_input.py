@@ -145,6 +145,8 @@ TABLE: dict[str, list[Case]] = {
         Case("empty experiment", ["--experiment", " "], "experiment"),
         Case("unknown flag", ["--no-such-flag"], "unrecognized arguments"),
         Case("batch larger than the data set", [*SYN, "--batch-size", "100000"], "batch_size"),
+        Case("val_images beyond the validation slice", [*SYN, "--val-images", "100000"], "val_images"),
+        Case("val_images negative", ["--val-images", "-1"], "val_images"),
         Case("data files missing offline", ["--dataset", "fashion-mnist"], "fashion-mnist not found",
              process=True),
         Case("truncated IDX", ["--dataset", "fashion-mnist"], "truncated", setup=idx_files("truncated")),
@@ -227,6 +229,7 @@ TABLE: dict[str, list[Case]] = {
         Case("unknown profile", ["--profile", "medium"], "profile"),
         Case("unknown question", ["--only", "p9q9"], "only"),
         Case("plans folder missing", ["--plans", "{tmp}/nope"], "plans"),
+        Case("seed_offset negative", ["--seed-offset", "-1"], "seed_offset"),
     ],
     "train-classifier": [
         Case("epochs zero", ["--epochs", "0"], "epochs"),

@@ -348,10 +348,11 @@ def test_bf16_autocast_trains_a_finite_gan_and_the_run_logs_its_compute_dtype(sh
     assert params["dtype"] == "auto" and params["compute_dtype"] == resolve_dtype("auto", torch.device("cpu"))
 
 
-def test_kid_is_scored_at_step_0_and_the_end_only(shared_store):
+def test_kid_and_prdc_are_scored_at_step_0_and_the_end_only(shared_store):
     run_id, final = ran(gan_entry.run(tiny(epochs=3, eval_samples=200, experiment="kid-steps"), Context()))
     client = MlflowClient()
     assert [m.step for m in client.get_metric_history(run_id, "fid_proxy")] == [0, 1, 2, 3]
-    assert [m.step for m in client.get_metric_history(run_id, "coverage")] == [0, 1, 2, 3]
-    assert [m.step for m in client.get_metric_history(run_id, "kid_proxy")] == [0, 3]
+    assert [m.step for m in client.get_metric_history(run_id, "class_coverage")] == [0, 1, 2, 3]
+    for key in ("kid_proxy", "precision", "recall", "density", "coverage"):
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [0, 3], key
     assert math.isfinite(final["kid_proxy"]) and math.isfinite(final["kid_proxy_std"])

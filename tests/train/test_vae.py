@@ -209,6 +209,33 @@ def test_evaluate_is_deterministic():
     assert vae.evaluate(model, splits.val_x, device, 0) == vae.evaluate(model, splits.val_x, device, 0)
 
 
+@pytest.mark.parametrize("epochs, logged", [(2, [1, 2]), (16, list(range(1, 17))), (17, list(range(1, 18, 2))),
+                                            (80, list(range(5, 81, 5))), (30, list(range(2, 31, 2)))])
+def test_image_series_has_at_most_16_steps_ending_at_the_last_epoch(epochs, logged):
+    steps = [e for e in range(1, epochs + 1) if vae_entry.image_series_epoch(e, epochs)]
+    assert steps == logged and len(steps) <= vae_entry.IMAGE_SERIES_STEPS
+
+
+def test_val_images_validates_on_the_first_images_of_the_slice():
+    """Every epoch's val_* (and so the gate) is the evaluation of the first val_images validation images."""
+    splits = data.load("synthetic", limit=200)
+
+    class Curves(loop.NullSink):
+        def __init__(self):
+            self.seen = []
+
+        def epoch(self, epoch, metrics, model, checkpoint):
+            device = next(model.parameters()).device
+            self.seen.append((metrics["val_neg_elbo"], vae.evaluate(model, splits.val_x[:100], device, 0)["neg_elbo"],
+                              vae.evaluate(model, splits.val_x, device, 0)["neg_elbo"]))
+
+    sink = Curves()
+    vae.train(tiny(epochs=2, val_images=100), splits, sink)
+    assert len(sink.seen) == 2
+    for logged, first_100, whole in sink.seen:
+        assert logged == pytest.approx(first_100, rel=1e-12) and logged != pytest.approx(whole, rel=1e-6)
+
+
 def test_smoke_on_real_fashion_mnist(store, fashion_mnist_dir):
     run_id, final = ran(vae_entry.run(VAEConfig(dataset="fashion-mnist", epochs=1, limit=2000, experiment="smoke",
                                                 eval_samples=0), Context()))
