@@ -779,7 +779,7 @@ def measure_fixed_costs(ctx: Bench) -> list[Measure]:
         total = mine["metrics.seconds_total"].astype(float)
         shares = {p: float(((mine[f"metrics.seconds_{p}"].astype(float).fillna(0)) / total).median())
                   for p in (*timing.PHASES, "other") if f"metrics.seconds_{p}" in mine}
-        out.append(Measure(name, 1.0 - float((mine["metrics.seconds_train"].astype(float) / total).median()), "", None,
+        out.append(Measure(name, 1.0 - shares["train"], "", None,
                            {"runs": len(mine), "median_seconds_total": float(total.median()),
                             **{f"share_{p}": round(v, 4) for p, v in shares.items()}},
                            f"full-profile {shape.replace('_', ' ')} runs: median share of their wall time outside "

@@ -172,7 +172,8 @@ class Study:
 
     def tags(self, run: PlannedRun) -> dict[str, str]:
         return {tags.STUDY: self.cfg.study, tags.PROFILE: self.cfg.profile, tags.QUESTION: run.question,
-                tags.ARM: run.arm, tags.REF: run.name, tags.INVOCATION: self.invocation,
+                tags.ARM: run.arm, tags.REF: run.name, tags.SEED_OFFSET: str(self.cfg.seed_offset),
+                tags.INVOCATION: self.invocation,
                 tags.NOTE: run_note(run, self.titles.get(run.question, ""), self.cfg)}
 
 
@@ -429,6 +430,7 @@ def finish(state: Study, umbrella: str | None) -> None:
     if umbrella:
         tracking.Run(umbrella).set_tags({
             tags.KIND: tags.STUDY_RUN, tags.STUDY: cfg.study, tags.PROFILE: cfg.profile, tags.ONLY: cfg.only,
+            tags.SEED_OFFSET: str(cfg.seed_offset),
             tags.SUMMARY: f"{outcome.trained} trained, {outcome.reused} reused, {len(outcome.failed)} failed "
                               f"in {outcome.seconds:.0f}s"})
 

@@ -23,6 +23,7 @@ PROFILE = "genlab.profile"
 QUESTION = "genlab.question"
 ARM = "genlab.arm"  # the condition within the question
 REF = "genlab.ref"  # the run's name in its plan
+SEED_OFFSET = "genlab.seed_offset"  # what `genlab study --seed-offset` added to the plans' seeds ("0": none)
 INVOCATION = "genlab.invocation"  # one id per `genlab study` call: what it may end when its workers are gone
 WORKER = "genlab.worker"  # host:pid of the process that ran the run
 CLAIM = "genlab.claim"  # a study run's key (study, profile, question, ref, code version, config): one run trains it

@@ -333,7 +333,8 @@ def run(cfg: ReportConfig, context: Context) -> Result:
              "run_link": ui.run_url(base, "<experiment_id>", "<run_id>"), "views": views,
              "deciding": {q.name: q.deciding for q in questions.QUESTIONS},
              "ignored": collected["ignored"], "used": collected["used"],
-             "gal": collected["galleries"], "code_versions": code_versions(collected["per_question"])}
+             "gal": collected["galleries"], "code_versions": code_versions(collected["per_question"]),
+             "seed_flag": seed_flag(collected["per_question"])}
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -382,6 +383,18 @@ def code_versions(per_question: dict[str, pd.DataFrame]) -> list[str]:
         if len(runs) and code_version in runs:
             versions |= {str(v) for v in runs[code_version].dropna()}
     return sorted(versions)
+
+
+def seed_flag(per_question: dict[str, pd.DataFrame]) -> str:
+    """`` --seed-offset N`` when the runs the report reads were planned with seeds shifted by N (tag
+    genlab.seed_offset; runs without it: 0), so that the reproduce box's command trains those seeds."""
+    offsets = set()
+    column = tags.column(tags.SEED_OFFSET)
+    for runs in per_question.values():
+        if len(runs):
+            offsets |= {int(v) for v in runs[column].fillna("0")} if column in runs else {0}
+    shifted = sorted(offsets - {0})
+    return f" --seed-offset {'/'.join(map(str, shifted))}" if shifted else ""
 
 
 def summary(verdicts: dict[str, V.Verdict], views: dict[str, str]) -> dict[str, Any]:

@@ -72,6 +72,14 @@ def test_cli_bad_plan_is_exit_2_and_creates_nothing(tmp_path, monkeypatch, capsy
 
 # ---------------------------------------------------------------- a tiny study, twice
 
+def test_a_study_on_shifted_seeds_trains_and_tags_other_runs(store, tmp_path, capsys):
+    folder = write_plans(tmp_path / "plans", q1=Q1)
+    assert cli.main(["study", "--plans", folder, "--study", "tiny-moved", "--seed-offset", "3"]) == 0
+    runs = MlflowClient().search_runs([e.experiment_id for e in MlflowClient().search_experiments()])
+    assert {r.data.tags["genlab.ref"]: r.data.params["seed"] for r in runs} == {"q1_vae_s3": "3", "q1_vae_s4": "4"}
+    assert {r.data.tags["genlab.seed_offset"] for r in runs} == {"3"}
+
+
 def test_tiny_study_runs_tags_and_reuses_every_run(store, tmp_path, capsys, monkeypatch):
     folder = write_plans(tmp_path / "plans", q1=Q1, q2=Q2)
     assert cli.main(["study", "--plans", folder, "--study", "tiny"]) == 0
@@ -84,6 +92,7 @@ def test_tiny_study_runs_tags_and_reuses_every_run(store, tmp_path, capsys, monk
     assert set(by_ref) == {"q1_vae_s0", "q1_vae_s1", "q2_gradvar"}
     for r in runs:
         assert r.data.tags["genlab.study"] == "tiny" and r.data.tags["genlab.profile"] == "quick"
+        assert r.data.tags["genlab.seed_offset"] == "0"
     assert by_ref["q1_vae_s1"].data.tags["genlab.arm"] == "beta=1" and by_ref["q1_vae_s1"].data.params["beta"] == "1.0"
     assert by_ref["q1_vae_s1"].data.tags["genlab.question"] == "q1"
     assert client.get_experiment(by_ref["q2_gradvar"].info.experiment_id).name == "tiny-q2"

@@ -410,3 +410,17 @@ def test_a_view_too_long_for_a_tag_shows_the_questions_finished_runs_of_the_prof
     assert json.loads(json.loads(many)["state"])["searchFilter"] == (
         "tags.`genlab.question` = 'p2q1' AND tags.`genlab.study` = 'lab1' AND tags.`genlab.profile` = 'full' "
         "AND attributes.status = 'FINISHED'")
+
+
+def test_the_reproduce_box_names_the_seed_offset_its_runs_were_planned_with():
+    """A replication on shifted seeds (`genlab study --seed-offset 5`) is reproduced by the same flag; runs without
+    the tag (older studies) count as unshifted."""
+    import pandas as pd
+
+    from reports import build
+
+    column = "tags.genlab.seed_offset"
+    assert build.seed_flag({"p1q1": pd.DataFrame({column: ["0", "0"]}), "p2q1": pd.DataFrame()}) == ""
+    assert build.seed_flag({"p1q1": pd.DataFrame({"run_id": ["a"]})}) == ""
+    assert build.seed_flag({"p1q1": pd.DataFrame({column: ["5", "5"]}), "p1q2": pd.DataFrame({column: ["5"]})}) \
+        == " --seed-offset 5"
