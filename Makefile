@@ -27,7 +27,7 @@ data: $(STAMP)
 # PROFILE=full for the conclusions (wall times: experiments/README.md). Finished runs are reused: an interrupted study continues.
 # WORKERS=N runs independent runs side by side on a local Dask cluster (one single-threaded process per worker).
 # quick: one worker (its runs are too short to repay a worker's start-up); full and paper: two, one per core of the
-# 2-core machine they are planned for (the full study in 83 min from a fresh clone; experiments/README.md, "Wall time").
+# 2-core machine they are planned for (the full study in 64 min from a fresh clone; experiments/README.md, "Wall time").
 # A replication on other seeds: STUDY=lab1-seeds5 SEED_OFFSET=5 (every plan seed + 5; its report in reports/build-lab1-seeds5).
 PROFILE ?= quick
 WORKERS ?= $(if $(filter quick,$(PROFILE)),1,2)

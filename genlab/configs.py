@@ -198,7 +198,7 @@ class GradVarConfig:
 class StudyConfig:
     profile: str = param("quick", "quick: a pipeline check (every question end to end, minutes); full: the "
                          "evidence this machine can produce (3 or more seeds, epochs chosen so that runs converge, convergence "
-                         "measured; about 2 h on 2 cores with --workers 2, see experiments/README.md); "
+                         "measured; about 62 min on 2 cores with --workers 2, see experiments/README.md); "
                          "paper: full scale, for a GPU or a cluster (--dry-run estimates its wall time)",
                          STUDY_PROFILES)
     only: str = param("all", "comma list of questions (p1q1,p1q2,p1q3,p2q1,p2q2,search); all = every plan "
