@@ -69,8 +69,8 @@ class Scorer:
               ) -> dict[str, float]:
         """``fid_proxy, kid_proxy, kid_proxy_std, precision, recall, density, coverage, class_coverage, is_proxy``
         of ``images`` (N >= 129, float in [0, 1]) against the real test split, keys prefixed by ``prefix``.
-        ``kid=False`` leaves out the two KID values (their 100 subsets: a third of the cost of a score at 5,000
-        images), ``prdc=False`` the four k-NN ones (a fifth)."""
+        ``kid=False`` leaves out the two KID values, ``prdc=False`` the four k-NN ones: of a GAN evaluation of 5,000
+        samples, generation included, their 100 subsets are a third and the k-NN passes a fifth."""
         feats, logits = self.features(_checked(images))
         mu, sigma = metrics.feature_stats(feats)
         out = {"fid_proxy": metrics.frechet_distance(mu, sigma, self.real.mu, self.real.sigma)}

@@ -107,7 +107,7 @@ def evaluate(generator: Generator, cfg: GANConfig, scorer: Any | None, complete:
     """The evaluation hook (step 0, every ``eval_every`` epochs, the end): the scorer's metrics on ``eval_samples``
     images from fixed noise, plus ``eval_seconds``. KID and precision/recall/density/coverage only when
     ``complete`` (step 0 and the end): the report reads the fid_proxy curve alone, and at 5,000 samples those two
-    are more than half of a score. Empty without a scorer or with ``eval_samples=0``."""
+    are more than half of an evaluation. Empty without a scorer or with ``eval_samples=0``."""
     if scorer is None or cfg.eval_samples == 0:
         return {}
     t0 = time.perf_counter()
