@@ -212,11 +212,10 @@ def _planned_run(item: dict[str, Any], entry: Entry, question: str, values: dict
     default_name = re.sub(r"[^A-Za-z0-9_.=-]", "_", f"{question}_{item.get('arm')}_s{{seed}}")
     run.name = _template(item.get("name", default_name), shown, f"{where}: name")
     check(bool(NAME.match(run.name)), f"{where}: name", run.name, "letters, digits and _ . = - only")
-    # "@p1q2_beta1_s{seed}": a reference may name the run of the same seed (paired replication); any other text
-    # parameter may use the run's parameters too (the search's study_name its seed: a replication on other seeds
-    # gets its own Optuna study)
-    run.params = {k: _template(v, shown, f"{where}: {k}") if _is_reference(v) or (isinstance(v, str) and "{" in v)
-                  else v for k, v in run.params.items()}
+    # a text parameter may use the run's parameters: "@p1q2_beta1_s{seed}" names the run of the same seed (paired
+    # replication), the search's study_name its seed (a replication on other seeds gets its own Optuna study)
+    run.params = {k: _template(v, shown, f"{where}: {k}") if isinstance(v, str) and "{" in v else v
+                  for k, v in run.params.items()}
     run.refs = {k: Reference.parse(v, where) for k, v in run.params.items() if _is_reference(v)}
     run.cost = estimate_cost(entry.name, run.params)
     return run
