@@ -42,11 +42,11 @@ from genlab.train import loop, vae
 # budget on a slow shared CPU as on a GPU: quick < 2 min, full < 10 min on 2 CPU cores.
 SIZES = {
     "quick": {"repeats": 3, "pipeline_images": 20000, "train_seconds": 4.0, "bf16_seconds": 2.0, "bf16_rounds": 1,
-              "threads_rounds": 2, "tracking_seconds": 3.0, "eval_images": 256, "matmul_size": 1024,
+              "threads_rounds": 2, "optimizer_seconds": 0.5, "tracking_seconds": 3.0, "eval_images": 256, "matmul_size": 1024,
               "search_trials": 4, "search_limit": 1024, "search_rounds": 1,
               "study_limit": 1000, "study_rounds": 0, "dask_rounds": 3},  # a study twice would break 2 min
     "full": {"repeats": 5, "pipeline_images": 55000, "train_seconds": 12.0, "bf16_seconds": 8.0, "bf16_rounds": 2,
-             "threads_rounds": 3, "tracking_seconds": 12.0, "eval_images": 500, "matmul_size": 1024,
+             "threads_rounds": 3, "optimizer_seconds": 1.0, "tracking_seconds": 12.0, "eval_images": 500, "matmul_size": 1024,
              "search_trials": 8, "search_limit": 4096, "search_rounds": 1,
              "study_limit": 1000, "study_rounds": 1, "dask_rounds": 3},
 }
@@ -227,7 +227,7 @@ def reference_train_seconds(ctx: Bench, splits: data.Splits) -> float:
     cfg = ctx.vae_config(len(splits.train_x))
     torch.manual_seed(cfg.seed)
     model = VAE(cfg.latent_dim, cfg.arch).to(ctx.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = loop.adam(model.parameters(), cfg.lr)
     loader = reference_loader(splits.train_x.numpy(), splits.train_y.numpy(), cfg.batch_size, cfg.seed)
     model.train()
     train_loss = 0.0
@@ -369,7 +369,7 @@ def training_speed(seconds: float = 1.0) -> dict[str, float]:
     x = torch.rand(128, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     for arch in ARCHS:
         model = VAE(16, arch)
-        optimizer = torch.optim.Adam(model.parameters())
+        optimizer = loop.adam(model.parameters(), 1e-3)
         images, t0, warm = 0, 0.0, 2
         while images == 0 or time.perf_counter() - t0 < seconds:
             logits, _, z_mean, z_log_var = model(x)
@@ -384,6 +384,67 @@ def training_speed(seconds: float = 1.0) -> dict[str, float]:
                 images += len(x)
         speed[arch] = images / (time.perf_counter() - t0)
     return speed
+
+
+def _steps_per_second(step: Callable[[], object], seconds: float, device: torch.device) -> float:
+    """Training steps per second of ``step`` over about ``seconds`` (after one warm-up step)."""
+    step()
+    steps, t0 = 0, time.perf_counter()
+    while steps == 0 or time.perf_counter() - t0 < seconds:
+        step()
+        steps += 1
+    _sync(device)
+    return steps / (time.perf_counter() - t0)
+
+
+def _vae_step(ctx: Bench, arch: str, fused: bool, x: torch.Tensor) -> Callable[[], None]:
+    """One VAE training step on ``x`` (the model seeded afresh), with fused or per-tensor Adam."""
+    torch.manual_seed(ctx.cfg.seed)
+    model = VAE(16, arch).to(ctx.device)
+    optimizer = loop.adam(model.parameters(), 1e-3, fused=fused)
+
+    def step() -> None:
+        logits, _, z_mean, z_log_var = model(x)
+        loss = losses.vae_terms(logits, x, z_mean, z_log_var, 1.0)["loss"].mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def _gan_step(ctx: Bench, fused: bool, real: torch.Tensor) -> Callable[[], object]:
+    """One step of genlab's GAN loop (a D then a G update, the moving average) on ``real``."""
+    from genlab.train import gan
+
+    cfg = GANConfig(batch_size=len(real), seed=ctx.cfg.seed, device=str(ctx.device), dtype="fp32")
+    state, _ = gan.initial_state(cfg, ctx.device)
+    betas = (cfg.beta1, 0.999)
+    state.opt_g = loop.adam(state.nets.generator.parameters(), cfg.lr_g, betas, fused=fused)
+    state.opt_d = loop.adam(state.nets.discriminator.parameters(), cfg.lr_d, betas, fused=fused)
+    no_autocast = torch.autocast(ctx.device.type, enabled=False)
+    return lambda: gan._step(cfg, state, real, 1, 0, 1, no_autocast)
+
+
+OPTIMIZER_GAN_BATCH = 64  # the batch of the study's GANs (experiments/p2q1.yaml)
+
+
+def measure_optimizer(ctx: Bench) -> list[Measure]:
+    """adam_fused_speedup_<model>: training steps per second with the fused Adam every loop uses (loop.adam) vs
+    the per-tensor Adam that is torch's default on a CPU; same model, init and batch, side by side."""
+    x = next(data.batches(ctx.splits.train_x[:ctx.cfg.batch_size], ctx.cfg.batch_size, device=ctx.device))
+    makers = {"mlp_vae": lambda fused: _vae_step(ctx, "mlp", fused, x),
+              "conv_vae": lambda fused: _vae_step(ctx, "conv", fused, x),
+              "gan": lambda fused: _gan_step(ctx, fused, x[:OPTIMIZER_GAN_BATCH])}
+    seconds, out = ctx.sizes["optimizer_seconds"], []
+    for name, make in makers.items():
+        rates = interleaved({side: lambda make=make, fused=fused: _steps_per_second(make(fused), seconds, ctx.device)
+                             for side, fused in (("fused", True), ("loop", False))}, ctx.repeats)
+        out.append(Measure(f"adam_fused_speedup_{name}", median_ratio(rates["fused"], rates["loop"]), "x", None,
+                           {"fused_steps_per_second": statistics.median(rates["fused"]),
+                            "loop_steps_per_second": statistics.median(rates["loop"]),
+                            "batch_size": OPTIMIZER_GAN_BATCH if name == "gan" else len(x)},
+                           f"{name.replace('_', ' ')} training steps/s, fused Adam vs torch's per-tensor Adam"))
+    return out
 
 
 # ---------------------------------------------------------------- tracking
@@ -788,7 +849,7 @@ def measure_fixed_costs(ctx: Bench) -> list[Measure]:
 
 
 MEASUREMENTS: list[Callable[[Bench], list[Measure]]] = [
-    measure_data_pipeline, measure_training, measure_threads, measure_tracking, measure_fid, measure_gan,
+    measure_data_pipeline, measure_training, measure_threads, measure_optimizer, measure_tracking, measure_fid, measure_gan,
     measure_search, measure_dask_startup, measure_study, measure_fixed_costs,
 ]
 

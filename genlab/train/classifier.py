@@ -39,7 +39,7 @@ def train(cfg: ClassifierConfig, splits: data.Splits, sink: loop.Sink = loop.Nul
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = Classifier().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = loop.adam(model.parameters(), cfg.lr)
     steps_per_epoch = -(-len(splits.train_x) // cfg.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     shuffle_rng = torch.Generator().manual_seed(cfg.seed)

@@ -186,8 +186,8 @@ def initial_state(cfg: GANConfig, device: torch.device, init: InitSource | None 
     average = copy.deepcopy(generator).requires_grad_(False) if cfg.ema_decay > 0 else None
     betas = (cfg.beta1, 0.999)
     state = TrainState(Networks(generator, discriminator, average),
-                       torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=betas),
-                       torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=betas),
+                       loop.adam(generator.parameters(), cfg.lr_g, betas),
+                       loop.adam(discriminator.parameters(), cfg.lr_d, betas),
                        torch.Generator().manual_seed(cfg.seed), torch.Generator(device=device).manual_seed(cfg.seed + 1),
                        [])
     start_epoch = loop.restore(resume, state.stateful(), state.rngs())

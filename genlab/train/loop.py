@@ -24,6 +24,15 @@ from genlab.checks import ConfigError
 CheckpointFn = Callable[[], dict[str, Any]]  # builds the resume state on demand: a sink that keeps none pays nothing
 
 
+def adam(params: Any, lr: float, betas: tuple[float, float] = (0.9, 0.999), fused: bool = True,
+         ) -> torch.optim.Adam:
+    """Every loop's optimiser. ``fused``: PyTorch's one-kernel Adam (the same update as the per-tensor loop, which is
+    torch's default on a CPU), one pass over each parameter and its moments instead of a chain of elementwise ops:
+    on this 2-core CPU an MLP VAE step about 1.2x as fast, a conv VAE or GAN step 1.03-1.07x (``genlab bench``:
+    adam_fused_speedup_*)."""
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused)
+
+
 class NonFiniteLoss(RuntimeError):
     """A loss or an epoch metric became NaN or infinite (the run fails with this one-line reason)."""
 

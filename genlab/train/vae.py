@@ -125,7 +125,7 @@ def initial_state(cfg: VAEConfig, device: torch.device, resume: dict | None = No
     if cfg.arch == "conv" and device.type == "cpu":
         # oneDNN convolutions are faster on CPU in channels-last layout (docs/results.md, Benchmark)
         model = model.to(memory_format=torch.channels_last)
-    state = TrainState(model, torch.optim.Adam(model.parameters(), lr=cfg.lr), torch.Generator().manual_seed(cfg.seed),
+    state = TrainState(model, loop.adam(model.parameters(), cfg.lr), torch.Generator().manual_seed(cfg.seed),
                        torch.Generator(device=device).manual_seed(cfg.seed + 1), torch.zeros((), device=device), [])
     start_epoch = loop.restore(resume, state.stateful(), state.rngs())
     if resume is not None:

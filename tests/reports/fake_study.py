@@ -138,15 +138,17 @@ def build(uri: str, confirmed: bool, study: str = "lab1", profile: str = "full",
           png=scatter_png(),
           name="vae z2 b1.0 s0")
 
-    # P1Q3: latent_dim sweep at beta 1 (+ autoencoders). Confirmed: gap 1 -> 9 nats, test recon best at 8.
+    # P1Q3: latent_dim sweep at beta 1 (+ autoencoders). The gap is test - train reconstruction. Confirmed: the gap
+    # grows 1 -> 9 nats, the training reconstruction levels off at 8, so test recon is best at 8 and worse at 32;
+    # not confirmed: the gap stays at 1 while training keeps improving, so test recon improves up to 32.
     # The -log p(x) bound is the reconstruction + 10 nats; its test - train gap is the reconstruction gap + 0.5.
     dims = (2, 8, 32)
     gap = (1.0, 3.0, 9.0) if confirmed else (1.0, 1.2, 1.1)
-    test = (252.0, 222.0, 230.0) if confirmed else (252.0, 230.0, 215.0)
-    for d, g, t, train in zip(dims, gap, test, (250.0, 220.0, 200.0), strict=True):
+    trains = (250.0, 220.0, 220.5) if confirmed else (250.0, 220.0, 200.0)
+    for d, g, train in zip(dims, gap, trains, strict=True):
         for seed, e in enumerate(NOISE):
             s.run("p1q3", "vae", f"z={d}", seed, {"beta": 1.0, "latent_dim": d},
-                  {"train_eval_recon": train + e, "val_recon": train + g + 2 * e, "test_recon": t + e,
+                  {"train_eval_recon": train + e, "val_recon": train + g + 2 * e, "test_recon": train + g + 2 * e,
                    "train_nll_iw": train + 10 + e, "test_nll_iw": train + g + 10.5 + 2 * e, "train_nll_iw_se": 0.3,
                    "test_nll_iw_se": 0.3, "active_units": min(d, 12), "test_active_units": min(d, 11),
                    "fid_proxy": 40 - d / 4, "recon_fid_proxy": 10 - d / 8},
