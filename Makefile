@@ -11,10 +11,13 @@ export PATH := $(BIN):$(PATH)
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "genlab needs Python 3.11 (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
-	@# --no-compile: pip would byte-compile every installed file (42 of the install's 102 s); Python compiles what it
-	@# imports on first use instead, which left the first `import genlab` as fast (10.4 s either way)
+	@# pip byte-compiles on one core (42 of the install's 102 s); compileall on every core does it in 30 s. Compiled
+	@# files matter: the environment may set PYTHONDONTWRITEBYTECODE, and then every process (each test's CLI call,
+	@# each worker) would compile torch and mlflow again (import 7.6 s instead of 3.1 s). A few third-party files are
+	@# deliberately invalid Python (test fixtures), as pip's own compile step ignores them: hence -qq and || true.
 	$(BIN)/pip install -q --disable-pip-version-check --no-compile -r requirements.lock
 	$(BIN)/pip install -q --disable-pip-version-check --no-compile --no-deps --no-build-isolation -e .
+	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	touch $(STAMP)
 
 # Fashion-MNIST: found locally, else the Debian package (as root), else downloaded with sha256 checks.
