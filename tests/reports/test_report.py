@@ -101,6 +101,8 @@ def test_confirmed_data_gives_confirmed_verdicts_and_the_numbers(built):
     # the positive control's autoencoder gap grows 5 -> 40: the measurement could have seen memorisation
     assert "changes by Δ = 35.00 [35.00 ; 35.00] nats/image from latent_dim 2 to 32" in s and "could have seen it" in s
     assert "so the test degradation is overfitting" in s and "control: AE β = 0" in s
+    # each sentence of a verdict box is its own quoted line, never glued to the one before (".> For contrast")
+    assert re.search(r"\n> For contrast", s) and ".> " not in en and ".> " not in fr
     # the FAILED run and the older duplicate (test_recon 900) are not used
     without_ids = re.sub(r"[0-9a-f]{8,32}", "", s)  # a random run id can contain "900"
     assert "900" not in without_ids and "1 unfinished run(s)" in en
